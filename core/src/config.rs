@@ -1,0 +1,134 @@
+//! Configuration shared by every binary: clap argument groups where each flag
+//! is also an `SB_...` environment variable, typed durations, and a redacting
+//! type for secrets. Bad configuration exits with status 64 (EX_USAGE) before
+//! any port is bound.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::kafka::KafkaConfig;
+use crate::topics::Topics;
+
+/// Exit status for unusable configuration (sysexits EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Parses the command line; usage errors exit with [`EXIT_CONFIG`], `--help`
+/// and `--version` exit 0 as usual.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(value) => value,
+        Err(err) if err.use_stderr() => {
+            let _ = err.print();
+            std::process::exit(EXIT_CONFIG);
+        }
+        Err(err) => err.exit(),
+    }
+}
+
+/// Reports a configuration error found after parsing and exits with [`EXIT_CONFIG`].
+pub fn exit_bad_config(message: impl fmt::Display) -> ! {
+    eprintln!("error: invalid configuration: {message}");
+    std::process::exit(EXIT_CONFIG);
+}
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Parses a `key=value` pair for pass-through client settings.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.trim().is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
+}
+
+/// Parses a human duration such as `250ms`, `5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// How to reach Kafka and name its topics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long = "kafka-brokers", env = "SB_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic name (`<prefix>.inbound`, ...).
+    #[arg(long, env = "SB_TOPIC_PREFIX", default_value = "sb")]
+    pub topic_prefix: String,
+    /// Extra librdkafka settings as key=value (e.g. security.protocol=SASL_SSL), comma separated.
+    #[arg(long = "kafka-option", env = "SB_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+    /// How long producers wait to batch records.
+    #[arg(long = "kafka-linger", env = "SB_KAFKA_LINGER", default_value = "2ms", value_parser = parse_duration)]
+    pub linger: Duration,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig { brokers: self.brokers.clone(), options: self.options.clone(), linger: self.linger }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix).unwrap_or_else(|e| exit_bad_config(format_args!("--topic-prefix: {e}")))
+    }
+}
+
+/// How to reach the SQL database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// postgres://user:pass@host/db or sqlite://path?mode=rwc
+    #[arg(long = "database-url", env = "SB_DATABASE_URL")]
+    pub url: Secret,
+    /// Size of the connection pool.
+    #[arg(long = "database-max-connections", env = "SB_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub max_connections: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.expose(), "postgres://u:hunter2@h/db");
+    }
+
+    #[test]
+    fn key_values_and_durations_parse() {
+        assert_eq!(parse_key_value("a.b = c").unwrap(), ("a.b".into(), "c".into()));
+        assert!(parse_key_value("novalue").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! The dead-letter topic: a record a worker cannot decode is copied there
+//! (key, payload and headers intact, plus why and where from), and the worker
+//! moves on instead of crashing or stalling on it.
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use switchboard_schemas::headers;
+
+#[derive(Clone)]
+pub struct DeadLetter {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl DeadLetter {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+
+    /// Copies `message` to the dead-letter topic and waits for Kafka's ack,
+    /// so the caller may then store the source offset.
+    pub async fn send(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), KafkaError> {
+        let mut out = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                out = out.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        out = out
+            .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
+            .insert(Header { key: headers::DLQ_TOPIC, value: Some(message.topic()) })
+            .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
+            .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "record sent to dead-letter topic"
+        );
+        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+}

@@ -1,0 +1,135 @@
+//! Kafka clients with Switchboard's settings: an idempotent `acks=all`
+//! producer, group consumers that store offsets only when told (at-least-once),
+//! and assigned consumers for per-node and compacted topics.
+//!
+//! The same code talks to librdkafka's mock cluster (embedded default) and to
+//! a real cluster (production).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Timeout for metadata and watermark queries.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connection settings for every Kafka client of a process.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Pass-through librdkafka settings (security, tuning); applied last.
+    pub options: Vec<(String, String)>,
+    pub linger: Duration,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), options: Vec::new(), linger: Duration::from_millis(2) }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    fn finish(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Idempotent producer, acks from all in-sync replicas; order per
+    /// partition is kept even across retries.
+    pub fn producer(&self) -> KafkaResult<FutureProducer> {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", self.linger.as_millis().to_string())
+            // A record not acknowledged within this time fails its delivery
+            // future, which the edge turns into a typed `unavailable` error.
+            .set("message.timeout.ms", "30000")
+            .set("queue.buffering.max.messages", "200000");
+        self.finish(config).create()
+    }
+
+    /// Consumer in `group`; offsets are committed in the background but only
+    /// those passed to `store_offset` after the work is durable.
+    pub fn group_consumer(&self, group: &str) -> KafkaResult<StreamConsumer> {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "10");
+        self.finish(config).create()
+    }
+
+    /// Consumer without a group, driven by explicit assignment.
+    pub fn assigned_consumer(&self) -> KafkaResult<StreamConsumer> {
+        let mut config = self.base();
+        config
+            // librdkafka wants a group id even when only assign() is used; it is never joined.
+            .set("group.id", "sb-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "10");
+        self.finish(config).create()
+    }
+}
+
+/// Partition numbers of `topic`, from the cluster's metadata.
+pub fn partitions(consumer: &StreamConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    Ok(partitions)
+}
+
+/// Assigns every partition of `topics` to `consumer`, starting at `offset`.
+/// Returns the (topic, partition) pairs assigned.
+pub fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offset) -> KafkaResult<Vec<(String, i32)>> {
+    let mut list = TopicPartitionList::new();
+    let mut assigned = Vec::new();
+    for topic in topics {
+        for partition in partitions(consumer, topic)? {
+            list.add_partition_offset(topic, partition, offset)?;
+            assigned.push((topic.to_string(), partition));
+        }
+    }
+    consumer.assign(&list)?;
+    Ok(assigned)
+}
+
+/// Reads a header as UTF-8 text.
+pub fn header_str<'a, M: Message>(message: &'a M, name: &str) -> Option<&'a str>
+where
+    M::Headers: 'a,
+{
+    let headers = message.headers()?;
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Headers for a new record: schema version and trace context.
+pub fn record_headers(schema: &str, traceparent: Option<&str>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(2)
+        .insert(Header { key: switchboard_schemas::headers::SCHEMA, value: Some(schema) });
+    if let Some(tp) = traceparent {
+        headers = headers.insert(Header { key: switchboard_schemas::headers::TRACEPARENT, value: Some(tp) });
+    }
+    headers
+}

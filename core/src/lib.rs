@@ -1,0 +1,12 @@
+//! Plumbing shared by the edge and the workers: configuration types, topic
+//! names, Kafka client construction, the SQL store, dead-lettering, shutdown
+//! and logging. Nothing here knows about WebSockets or routing policy.
+
+pub mod clock;
+pub mod config;
+pub mod dead_letter;
+pub mod kafka;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod topics;

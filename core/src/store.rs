@@ -1,0 +1,419 @@
+//! The SQL store (sqlx `Any`: PostgreSQL in production, SQLite for the
+//! embedded default). One dialect serves both: `$N` parameters, TEXT/BIGINT
+//! columns, `ON CONFLICT`, `RETURNING`.
+//!
+//! Rooms own a gapless sequence (`rooms.last_seq`); messages are unique on
+//! their idempotency key (room, sender, client id), so persisting the same
+//! command twice returns the first stored message unchanged.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use switchboard_schemas::envelope::{InboundSend, StoredMessage};
+use switchboard_schemas::ids::message_id;
+use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
+use thiserror::Error;
+
+use crate::clock::now_ms;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Migrations failed: an operator must look.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the same call may succeed later (connection lost, pool
+    /// exhausted, lock contention), false for a bug or a bad schema.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Migrate(_) => false,
+            StoreError::Query(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || is_transient_database_error(e)
+            }
+        }
+    }
+}
+
+/// Database errors worth retrying: PostgreSQL serialization failure,
+/// deadlock, shutdown and connection limits; SQLite busy/locked. Others
+/// (constraint violations, invalid text) fail the same way every time.
+fn is_transient_database_error(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else { return false };
+    matches!(
+        db.code().as_deref(),
+        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "5" | "6")
+    )
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+/// What a room looks like to a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomState {
+    pub epoch: u64,
+    pub last_seq: u64,
+}
+
+/// Answer to "may this user read this room?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Allowed; the room's current state (a public room not created yet is
+    /// epoch 1, seq 0).
+    Granted(RoomState),
+    Forbidden,
+}
+
+/// Result of persisting one inbound send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now, or found already stored under the same idempotency key.
+    Stored { message: StoredMessage, duplicate: bool },
+    /// Refused for a reason the sender must hear about.
+    Rejected { code: ErrorCode, message: String },
+}
+
+const PUBLIC: &str = "public";
+const PRIVATE: &str = "private";
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://...` or `sqlite://...`). SQLite gets WAL
+    /// mode so the edge's readers and the persister's writer do not block
+    /// each other.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies the migrations in `core/migrations` (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether `user` may read `room`, and the room's current state.
+    pub async fn access(&self, room: &str, user: &str) -> Result<Access, StoreError> {
+        let row = sqlx::query("SELECT kind, epoch, last_seq FROM rooms WHERE id = $1")
+            .bind(room)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Access::Granted(RoomState { epoch: 1, last_seq: 0 }));
+        };
+        let kind: String = row.try_get("kind")?;
+        let state = RoomState {
+            epoch: row.try_get::<i64, _>("epoch")? as u64,
+            last_seq: row.try_get::<i64, _>("last_seq")? as u64,
+        };
+        if kind == PRIVATE && !self.is_member(room, user).await? {
+            return Ok(Access::Forbidden);
+        }
+        Ok(Access::Granted(state))
+    }
+
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Messages with `after < seq <= upto`, oldest first, at most `limit`.
+    pub async fn messages_between(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<MessageFrame>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room, seq, id, client_id, sender, sender_name, body, sent_at FROM messages \
+             WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(room)
+        .bind(after as i64)
+        .bind(upto as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    /// Creates (or extends) a private room with the given members.
+    pub async fn create_private_room(&self, room: &str, members: &[&str]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rooms (id, kind, epoch, last_seq, created_at) VALUES ($1, $2, 1, 0, $3) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind",
+        )
+        .bind(room)
+        .bind(PRIVATE)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for member in members {
+            sqlx::query("INSERT INTO room_members (room, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(room)
+                .bind(*member)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Number of stored messages in a room (operators, tests).
+    pub async fn count_messages(&self, room: &str) -> Result<u64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE room = $1").bind(room).fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
+    /// Persists a batch of sends in one transaction: permission check,
+    /// idempotent insert, gapless seq, enrichment. Outcomes are in input order.
+    pub async fn persist(&self, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(sends.len());
+        for send in sends {
+            outcomes.push(persist_one(&mut tx, send).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+async fn persist_one(tx: &mut Transaction<'static, Any>, send: &InboundSend) -> Result<Outcome, StoreError> {
+    let now = now_ms();
+    let room_row =
+        sqlx::query("SELECT kind, epoch FROM rooms WHERE id = $1").bind(&send.room).fetch_optional(&mut **tx).await?;
+    let (kind, epoch) = match room_row {
+        Some(row) => (row.try_get::<String, _>("kind")?, row.try_get::<i64, _>("epoch")?),
+        None => {
+            // Public rooms come into being with their first message.
+            sqlx::query(
+                "INSERT INTO rooms (id, kind, epoch, last_seq, created_at) VALUES ($1, $2, 1, 0, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&send.room)
+            .bind(PUBLIC)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            (PUBLIC.to_owned(), 1)
+        }
+    };
+    if kind == PRIVATE {
+        let member = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
+            .bind(&send.room)
+            .bind(&send.sender)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if member.is_none() {
+            return Ok(Outcome::Rejected {
+                code: ErrorCode::Forbidden,
+                message: format!("you are not a member of room {:?}", send.room),
+            });
+        }
+    }
+
+    let existing = sqlx::query(
+        "SELECT room, seq, id, client_id, sender, sender_name, body, sent_at FROM messages \
+         WHERE room = $1 AND sender = $2 AND client_id = $3",
+    )
+    .bind(&send.room)
+    .bind(&send.sender)
+    .bind(&send.client_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(Outcome::Stored {
+            message: StoredMessage { epoch: epoch as u64, message: message_from_row(&row)? },
+            duplicate: true,
+        });
+    }
+
+    let sender_name = match &send.sender_name {
+        Some(name) => {
+            sqlx::query(
+                "INSERT INTO users (id, display_name, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, updated_at = excluded.updated_at",
+            )
+            .bind(&send.sender)
+            .bind(name)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            name.clone()
+        }
+        None => sqlx::query("SELECT display_name FROM users WHERE id = $1")
+            .bind(&send.sender)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get::<String, _>("display_name"))
+            .transpose()?
+            .unwrap_or_else(|| send.sender.clone()),
+    };
+
+    let seq: i64 = sqlx::query("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+        .bind(&send.room)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("last_seq")?;
+    let id = message_id(&send.room, &send.sender, &send.client_id).to_string();
+    sqlx::query(
+        "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&send.room)
+    .bind(seq)
+    .bind(&id)
+    .bind(&send.sender)
+    .bind(&sender_name)
+    .bind(&send.client_id)
+    .bind(&send.body)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Outcome::Stored {
+        message: StoredMessage {
+            epoch: epoch as u64,
+            message: MessageFrame {
+                room: send.room.clone(),
+                seq: seq as u64,
+                id,
+                client_id: send.client_id.clone(),
+                sender: send.sender.clone(),
+                sender_name,
+                body: send.body.clone(),
+                sent_at: now,
+            },
+        },
+        duplicate: false,
+    })
+}
+
+fn message_from_row(row: &sqlx::any::AnyRow) -> Result<MessageFrame, StoreError> {
+    Ok(MessageFrame {
+        room: row.try_get("room")?,
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        sender: row.try_get("sender")?,
+        sender_name: row.try_get("sender_name")?,
+        body: row.try_get("body")?,
+        sent_at: row.try_get("sent_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_schemas::envelope::Origin;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        (store, dir)
+    }
+
+    fn send(room: &str, sender: &str, client_id: &str) -> InboundSend {
+        InboundSend {
+            room: room.into(),
+            sender: sender.into(),
+            sender_name: Some(sender.to_uppercase()),
+            client_id: client_id.into(),
+            body: format!("body {client_id}"),
+            origin: Origin { node: "n".into(), conn: 1, reference: "r".into() },
+            received_at: 0,
+        }
+    }
+
+    fn seq_of(outcome: &Outcome) -> u64 {
+        match outcome {
+            Outcome::Stored { message, .. } => message.message.seq,
+            Outcome::Rejected { .. } => panic!("rejected: {outcome:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_are_gapless_and_idempotent() {
+        let (store, _dir) = store().await;
+        let out = store.persist(&[send("r", "a", "1"), send("r", "b", "1"), send("q", "a", "1")]).await.unwrap();
+        assert_eq!(out.iter().map(seq_of).collect::<Vec<_>>(), vec![1, 2, 1]);
+
+        // The same idempotency key again, alone and inside a batch.
+        let again = store.persist(&[send("r", "a", "1"), send("r", "a", "2")]).await.unwrap();
+        assert_eq!(again.iter().map(seq_of).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(matches!(again[0], Outcome::Stored { duplicate: true, .. }));
+        assert_eq!(store.count_messages("r").await.unwrap(), 3);
+
+        let history = store.messages_between("r", 1, 3, 10).await.unwrap();
+        assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(history[0].sender_name, "B");
+        assert_eq!(store.access("r", "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
+    }
+
+    #[tokio::test]
+    async fn private_rooms_need_membership() {
+        let (store, _dir) = store().await;
+        store.create_private_room("secret", &["alice"]).await.unwrap();
+        assert_eq!(store.access("secret", "mallory").await.unwrap(), Access::Forbidden);
+        assert!(matches!(store.access("secret", "alice").await.unwrap(), Access::Granted(_)));
+        let out = store.persist(&[send("secret", "mallory", "1"), send("secret", "alice", "1")]).await.unwrap();
+        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
+        assert_eq!(seq_of(&out[1]), 1, "a rejection consumes no seq");
+    }
+}

@@ -1,0 +1,107 @@
+//! Client authentication at the handshake: a JWT from `?token=` (browsers
+//! cannot set headers on a WebSocket) or `Authorization: Bearer`.
+//!
+//! HS256 with a shared secret today; `Authenticator` holds a key and a
+//! validation, so RS256 keys or a JWKS set slot in as other constructors.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use switchboard_schemas::ids::validate_id;
+use thiserror::Error;
+
+/// What a token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Display name shown to others; the user id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Expiry, seconds since the Unix epoch (required).
+    pub exp: u64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing token: pass ?token= or an Authorization: Bearer header")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone)]
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Longest display name kept from a token.
+const MAX_NAME_LEN: usize = 64;
+
+impl Authenticator {
+    pub fn hs256(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        Self { key: DecodingKey::from_secret(secret), validation }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let mut claims = data.claims;
+        validate_id(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
+        if let Some(name) = &mut claims.name {
+            if name.trim().is_empty() {
+                claims.name = None;
+            } else if name.len() > MAX_NAME_LEN {
+                let mut end = MAX_NAME_LEN;
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                name.truncate(end);
+            }
+        }
+        Ok(claims)
+    }
+}
+
+/// Signs an HS256 token (dev token endpoint, tests, operators' tooling).
+pub fn issue_hs256(secret: &[u8], claims: &Claims) -> String {
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+        .expect("HS256 signing of plain claims cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123";
+
+    fn claims(sub: &str, exp: u64) -> Claims {
+        Claims { sub: sub.into(), name: Some("Alice".into()), exp }
+    }
+
+    fn far_future() -> u64 {
+        4_000_000_000
+    }
+
+    #[test]
+    fn accepts_a_good_token() {
+        let auth = Authenticator::hs256(SECRET);
+        let token = issue_hs256(SECRET, &claims("alice", far_future()));
+        assert_eq!(auth.verify(&token).unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        let auth = Authenticator::hs256(SECRET);
+        assert!(auth.verify("not-a-jwt").is_err());
+        let wrong_key = issue_hs256(b"another-secret-0000000", &claims("alice", far_future()));
+        assert!(auth.verify(&wrong_key).is_err());
+        let expired = issue_hs256(SECRET, &claims("alice", 1_000));
+        assert!(auth.verify(&expired).is_err());
+        let bad_sub = issue_hs256(SECRET, &claims("a/b", far_future()));
+        assert!(auth.verify(&bad_sub).is_err());
+    }
+}

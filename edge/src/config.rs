@@ -1,0 +1,131 @@
+//! Edge settings. Every limit a busy deployment tunes is here, with the
+//! defaults an operator would expect.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_core::config::{Secret, parse_duration};
+use switchboard_schemas::protocol::Limits;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeConfig {
+    /// Stable id of this node (e.g. the StatefulSet pod name); names its delivery topic.
+    #[arg(long = "node-id", env = "SB_NODE_ID")]
+    pub node_id: String,
+    /// Address to listen on.
+    #[arg(long, env = "SB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// HS256 secret that signs client tokens.
+    #[arg(long = "jwt-secret", env = "SB_JWT_SECRET")]
+    pub jwt_secret: Secret,
+    /// Browser origins allowed to connect, comma separated; `*` allows any.
+    /// Requests without an Origin header (native apps) are always allowed.
+    #[arg(long = "allowed-origins", env = "SB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Largest text frame in bytes; larger ones close the connection with 1009.
+    #[arg(long = "max-frame-bytes", env = "SB_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Largest message body in bytes.
+    #[arg(long = "max-body-bytes", env = "SB_MAX_BODY_BYTES", default_value_t = 4 * 1024)]
+    pub max_body_bytes: usize,
+    /// Sustained client frames per second per connection.
+    #[arg(long = "rate-per-second", env = "SB_RATE_PER_SECOND", default_value_t = 20)]
+    pub rate_per_second: u32,
+    /// Frames allowed in a burst above the sustained rate.
+    #[arg(long = "rate-burst", env = "SB_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+    /// Connections one user may hold on this node.
+    #[arg(long = "max-connections-per-user", env = "SB_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+    /// Frames queued for one connection before it is closed as a slow consumer.
+    #[arg(long = "send-queue-frames", env = "SB_SEND_QUEUE_FRAMES", default_value_t = 1024)]
+    pub send_queue_frames: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    #[arg(long = "send-queue-bytes", env = "SB_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub send_queue_bytes: usize,
+    /// Sends of one connection waiting for Kafka's ack at once; more pause reading.
+    #[arg(long = "max-in-flight", env = "SB_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Close a connection that sent nothing (not even a pong) for this long.
+    #[arg(long = "idle-timeout", env = "SB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Interval of server pings.
+    #[arg(long = "ping-interval", env = "SB_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Most messages replayed on join with `since`.
+    #[arg(long = "max-replay", env = "SB_MAX_REPLAY", default_value_t = 500)]
+    pub max_replay: u32,
+    /// Interval of heartbeats to `sb.nodes`.
+    #[arg(long = "heartbeat-interval", env = "SB_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long a send may wait for room in the producer queue before failing with `unavailable`.
+    #[arg(long = "produce-queue-timeout", env = "SB_PRODUCE_QUEUE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub produce_queue_timeout: Duration,
+    /// Time allowed for draining on SIGTERM; clients are closed with 1012 spread over it.
+    #[arg(long = "drain-grace", env = "SB_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+    /// Create this node's delivery topic at start (AdminClient; real clusters only).
+    #[arg(long = "create-delivery-topic", env = "SB_CREATE_DELIVERY_TOPIC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_delivery_topic: bool,
+    /// Serve `/dev/token` and the demo page. Only the embedded default turns this on.
+    #[arg(skip)]
+    pub dev_mode: bool,
+}
+
+impl EdgeConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_body_bytes: self.max_body_bytes,
+            rate_per_second: self.rate_per_second,
+            rate_burst: self.rate_burst,
+            max_replay: self.max_replay,
+        }
+    }
+
+    /// Checks what clap cannot; run before binding any port.
+    pub fn validate(&self) -> Result<(), String> {
+        switchboard_schemas::ids::validate_id(&self.node_id).map_err(|e| format!("--node-id: {e}"))?;
+        if self.jwt_secret.expose().len() < 16 {
+            return Err("--jwt-secret must be at least 16 bytes".into());
+        }
+        if self.max_body_bytes >= self.max_frame_bytes {
+            return Err("--max-body-bytes must be smaller than --max-frame-bytes".into());
+        }
+        if self.rate_per_second == 0 || self.rate_burst == 0 {
+            return Err("--rate-per-second and --rate-burst must be positive".into());
+        }
+        for n in [self.send_queue_frames, self.send_queue_bytes, self.max_in_flight, self.max_connections_per_user] {
+            if n == 0 {
+                return Err("queue sizes and connection caps must be positive".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and the embedded default.
+    pub fn for_node(node_id: &str, listen: SocketAddr, jwt_secret: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            listen,
+            jwt_secret: Secret::new(jwt_secret),
+            allowed_origins: vec!["*".into()],
+            max_frame_bytes: 16 * 1024,
+            max_body_bytes: 4 * 1024,
+            rate_per_second: 20,
+            rate_burst: 40,
+            max_connections_per_user: 16,
+            send_queue_frames: 1024,
+            send_queue_bytes: 1024 * 1024,
+            max_in_flight: 64,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            max_replay: 500,
+            heartbeat_interval: Duration::from_secs(3),
+            produce_queue_timeout: Duration::from_secs(5),
+            drain_grace: Duration::from_secs(10),
+            create_delivery_topic: false,
+            dev_mode: false,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Delivery: the edge consumes only its own `sb.deliver.<node>` (assigned,
+//! from the end), encodes each event once, and pushes the shared bytes to the
+//! room's local connections.
+//!
+//! Per room the hub knows the lowest seq any local member has been sent. A
+//! message above that + 1 reveals a gap (routes that landed after a join, a
+//! router restart); the gap is filled from SQL before the message is pushed.
+//! After a room gets its first local member, a catch-up check does the same
+//! for messages that were routed before the route existed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::store::Store;
+use switchboard_schemas::envelope::Event;
+use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// Most rows read from SQL per backfill query.
+const BACKFILL_CHUNK: u32 = 500;
+
+/// Work the delivery task does besides consuming.
+#[derive(Debug)]
+pub enum DeliveryCommand {
+    /// Push anything stored in this room beyond what local members have.
+    CatchUp(String),
+}
+
+pub struct Delivery {
+    pub consumer: StreamConsumer,
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    pub node: String,
+    pub dead_letter: DeadLetter,
+}
+
+impl Delivery {
+    pub async fn run(self, mut commands: mpsc::Receiver<DeliveryCommand>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(DeliveryCommand::CatchUp(room)) = commands.recv() => self.catch_up(&room).await,
+                received = self.consumer.recv() => match received {
+                    Ok(record) => {
+                        let decoded = record.payload().map(serde_json::from_slice::<Event>);
+                        match decoded {
+                            Some(Ok(event)) => self.handle(event).await,
+                            Some(Err(e)) => self.reject(&record, &format!("undecodable: {e}")).await,
+                            None => self.reject(&record, "empty payload").await,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn reject(&self, record: &rdkafka::message::BorrowedMessage<'_>, reason: &str) {
+        if let Err(e) = self.dead_letter.send(record, reason).await {
+            tracing::error!(error = %e, "could not dead-letter a delivery record");
+        }
+    }
+
+    async fn handle(&self, event: Event) {
+        match event {
+            Event::Message(stored) => self.deliver_message(stored.message).await,
+            Event::Typing { room, user } => {
+                let frame = Utf8Bytes::from(ServerFrame::Typing { room: room.clone(), user: user.clone() }.to_json());
+                self.hub.deliver_ephemeral(&room, &user, &frame);
+            }
+            Event::Rejected { origin, code, message, .. } => {
+                if origin.node == self.node {
+                    let frame = ServerFrame::error(Some(origin.reference), code, message);
+                    self.hub.send_to(origin.conn, Utf8Bytes::from(frame.to_json()));
+                }
+            }
+        }
+    }
+
+    async fn deliver_message(&self, message: MessageFrame) {
+        let Some(lowest) = self.hub.lowest_seq(&message.room) else { return };
+        if message.seq <= lowest {
+            return; // every local member has it already
+        }
+        if message.seq > lowest + 1 {
+            self.backfill(&message.room, lowest, message.seq - 1).await;
+        }
+        let (room, seq) = (message.room.clone(), message.seq);
+        self.hub.deliver(&room, seq, &encode(message));
+    }
+
+    async fn catch_up(&self, room: &str) {
+        if let Some(lowest) = self.hub.lowest_seq(room) {
+            self.backfill(room, lowest, i64::MAX as u64).await;
+        }
+    }
+
+    /// Pushes stored messages with `after < seq <= upto`, in order.
+    async fn backfill(&self, room: &str, mut after: u64, upto: u64) {
+        while after < upto {
+            let rows = match self.read_with_retry(room, after, upto).await {
+                Some(rows) => rows,
+                None => return,
+            };
+            let Some(last) = rows.last().map(|m| m.seq) else { return };
+            for message in rows {
+                let seq = message.seq;
+                self.hub.deliver(room, seq, &encode(message));
+            }
+            after = last;
+        }
+    }
+
+    async fn read_with_retry(&self, room: &str, after: u64, upto: u64) -> Option<Vec<MessageFrame>> {
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match self.store.messages_between(room, after, upto, BACKFILL_CHUNK).await {
+                Ok(rows) => return Some(rows),
+                Err(e) => {
+                    tracing::warn!(room, attempt, error = %e, "gap backfill read failed");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        // Members keep their last seq, so the next message retries the gap;
+        // a client can also rejoin with `since`.
+        tracing::error!(room, after, upto, "gap backfill gave up; database unavailable");
+        None
+    }
+}
+
+/// One encoding per message per node, shared by every local connection.
+fn encode(message: MessageFrame) -> Utf8Bytes {
+    Utf8Bytes::from(ServerFrame::Message(message).to_json())
+}

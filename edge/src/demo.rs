@@ -1,0 +1,37 @@
+//! Dev-only routes of the embedded default: the demo chat page and a token
+//! endpoint that signs a token for any user name. Never mounted in production.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use switchboard_schemas::ids::validate_id;
+
+use crate::auth::{Claims, issue_hs256};
+use crate::server::EdgeState;
+
+const PAGE: &str = include_str!("demo.html");
+/// Dev tokens live for a day.
+const DEV_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+pub fn routes() -> Router<Arc<EdgeState>> {
+    Router::new().route("/", get(|| async { Html(PAGE) })).route("/dev/token", get(dev_token))
+}
+
+/// `GET /dev/token?user=alice&name=Alice` → `{"token": "..."}`
+async fn dev_token(State(state): State<Arc<EdgeState>>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let Some(user) = query.get("user") else {
+        return (StatusCode::BAD_REQUEST, "missing ?user=").into_response();
+    };
+    if let Err(e) = validate_id(user) {
+        return (StatusCode::BAD_REQUEST, format!("user: {e}")).into_response();
+    }
+    let exp = switchboard_core::clock::now_ms() as u64 / 1000 + DEV_TOKEN_TTL_SECS;
+    let claims = Claims { sub: user.clone(), name: query.get("name").cloned().filter(|n| !n.trim().is_empty()), exp };
+    let token = issue_hs256(state.config.jwt_secret.expose().as_bytes(), &claims);
+    axum::Json(serde_json::json!({ "token": token })).into_response()
+}

@@ -1,0 +1,100 @@
+//! The `/ws` handshake: everything that can refuse a client happens here,
+//! before the upgrade, as a plain HTTP error with a JSON body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::auth::AuthError;
+use crate::server::EdgeState;
+use crate::session;
+
+/// Why a handshake was refused. The response names the reason, never internals.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("origin {0:?} is not allowed")]
+    OriginNotAllowed(String),
+    #[error("too many connections for this user on this node")]
+    TooManyConnections,
+    #[error("node is draining; connect to another node")]
+    Draining,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for HandshakeError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            HandshakeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            HandshakeError::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            HandshakeError::TooManyConnections => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
+            HandshakeError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        };
+        (status, Json(ErrorBody { code, message: self.to_string() })).into_response()
+    }
+}
+
+/// `GET /ws?token=...`
+pub async fn upgrade(
+    State(state): State<Arc<EdgeState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, HandshakeError> {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(HandshakeError::Draining);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !origin_allowed(&state.config.allowed_origins, origin)
+    {
+        return Err(HandshakeError::OriginNotAllowed(origin.to_owned()));
+    }
+    let token = query.get("token").map(String::as_str).or_else(|| bearer(&headers)).ok_or(AuthError::Missing)?;
+    let claims = state.auth.verify(token)?;
+    let slot = state
+        .hub
+        .reserve_user(&claims.sub, state.config.max_connections_per_user)
+        .ok_or(HandshakeError::TooManyConnections)?;
+    let limit = state.config.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, claims, slot))))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// `*` allows any origin; otherwise an exact match of scheme://host[:port].
+pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_wildcard() {
+        let allowed = vec!["https://chat.example.com".to_owned()];
+        assert!(origin_allowed(&allowed, "https://chat.example.com"));
+        assert!(!origin_allowed(&allowed, "https://evil.example.com"));
+        assert!(!origin_allowed(&[], "https://chat.example.com"), "deny by default");
+        assert!(origin_allowed(&["*".to_owned()], "http://anything"));
+    }
+}

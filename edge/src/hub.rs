@@ -1,0 +1,236 @@
+//! The node-local registry: which connections are in which room, the last seq
+//! each of them has been sent, and how many connections each user holds.
+//!
+//! The first local member of a room and the last one leaving are announced
+//! as route changes (in order, through one channel) to the task that writes
+//! `sb.routes`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+
+use crate::outbox::Outbox;
+
+/// A change of this node's interest in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// First local member joined.
+    Add(String),
+    /// Last local member left.
+    Remove(String),
+}
+
+struct Member {
+    outbox: Outbox,
+    user: String,
+    /// Highest seq this connection has been sent (or told about in `joined`).
+    last_seq: u64,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<String, HashMap<u64, Member>>,
+    conns: HashMap<u64, Outbox>,
+    users: HashMap<String, usize>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    routes: mpsc::UnboundedSender<RouteChange>,
+}
+
+/// Holds one of a user's connection slots; frees it when dropped.
+pub struct UserSlot {
+    hub: Arc<Hub>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut state = self.hub.lock();
+        if let Some(count) = state.users.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                state.users.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Hub {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<RouteChange>) {
+        let (routes, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { state: Mutex::default(), routes }), rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug; keep serving with the data as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a connection slot for `user`, or `None` at the cap.
+    pub fn reserve_user(self: &Arc<Self>, user: &str, cap: usize) -> Option<UserSlot> {
+        let mut state = self.lock();
+        let count = state.users.entry(user.to_owned()).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot { hub: self.clone(), user: user.to_owned() })
+    }
+
+    pub fn register(&self, conn: u64, outbox: Outbox) {
+        self.lock().conns.insert(conn, outbox);
+    }
+
+    /// Removes a closed connection from every room it was in.
+    pub fn unregister(&self, conn: u64) {
+        let mut state = self.lock();
+        state.conns.remove(&conn);
+        let mut emptied = Vec::new();
+        for (room, members) in state.rooms.iter_mut() {
+            if members.remove(&conn).is_some() && members.is_empty() {
+                emptied.push(room.clone());
+            }
+        }
+        for room in emptied {
+            state.rooms.remove(&room);
+            let _ = self.routes.send(RouteChange::Remove(room));
+        }
+    }
+
+    /// Adds `conn` to `room`, first queueing `frames` (the `joined` reply and
+    /// any replay) so no live message can overtake them.
+    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64, frames: Vec<Utf8Bytes>) {
+        let mut state = self.lock();
+        for frame in frames {
+            outbox.push(frame);
+        }
+        let members = state.rooms.entry(room.to_owned()).or_default();
+        if members.is_empty() {
+            let _ = self.routes.send(RouteChange::Add(room.to_owned()));
+        }
+        members.insert(conn, Member { outbox: outbox.clone(), user: user.to_owned(), last_seq });
+    }
+
+    /// Removes `conn` from `room`; returns false if it was not a member.
+    pub fn leave(&self, room: &str, conn: u64) -> bool {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else { return false };
+        let was_member = members.remove(&conn).is_some();
+        if members.is_empty() {
+            state.rooms.remove(room);
+            let _ = self.routes.send(RouteChange::Remove(room.to_owned()));
+        }
+        was_member
+    }
+
+    /// The lowest seq any local member of `room` has been sent, if the room
+    /// has local members. A message with seq above this + 1 reveals a gap.
+    pub fn lowest_seq(&self, room: &str) -> Option<u64> {
+        self.lock().rooms.get(room).and_then(|m| m.values().map(|m| m.last_seq).min())
+    }
+
+    /// Pushes a message to every member of `room` that has not had `seq`
+    /// yet. Returns how many connections it was queued for.
+    pub fn deliver(&self, room: &str, seq: u64, frame: &Utf8Bytes) -> usize {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else { return 0 };
+        let mut sent = 0;
+        for member in members.values_mut() {
+            if member.last_seq < seq {
+                member.last_seq = seq;
+                if member.outbox.push(frame.clone()) {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Pushes an ephemeral frame to every member of `room` except `user`'s own connections.
+    pub fn deliver_ephemeral(&self, room: &str, except_user: &str, frame: &Utf8Bytes) {
+        let state = self.lock();
+        if let Some(members) = state.rooms.get(room) {
+            for member in members.values().filter(|m| m.user != except_user) {
+                member.outbox.push(frame.clone());
+            }
+        }
+    }
+
+    /// Pushes a frame to one connection, if it is still here.
+    pub fn send_to(&self, conn: u64, frame: Utf8Bytes) -> bool {
+        self.lock().conns.get(&conn).is_some_and(|outbox| outbox.push(frame))
+    }
+
+    pub fn is_member(&self, room: &str, conn: u64) -> bool {
+        self.lock().rooms.get(room).is_some_and(|m| m.contains_key(&conn))
+    }
+
+    /// Rooms with local members.
+    pub fn rooms(&self) -> Vec<String> {
+        self.lock().rooms.keys().cloned().collect()
+    }
+
+    /// Every open connection's outbox (for draining).
+    pub fn outboxes(&self) -> Vec<Outbox> {
+        self.lock().conns.values().cloned().collect()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_follow_first_join_and_last_leave() {
+        let (hub, mut routes) = Hub::new();
+        let (a, _ra) = Outbox::new(8, 1 << 16);
+        let (b, _rb) = Outbox::new(8, 1 << 16);
+        hub.register(1, a.clone());
+        hub.register(2, b.clone());
+        hub.join("r", 1, "alice", &a, 0, vec![]);
+        hub.join("r", 2, "bob", &b, 0, vec![]);
+        assert_eq!(routes.recv().await, Some(RouteChange::Add("r".into())));
+        assert!(hub.leave("r", 1));
+        assert!(routes.try_recv().is_err(), "bob is still there");
+        hub.unregister(2);
+        assert_eq!(routes.recv().await, Some(RouteChange::Remove("r".into())));
+        assert!(hub.rooms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn delivery_skips_what_a_member_already_has() {
+        let (hub, _routes) = Hub::new();
+        let (a, mut ra) = Outbox::new(8, 1 << 16);
+        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        hub.join("r", 1, "alice", &a, 3, vec![]);
+        hub.join("r", 2, "bob", &b, 5, vec!["joined".into()]);
+        assert_eq!(hub.lowest_seq("r"), Some(3));
+        assert_eq!(hub.deliver("r", 4, &"m4".into()), 1);
+        assert_eq!(hub.deliver("r", 5, &"m5".into()), 1);
+        assert_eq!(hub.deliver("r", 6, &"m6".into()), 2);
+        assert_eq!(hub.deliver("r", 6, &"m6".into()), 0, "duplicates are dropped");
+        assert_eq!(ra.recv().await.as_deref(), Some("m4"));
+        assert_eq!(ra.recv().await.as_deref(), Some("m5"));
+        assert_eq!(ra.recv().await.as_deref(), Some("m6"));
+        assert_eq!(rb.recv().await.as_deref(), Some("joined"));
+        assert_eq!(rb.recv().await.as_deref(), Some("m6"));
+    }
+
+    #[test]
+    fn user_slots_are_capped_and_released() {
+        let (hub, _routes) = Hub::new();
+        let first = hub.reserve_user("u", 2).unwrap();
+        let _second = hub.reserve_user("u", 2).unwrap();
+        assert!(hub.reserve_user("u", 2).is_none());
+        drop(first);
+        assert!(hub.reserve_user("u", 2).is_some());
+    }
+}

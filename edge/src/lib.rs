@@ -1,0 +1,15 @@
+//! Switchboard's edge: authenticates WebSocket clients, validates their
+//! frames, publishes their commands to Kafka, consumes this node's delivery
+//! topic and pushes each event to the room's local connections. It holds no
+//! durable state; SQL is read only for authorization, history and gap backfill.
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod handshake;
+pub mod hub;
+pub mod node;
+pub mod outbox;
+pub mod server;
+pub mod session;

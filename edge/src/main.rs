@@ -1,0 +1,37 @@
+//! `edge`: the WebSocket edge node of a production deployment.
+
+use clap::Parser;
+use switchboard_core::config::{DatabaseArgs, KafkaArgs, exit_bad_config, parse_or_exit};
+use switchboard_core::store::Store;
+use switchboard_edge::config::EdgeConfig;
+use switchboard_edge::server::Edge;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Switchboard edge: WebSocket clients <-> Kafka")]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    edge: EdgeConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = parse_or_exit();
+    cli.edge.validate().unwrap_or_else(|e| exit_bad_config(e));
+    switchboard_core::telemetry::init();
+    if cli.edge.allowed_origins.is_empty() {
+        tracing::warn!("no --allowed-origins: browser clients will be refused");
+    }
+    let topics = cli.kafka.topics();
+    let store = Store::connect(cli.database.url.expose(), cli.database.max_connections).await?;
+    let listener = tokio::net::TcpListener::bind(cli.edge.listen).await?;
+    let shutdown = CancellationToken::new();
+    switchboard_core::shutdown::cancel_on_signal(shutdown.clone());
+    let edge = Edge::start(cli.edge, &cli.kafka.config(), topics, store).await?;
+    edge.serve(listener, shutdown).await?;
+    Ok(())
+}

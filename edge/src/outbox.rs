@@ -1,0 +1,141 @@
+//! A connection's send queue, bounded in frames and in bytes. Pushing never
+//! waits: when the client reads too slowly and the queue is full, the
+//! connection is closed with `SLOW_CONSUMER` instead of buffering without bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use switchboard_schemas::protocol::{ServerFrame, close};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server closes a connection: a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const SLOW_CONSUMER: Self = Self { code: close::SLOW_CONSUMER, reason: "slow consumer" };
+    pub const TOO_BIG: Self = Self { code: close::MESSAGE_TOO_BIG, reason: "frame too large" };
+    pub const IDLE: Self = Self { code: close::IDLE_TIMEOUT, reason: "idle timeout" };
+    pub const RESTART: Self = Self { code: close::SERVICE_RESTART, reason: "node draining; reconnect" };
+}
+
+/// Shared by the reader, the writer and everyone who pushes frames.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Utf8Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    closing: Arc<Closing>,
+}
+
+/// Set once: the first reason to close wins.
+#[derive(Default)]
+pub struct Closing {
+    pub token: CancellationToken,
+    reason: OnceLock<Option<CloseReason>>,
+}
+
+impl Closing {
+    /// Ends the connection; `None` means the peer is gone (nothing to send).
+    pub fn close(&self, reason: Option<CloseReason>) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied().flatten()
+    }
+}
+
+/// The writer's end of an [`Outbox`].
+pub struct OutboxReceiver {
+    rx: mpsc::Receiver<Utf8Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl OutboxReceiver {
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.recv().await?;
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
+impl Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(max_frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = Self { tx, queued_bytes: queued_bytes.clone(), max_bytes, closing: Arc::default() };
+        (outbox, OutboxReceiver { rx, queued_bytes })
+    }
+
+    /// Queues an encoded frame (shared bytes: one encoding serves a whole
+    /// room). Returns false if the connection is closing or was just closed
+    /// for being too slow.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        if self.closing.token.is_cancelled() {
+            return false;
+        }
+        let len = frame.len();
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.closing.close(Some(CloseReason::SLOW_CONSUMER));
+            return false;
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.closing.close(Some(CloseReason::SLOW_CONSUMER));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Encodes and queues a frame meant for this connection only.
+    pub fn push_frame(&self, frame: &ServerFrame) -> bool {
+        self.push(Utf8Bytes::from(frame.to_json()))
+    }
+
+    pub fn closing(&self) -> &Arc<Closing> {
+        &self.closing
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        self.closing.close(Some(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn overflow_in_frames_closes_as_slow_consumer() {
+        let (outbox, mut rx) = Outbox::new(2, 1 << 20);
+        assert!(outbox.push("a".into()));
+        assert!(outbox.push("b".into()));
+        assert!(!outbox.push("c".into()));
+        assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
+        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert!(!outbox.push("d".into()), "a closed outbox takes nothing");
+    }
+
+    #[tokio::test]
+    async fn overflow_in_bytes_closes_as_slow_consumer() {
+        let (outbox, mut rx) = Outbox::new(100, 10);
+        assert!(outbox.push("12345".into()));
+        assert!(outbox.push("12345".into()));
+        // Reading frees room.
+        assert_eq!(rx.recv().await.as_deref(), Some("12345"));
+        assert!(outbox.push("123".into()));
+        assert!(!outbox.push("12345".into()));
+        assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
+    }
+}

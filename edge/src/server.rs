@@ -1,0 +1,244 @@
+//! The edge as a whole: starts its Kafka clients, announces the node, serves
+//! HTTP (`/ws`, health), runs delivery, heartbeats and route writing, and
+//! drains on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use rdkafka::Offset;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
+use switchboard_core::clock::now_ms;
+use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::kafka::{KafkaConfig, assign_all};
+use switchboard_core::store::Store;
+use switchboard_core::topics::Topics;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::EdgeConfig;
+use crate::delivery::Delivery;
+use crate::hub::{Hub, RouteChange};
+use crate::node::NodePresence;
+use crate::outbox::CloseReason;
+use crate::{demo, handshake};
+
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("could not create delivery topic {topic}: {code}")]
+    DeliveryTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("delivery topic {0} has no partitions")]
+    NoPartitions(String),
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every request and connection of this node.
+pub struct EdgeState {
+    pub config: EdgeConfig,
+    pub node: String,
+    pub epoch: u64,
+    pub hub: Arc<Hub>,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub store: Store,
+    pub auth: Authenticator,
+    /// Set on shutdown: readiness fails and new upgrades are refused.
+    pub draining: AtomicBool,
+    /// Connection tasks, so draining can wait for them.
+    pub tracker: TaskTracker,
+    conn_ids: AtomicU64,
+}
+
+impl EdgeState {
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub struct Edge {
+    state: Arc<EdgeState>,
+    delivery: Delivery,
+    route_changes: mpsc::UnboundedReceiver<RouteChange>,
+}
+
+impl Edge {
+    /// Connects to Kafka, makes sure the delivery topic exists and is
+    /// assigned (from its end), and announces this node's new epoch.
+    pub async fn start(
+        config: EdgeConfig,
+        kafka: &KafkaConfig,
+        topics: Topics,
+        store: Store,
+    ) -> Result<Self, EdgeError> {
+        let node = config.node_id.clone();
+        let epoch = now_ms() as u64;
+        let producer = kafka.producer()?;
+        let deliver_topic = topics.deliver(&node);
+        if config.create_delivery_topic {
+            create_delivery_topic(kafka, &deliver_topic).await?;
+        }
+        let consumer = kafka.assigned_consumer()?;
+        let mut assigned = Vec::new();
+        for _ in 0..50 {
+            assigned = assign_all(&consumer, &[&deliver_topic], Offset::End)?;
+            if !assigned.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if assigned.is_empty() {
+            return Err(EdgeError::NoPartitions(deliver_topic));
+        }
+        let (hub, route_changes) = Hub::new();
+        let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
+        presence.publish(false).await?;
+        let delivery = Delivery {
+            consumer,
+            hub: hub.clone(),
+            store: store.clone(),
+            node: node.clone(),
+            dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
+        };
+        let state = Arc::new(EdgeState {
+            auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes()),
+            config,
+            node,
+            epoch,
+            hub,
+            producer,
+            topics,
+            store,
+            draining: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+            // Random start, so a rejection meant for a previous life's connection finds nobody.
+            conn_ids: AtomicU64::new(fastrand::u64(1..u64::MAX / 2)),
+        });
+        tracing::info!(node = %state.node, epoch, topic = %deliver_topic, "edge started");
+        Ok(Self { state, delivery, route_changes })
+    }
+
+    pub fn state(&self) -> &Arc<EdgeState> {
+        &self.state
+    }
+
+    /// The HTTP routes of this node.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new()
+            .route("/ws", get(handshake::upgrade))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready));
+        if self.state.config.dev_mode {
+            router = router.merge(demo::routes());
+        }
+        router.with_state(self.state.clone())
+    }
+
+    /// Serves until `shutdown`, then drains: fail readiness, refuse new
+    /// upgrades, announce draining, close clients with 1012 spread over part
+    /// of the grace period, tombstone routes, flush the producer.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), EdgeError> {
+        let app = self.router();
+        let Edge { state, delivery, route_changes } = self;
+        let background = CancellationToken::new();
+        let (catch_up_tx, catch_up_rx) = mpsc::channel(1024);
+        let presence = NodePresence {
+            node: state.node.clone(),
+            epoch: state.epoch,
+            producer: state.producer.clone(),
+            topics: state.topics.clone(),
+        };
+        let delivery_task = tokio::spawn(delivery.run(catch_up_rx, background.clone()));
+        let heartbeat_task =
+            tokio::spawn(presence.clone().run_heartbeats(state.config.heartbeat_interval, background.clone()));
+        let routes_done = CancellationToken::new();
+        let routes_task = tokio::spawn(presence.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
+
+        let stop_accepting = CancellationToken::new();
+        let server = tokio::spawn(
+            axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned()).into_future(),
+        );
+        shutdown.cancelled().await;
+
+        tracing::info!(node = %state.node, connections = state.hub.connection_count(), "draining");
+        state.draining.store(true, Ordering::Relaxed);
+        heartbeat_task.abort();
+        if let Err(e) = presence.publish(true).await {
+            tracing::warn!(error = %e, "could not announce draining");
+        }
+        stop_accepting.cancel();
+        let grace = state.config.drain_grace;
+        close_with_jitter(&state, grace / 2).await;
+        state.tracker.close();
+        if tokio::time::timeout(grace / 2, state.tracker.wait()).await.is_err() {
+            tracing::warn!("connections still open at the end of the grace period");
+        }
+        routes_done.cancel();
+        let _ = routes_task.await;
+        background.cancel();
+        let _ = delivery_task.await;
+        let producer = state.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+        tracing::info!(node = %state.node, "drained");
+        Ok(())
+    }
+}
+
+async fn ready(State(state): State<Arc<EdgeState>>) -> (StatusCode, &'static str) {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+/// Closes every connection with 1012 at a random moment within `window`,
+/// so clients do not all reconnect at once.
+async fn close_with_jitter(state: &EdgeState, window: Duration) {
+    let mut outboxes: Vec<_> = state
+        .hub
+        .outboxes()
+        .into_iter()
+        .map(|o| (Duration::from_millis(fastrand::u64(0..=window.as_millis().max(1) as u64)), o))
+        .collect();
+    outboxes.sort_by_key(|(at, _)| *at);
+    let start = tokio::time::Instant::now();
+    for (at, outbox) in outboxes {
+        tokio::time::sleep_until(start + at).await;
+        outbox.close(CloseReason::RESTART);
+    }
+}
+
+/// Creates this node's delivery topic on a real cluster (short retention);
+/// an existing topic is fine.
+async fn create_delivery_topic(kafka: &KafkaConfig, topic: &str) -> Result<(), EdgeError> {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.options {
+        config.set(key, value);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", "3600000");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new_topic], &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(EdgeError::DeliveryTopic { topic, code }),
+        }
+    }
+    Ok(())
+}

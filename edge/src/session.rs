@@ -1,0 +1,309 @@
+//! One client connection: a reader task that validates and handles frames,
+//! and a writer task that drains the connection's outbox and pings. Either
+//! ending ends the other.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use switchboard_core::clock::now_ms;
+use switchboard_core::kafka::record_headers;
+use switchboard_core::store::Access;
+use switchboard_schemas::PROTOCOL_VERSION;
+use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend, Origin};
+use switchboard_schemas::headers::TraceParent;
+use switchboard_schemas::ids::{message_id, validate_id};
+use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, ServerFrame};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::auth::Claims;
+use crate::hub::UserSlot;
+use crate::outbox::{CloseReason, Closing, Outbox, OutboxReceiver};
+use crate::server::EdgeState;
+
+/// Rooms one connection may be in at once.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 256;
+
+/// Runs a connection until either side ends it.
+pub async fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot) {
+    let conn = state.next_conn_id();
+    let span = tracing::info_span!("conn", conn, user = %claims.sub);
+    serve(state, socket, claims, slot, conn).instrument(span).await
+}
+
+async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot, conn: u64) {
+    let (sink, stream) = socket.split();
+    let config = &state.config;
+    let (outbox, receiver) = Outbox::new(config.send_queue_frames, config.send_queue_bytes);
+    state.hub.register(conn, outbox.clone());
+    tracing::debug!("connected");
+
+    outbox.push_frame(&ServerFrame::Welcome {
+        node: state.node.clone(),
+        user: claims.sub.clone(),
+        protocol: PROTOCOL_VERSION,
+        limits: config.limits(),
+    });
+
+    let writer = tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval));
+    let mut session = Session::new(state.clone(), conn, claims, outbox.clone());
+    session.read_loop(stream).await;
+
+    outbox.closing().close(None);
+    let _ = writer.await;
+    state.hub.unregister(conn);
+    drop(slot);
+    tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
+}
+
+/// Sends queued frames and pings; on close, sends the close frame with the
+/// recorded reason.
+pub async fn write_loop<S>(
+    mut sink: S,
+    mut outbox: OutboxReceiver,
+    closing: Arc<Closing>,
+    ping_every: std::time::Duration,
+) where
+    S: Sink<Message> + Unpin,
+{
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = closing.token.cancelled() => break,
+            frame = outbox.recv() => match frame {
+                Some(frame) => Message::Text(frame),
+                None => break,
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        // A client that stops reading blocks this send; closing must still win.
+        let sent = tokio::select! {
+            _ = closing.token.cancelled() => break,
+            sent = sink.send(message) => sent,
+        };
+        if sent.is_err() {
+            closing.close(None);
+            return;
+        }
+    }
+    if let Some(reason) = closing.reason() {
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+struct Session {
+    state: Arc<EdgeState>,
+    conn: u64,
+    claims: Claims,
+    outbox: Outbox,
+    rooms: HashSet<String>,
+    limiter: DefaultDirectRateLimiter,
+    /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Session {
+    fn new(state: Arc<EdgeState>, conn: u64, claims: Claims, outbox: Outbox) -> Self {
+        let config = &state.config;
+        let quota = Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        Self { conn, claims, outbox, rooms: HashSet::new(), limiter: RateLimiter::direct(quota), in_flight, state }
+    }
+
+    async fn read_loop<S>(&mut self, mut stream: S)
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        let closing = self.outbox.closing().clone();
+        let idle = self.state.config.idle_timeout;
+        loop {
+            let next = tokio::select! {
+                _ = closing.token.cancelled() => return,
+                next = tokio::time::timeout(idle, stream.next()) => next,
+            };
+            match next {
+                Err(_) => return self.outbox.close(CloseReason::IDLE),
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Err(e))) => {
+                    if is_too_big(e) {
+                        self.outbox.close(CloseReason::TOO_BIG);
+                    }
+                    return;
+                }
+                Ok(Some(Ok(Message::Text(text)))) => self.on_text(&text).await,
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    self.reply(ServerFrame::error(None, ErrorCode::BinaryFrame, "protocol v1 uses text frames only"));
+                }
+                // Pings are answered by the WebSocket layer; any frame counts as activity.
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            }
+        }
+    }
+
+    fn reply(&self, frame: ServerFrame) {
+        self.outbox.push_frame(&frame);
+    }
+
+    fn fail(&self, reference: &str, code: ErrorCode, message: impl Into<String>) {
+        self.reply(ServerFrame::error(Some(reference.to_owned()), code, message));
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.reply(ServerFrame::error(e.reference, e.code, e.message)),
+        };
+        if self.limiter.check().is_err() {
+            return self.fail(frame.reference(), ErrorCode::RateLimited, "rate limit exceeded; frame dropped");
+        }
+        match frame {
+            ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
+            ClientFrame::Join { reference, room, since, epoch } => self.join(reference, room, since, epoch).await,
+            ClientFrame::Leave { reference, room } => {
+                if self.rooms.remove(&room) && self.state.hub.leave(&room, self.conn) {
+                    self.reply(ServerFrame::Left { reference, room });
+                } else {
+                    self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
+                }
+            }
+            ClientFrame::Send { reference, room, client_id, body } => self.send(reference, room, client_id, body).await,
+            ClientFrame::Typing { reference, room } => self.typing(reference, room),
+        }
+    }
+
+    async fn join(&mut self, reference: String, room: String, since: Option<u64>, epoch: Option<u64>) {
+        if let Err(e) = validate_id(&room) {
+            return self.fail(&reference, ErrorCode::InvalidRoom, format!("room: {e}"));
+        }
+        if self.rooms.contains(&room) {
+            return self.fail(&reference, ErrorCode::InvalidFrame, format!("already in room {room:?}"));
+        }
+        if self.rooms.len() >= MAX_ROOMS_PER_CONNECTION {
+            return self.fail(&reference, ErrorCode::InvalidFrame, "too many rooms on one connection");
+        }
+        let store = &self.state.store;
+        let room_state = match store.access(&room, &self.claims.sub).await {
+            Ok(Access::Granted(s)) => s,
+            Ok(Access::Forbidden) => {
+                return self.fail(&reference, ErrorCode::Forbidden, format!("you may not join room {room:?}"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "join: database unavailable");
+                return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
+            }
+        };
+        let max_replay = u64::from(self.state.config.max_replay);
+        let last = room_state.last_seq;
+        // What to replay: everything after `since` if it fits and the epoch
+        // matches; otherwise the most recent `max_replay`, flagged unrecovered.
+        let (replay_after, recovered) = match since {
+            None => (last, true),
+            Some(_) if epoch.is_some_and(|e| e != room_state.epoch) => (last.saturating_sub(max_replay), false),
+            Some(since) if since >= last => (last, true),
+            Some(since) if last - since <= max_replay => (since, true),
+            Some(_) => (last.saturating_sub(max_replay), false),
+        };
+        let replay = if replay_after < last {
+            match store.messages_between(&room, replay_after, last, max_replay as u32).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "join: replay read failed");
+                    return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut frames = Vec::with_capacity(replay.len() + 1);
+        frames.push(Utf8Bytes::from(
+            ServerFrame::Joined { reference, room: room.clone(), epoch: room_state.epoch, last_seq: last, recovered }
+                .to_json(),
+        ));
+        frames.extend(replay.into_iter().map(|m| Utf8Bytes::from(ServerFrame::Message(m).to_json())));
+        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, last, frames);
+        self.rooms.insert(room);
+    }
+
+    async fn send(&mut self, reference: String, room: String, client_id: String, body: String) {
+        if !self.rooms.contains(&room) {
+            return self.fail(&reference, ErrorCode::NotJoined, format!("join room {room:?} before sending"));
+        }
+        let max = self.state.config.max_body_bytes;
+        if body.is_empty() || body.len() > max {
+            return self.fail(&reference, ErrorCode::BodyTooLarge, format!("body must be 1..={max} bytes"));
+        }
+        if body.contains('\0') {
+            return self.fail(&reference, ErrorCode::InvalidFrame, "body must not contain NUL");
+        }
+        // Waiting here pauses reading this connection: backpressure, not buffering.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+        let id = message_id(&room, &self.claims.sub, &client_id).to_string();
+        let envelope = InboundSend {
+            room,
+            sender: self.claims.sub.clone(),
+            sender_name: self.claims.name.clone(),
+            client_id,
+            body,
+            origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
+            received_at: now_ms(),
+        };
+        let state = self.state.clone();
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            let payload = envelope.to_json();
+            let traceparent = TraceParent::new_root(fastrand::u128(..), fastrand::u64(..)).to_string();
+            let topic = state.topics.inbound();
+            let record = FutureRecord::to(&topic)
+                .key(&envelope.room)
+                .payload(&payload)
+                .headers(record_headers(INBOUND_V1, Some(&traceparent)));
+            let reply = match state.producer.send(record, Timeout::After(state.config.produce_queue_timeout)).await {
+                Ok(_) => ServerFrame::Ack { reference, status: AckStatus::Accepted, id },
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "send not accepted by kafka");
+                    ServerFrame::error(
+                        Some(reference),
+                        ErrorCode::Unavailable,
+                        "not accepted; retry with the same client_id",
+                    )
+                }
+            };
+            outbox.push_frame(&reply);
+            drop(permit);
+        });
+    }
+
+    fn typing(&self, reference: String, room: String) {
+        if !self.rooms.contains(&room) {
+            return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
+        }
+        let event = Event::Typing { room, user: self.claims.sub.clone() };
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let payload = event.to_json();
+            let topic = state.topics.ephemeral();
+            let record =
+                FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
+            // Ephemeral: a lost typing notice is not worth an error to the client.
+            if let Err((e, _)) = state.producer.send(record, Timeout::After(std::time::Duration::ZERO)).await {
+                tracing::debug!(error = %e, "typing notice dropped");
+            }
+        });
+    }
+}
+
+/// True when the WebSocket layer refused a frame or message for its size.
+fn is_too_big(error: axum::Error) -> bool {
+    let inner = error.into_inner();
+    matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+}

@@ -1,0 +1,141 @@
+//! Kafka envelopes: what edges write to `sb.inbound` and `sb.ephemeral`, and
+//! the events the persister writes to `sb.events` (and routers copy, byte for
+//! byte, to `sb.deliver.<node>`).
+//!
+//! The `sb-schema` header names the envelope type and version, so a consumer
+//! can refuse (dead-letter) a version it does not know instead of misreading it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{ErrorCode, MessageFrame};
+
+/// `sb-schema` value of records in `sb.inbound`.
+pub const INBOUND_V1: &str = "inbound.v1";
+/// `sb-schema` value of records in `sb.events`, `sb.ephemeral` and `sb.deliver.*`.
+pub const EVENT_V1: &str = "event.v1";
+
+/// Where a command came from, so a rejection finds its way back to the
+/// sending connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Origin {
+    /// Node id of the edge holding the connection.
+    pub node: String,
+    /// Connection id, unique within that node's epoch.
+    pub conn: u64,
+    /// The client's request `ref`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+/// A client's `send`, as the edge published it to `sb.inbound` (key: room id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InboundSend {
+    pub room: String,
+    /// Authenticated user id of the sender (from the token, never from the client).
+    pub sender: String,
+    /// Display name from the token, if it had one; the persister stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+    pub client_id: String,
+    pub body: String,
+    pub origin: Origin,
+    /// Edge receive time, milliseconds since the Unix epoch.
+    pub received_at: i64,
+}
+
+/// A record of `sb.events` / `sb.ephemeral` / `sb.deliver.<node>` (key: room id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A stored message: the canonical record of `sb.events`.
+    Message(StoredMessage),
+    /// Someone is typing in a room (`sb.ephemeral`, never stored).
+    Typing { room: String, user: String },
+    /// The persister refused a send. Written straight to the origin node's
+    /// delivery topic, since only that one connection needs it.
+    Rejected { room: String, origin: Origin, code: ErrorCode, message: String },
+}
+
+/// A message as stored in SQL, with the room epoch it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StoredMessage {
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub message: MessageFrame,
+}
+
+impl Event {
+    /// Room this event belongs to (also its Kafka key).
+    pub fn room(&self) -> &str {
+        match self {
+            Event::Message(m) => &m.message.room,
+            Event::Typing { room, .. } | Event::Rejected { room, .. } => room,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events always serialize")
+    }
+}
+
+impl InboundSend {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("inbound commands always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin { node: "edge-0".into(), conn: 7, reference: "r1".into() }
+    }
+
+    #[test]
+    fn inbound_round_trips() {
+        let send = InboundSend {
+            room: "lobby".into(),
+            sender: "alice".into(),
+            sender_name: Some("Alice".into()),
+            client_id: "c-1".into(),
+            body: "hello".into(),
+            origin: origin(),
+            received_at: 1_700_000_000_000,
+        };
+        let back: InboundSend = serde_json::from_slice(&send.to_json()).unwrap();
+        assert_eq!(back, send);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let events = [
+            Event::Message(StoredMessage {
+                epoch: 1,
+                message: MessageFrame {
+                    room: "lobby".into(),
+                    seq: 1,
+                    id: "id".into(),
+                    client_id: "c".into(),
+                    sender: "alice".into(),
+                    sender_name: "Alice".into(),
+                    body: "b".into(),
+                    sent_at: 1,
+                },
+            }),
+            Event::Typing { room: "lobby".into(), user: "bob".into() },
+            Event::Rejected {
+                room: "secret".into(),
+                origin: origin(),
+                code: ErrorCode::Forbidden,
+                message: "no".into(),
+            },
+        ];
+        for event in events {
+            let back: Event = serde_json::from_slice(&event.to_json()).unwrap();
+            assert_eq!(back.room(), event.room());
+            assert_eq!(back, event);
+        }
+    }
+}

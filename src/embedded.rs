@@ -1,0 +1,141 @@
+//! Starting and stopping the embedded default (also used by the integration tests).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::store::Store;
+use switchboard_core::topics::Topics;
+use switchboard_edge::config::EdgeConfig;
+use switchboard_edge::server::Edge;
+use switchboard_workers::persister::{Persister, PersisterConfig};
+use switchboard_workers::router::{Router, RouterConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Node ids of the two embedded edges.
+pub const NODES: [&str; 2] = ["edge-1", "edge-2"];
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// SQLite file holding the chat history.
+    pub database: PathBuf,
+    /// Addresses of the two edges (port 0 picks a free port).
+    pub listen: [SocketAddr; 2],
+    /// Partitions of each shared topic.
+    pub partitions: i32,
+    /// Secret signing dev tokens; random unless a test fixes it.
+    pub jwt_secret: String,
+    /// Settings applied to both edges after the defaults (tests tighten limits).
+    pub tune_edge: fn(&mut EdgeConfig),
+}
+
+impl EmbeddedConfig {
+    pub fn new(database: PathBuf, listen: [SocketAddr; 2]) -> Self {
+        Self {
+            database,
+            listen,
+            partitions: 4,
+            jwt_secret: format!("dev-{:032x}", fastrand::u128(..)),
+            tune_edge: |_| {},
+        }
+    }
+}
+
+/// A running embedded deployment. Drop order matters: call [`Embedded::stop`].
+pub struct Embedded {
+    /// Kept alive for the life of the deployment (it owns the mock brokers).
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    pub bootstrap: String,
+    pub topics: Topics,
+    pub edges: Vec<SocketAddr>,
+    pub store: Store,
+    pub jwt_secret: String,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Embedded {
+    pub async fn start(config: EmbeddedConfig) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(1)?;
+        let bootstrap = cluster.bootstrap_servers();
+        let topics = Topics::new("sb")?;
+        for topic in topics.shared() {
+            cluster.create_topic(&topic, config.partitions, 1)?;
+        }
+        for node in NODES {
+            cluster.create_topic(&topics.deliver(node), 1, 1)?;
+        }
+        let kafka = KafkaConfig::new(bootstrap.clone());
+
+        let url = format!("sqlite://{}?mode=rwc", config.database.display());
+        let store = Store::connect(&url, 4).await?;
+        store.migrate().await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let persister = Persister::new(&kafka, topics.clone(), store.clone(), PersisterConfig::default())?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = persister.run(token).await {
+                tracing::error!(error = %e, "persister failed");
+            }
+        });
+        let router = Router::new(&kafka, topics.clone(), RouterConfig::default())?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = router.run(token).await {
+                tracing::error!(error = %e, "router failed");
+            }
+        });
+
+        let mut edges = Vec::new();
+        for (node, listen) in NODES.iter().zip(config.listen) {
+            let listener = TcpListener::bind(listen).await?;
+            let addr = listener.local_addr()?;
+            let mut edge_config = EdgeConfig::for_node(node, addr, &config.jwt_secret);
+            edge_config.dev_mode = true;
+            // One process, nothing to hand clients over to: drain quickly.
+            edge_config.drain_grace = std::time::Duration::from_secs(1);
+            (config.tune_edge)(&mut edge_config);
+            let edge = Edge::start(edge_config, &kafka, topics.clone(), store.clone()).await?;
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = edge.serve(listener, token).await {
+                    tracing::error!(error = %e, "edge failed");
+                }
+            });
+            edges.push(addr);
+        }
+        Ok(Self { cluster, bootstrap, topics, edges, store, jwt_secret: config.jwt_secret, shutdown, tasks })
+    }
+
+    /// The mock cluster, for tests that inject records or faults.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Drains the edges, stops the workers, then the mock cluster.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.store.close().await;
+    }
+
+    /// Waits for a shutdown signal or an external cancel, then stops.
+    pub async fn run_until_stopped(self) {
+        tokio::select! {
+            _ = switchboard_core::shutdown::signal() => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.stop().await;
+    }
+}

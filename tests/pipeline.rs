@@ -1,0 +1,188 @@
+//! End to end through the embedded deployment: real WebSocket clients on two
+//! edges, librdkafka's mock cluster, the persister, the router and SQLite.
+
+mod support;
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use serde_json::json;
+use support::{Client, seqs, start};
+use switchboard_core::kafka::{KafkaConfig, assign_all, record_headers};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_members_on_both_nodes_once() {
+    let h = start().await;
+    let mut alice = Client::connect(h.edge(0), "alice").await;
+    let mut bob = Client::connect(h.edge(1), "bob").await;
+    let mut carol = Client::connect(h.edge(1), "carol").await;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let joined = c.join("lobby", None).await;
+        assert_eq!(joined["last_seq"], 0);
+        assert_eq!(joined["recovered"], true);
+    }
+    let id = alice.say("lobby", "m-1", "hello from edge-1").await;
+    let second = bob.say("lobby", "m-2", "hello from edge-2").await;
+
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let got = c.messages("lobby", 2).await;
+        assert_eq!(seqs(&got), vec![1, 2], "{} saw {got:?}", c.user);
+        assert_eq!(got[0]["id"], id.as_str());
+        assert_eq!(got[0]["body"], "hello from edge-1");
+        assert_eq!(got[0]["sender"], "alice");
+        assert_eq!(got[0]["sender_name"], "alice name");
+        assert_eq!(got[1]["id"], second.as_str());
+    }
+    assert_eq!(h.embedded.store.count_messages("lobby").await.unwrap(), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_since_returns_exactly_the_missed_messages() {
+    let h = start().await;
+    let mut sender = Client::connect(h.edge(0), "sender").await;
+    sender.join("news", None).await;
+    let mut reader = Client::connect(h.edge(1), "reader").await;
+    reader.join("news", None).await;
+    for i in 1..=3 {
+        sender.say("news", &format!("a{i}"), &format!("before {i}")).await;
+    }
+    let seen = reader.messages("news", 3).await;
+    let last_seen = seen.last().unwrap()["seq"].as_u64().unwrap();
+    drop(reader);
+
+    for i in 1..=4 {
+        sender.say("news", &format!("b{i}"), &format!("missed {i}")).await;
+    }
+    sender.messages("news", 7).await;
+
+    // Reconnect to the other node and resume.
+    let mut reader = Client::connect(h.edge(0), "reader").await;
+    let joined = reader.join("news", Some(last_seen)).await;
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(joined["last_seq"], 7);
+    let replayed = reader.messages("news", 4).await;
+    assert_eq!(seqs(&replayed), vec![4, 5, 6, 7]);
+    assert_eq!(replayed[0]["body"], "missed 1");
+
+    // And live messages continue after the replay, with nothing repeated.
+    sender.say("news", "c1", "live").await;
+    let live = reader.messages("news", 1).await;
+    assert_eq!(seqs(&live), vec![8]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_client_id_yields_the_same_seq_and_one_row() {
+    let h = start().await;
+    let mut alice = Client::connect(h.edge(0), "alice").await;
+    alice.join("dup", None).await;
+    let first = alice.say("dup", "same-id", "once").await;
+    let again = alice.say("dup", "same-id", "once").await;
+    assert_eq!(first, again, "the ack carries the same message id");
+    alice.say("dup", "other-id", "next").await;
+    let got = alice.messages("dup", 2).await;
+    assert_eq!(seqs(&got), vec![1, 2], "the duplicate took no seq: {got:?}");
+    assert_eq!(got[1]["client_id"], "other-id");
+
+    // The same client id after a reconnect, through the other node.
+    drop(alice);
+    let mut alice = Client::connect(h.edge(1), "alice").await;
+    alice.join("dup", Some(2)).await;
+    assert_eq!(alice.say("dup", "same-id", "once").await, first);
+    alice.say("dup", "third-id", "third").await;
+    let got = alice.messages("dup", 1).await;
+    assert_eq!(seqs(&got), vec![3]);
+    assert_eq!(h.embedded.store.count_messages("dup").await.unwrap(), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_just_before_a_burst_loses_nothing() {
+    let h = start().await;
+    let mut sender = Client::connect(h.edge(0), "sender").await;
+    sender.join("burst", None).await;
+    // The receiver's node has no route for the room until this join; the
+    // burst starts at once, so its first messages are routed before the
+    // route exists and must come from the gap backfill.
+    let mut receiver = Client::connect(h.edge(1), "receiver").await;
+    receiver.join("burst", None).await;
+    const N: usize = 30;
+    for i in 0..N {
+        sender.say_no_wait("burst", &format!("m{i}"), &format!("burst {i}")).await;
+    }
+    let got = receiver.messages("burst", N).await;
+    assert_eq!(seqs(&got), (1..=N as u64).collect::<Vec<_>>());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
+    let h = start().await;
+    let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let topics = &h.embedded.topics;
+
+    let dlq: StreamConsumer = kafka.assigned_consumer().unwrap();
+    assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).unwrap();
+
+    let mut alice = Client::connect(h.edge(0), "alice").await;
+    alice.join("dl", None).await;
+
+    let producer: FutureProducer = kafka.producer().unwrap();
+    let inbound = topics.inbound();
+    producer
+        .send(
+            FutureRecord::to(&inbound)
+                .key("dl")
+                .payload("{this is not json")
+                .headers(record_headers("inbound.v1", None)),
+            Timeout::Never,
+        )
+        .await
+        .unwrap();
+    producer.send(FutureRecord::to(&inbound).key("dl").payload("{}"), Timeout::Never).await.unwrap();
+
+    alice.say("dl", "after", "still flowing").await;
+    let got = alice.messages("dl", 1).await;
+    assert_eq!(got[0]["body"], "still flowing");
+
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let record = tokio::time::timeout(Duration::from_secs(20), dlq.recv()).await.unwrap().unwrap();
+        let reason = switchboard_core::kafka::header_str(&record, "sb-dlq-reason").unwrap().to_owned();
+        assert_eq!(switchboard_core::kafka::header_str(&record, "sb-dlq-topic"), Some(inbound.as_str()));
+        assert_eq!(record.key(), Some(&b"dl"[..]));
+        reasons.push(reason);
+    }
+    assert!(reasons[0].starts_with("undecodable"), "{reasons:?}");
+    assert!(reasons[1].contains("missing sb-schema"), "{reasons:?}");
+    // The test's own Kafka clients go before the mock cluster does.
+    drop(dlq);
+    drop(producer);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_rooms_refuse_non_members() {
+    let h = start().await;
+    h.embedded.store.create_private_room("staff", &["alice"]).await.unwrap();
+    let mut mallory = Client::connect(h.edge(0), "mallory").await;
+    mallory.send_json(json!({"type": "join", "ref": "j1", "room": "staff"})).await;
+    let err = mallory.recv().await;
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "forbidden");
+    assert_eq!(err["ref"], "j1");
+    // Sending without a join is refused at the edge.
+    let reference = mallory.say_no_wait("staff", "x", "let me in").await;
+    let err = mallory.recv().await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("not_joined"), Some(reference.as_str())));
+
+    let mut alice = Client::connect(h.edge(1), "alice").await;
+    alice.join("staff", None).await;
+    alice.say("staff", "s1", "members only").await;
+    assert_eq!(seqs(&alice.messages("staff", 1).await), vec![1]);
+    h.stop().await;
+}

@@ -1,0 +1,198 @@
+//! Test harness: an embedded deployment on port 0 with a temporary SQLite
+//! file, and a small WebSocket client speaking protocol v1.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::embedded::{Embedded, EmbeddedConfig};
+use switchboard_edge::auth::{Claims, issue_hs256};
+use switchboard_edge::config::EdgeConfig;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+pub struct Harness {
+    pub embedded: Embedded,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start() -> Harness {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tune_edge: fn(&mut EdgeConfig)) -> Harness {
+    switchboard_core::telemetry::init();
+    let dir = tempfile::tempdir().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = EmbeddedConfig::new(dir.path().join("chat.db"), [any, any]);
+    config.jwt_secret = SECRET.into();
+    config.tune_edge = tune_edge;
+    let embedded = Embedded::start(config).await.expect("embedded deployment starts");
+    Harness { embedded, _dir: dir }
+}
+
+impl Harness {
+    pub fn edge(&self, i: usize) -> SocketAddr {
+        self.embedded.edges[i]
+    }
+
+    pub async fn stop(self) {
+        self.embedded.stop().await;
+    }
+}
+
+pub fn token(user: &str) -> String {
+    issue_hs256(SECRET.as_bytes(), &Claims { sub: user.into(), name: Some(format!("{user} name")), exp: 4_000_000_000 })
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for another kind, kept in arrival order.
+    buffered: VecDeque<Value>,
+    refs: u64,
+    pub user: String,
+}
+
+impl Client {
+    /// Connects as `user` and consumes the `welcome` frame.
+    pub async fn connect(addr: SocketAddr, user: &str) -> Client {
+        let url = format!("ws://{addr}/ws?token={}", token(user));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let mut client = Client { ws, buffered: VecDeque::new(), refs: 0, user: user.into() };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["user"], user);
+        client
+    }
+
+    /// Wraps an already connected stream (frames are read as they come).
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws, buffered: VecDeque::new(), refs: 0, user: String::new() }
+    }
+
+    pub fn next_ref(&mut self) -> String {
+        self.refs += 1;
+        format!("r{}", self.refs)
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send frame");
+    }
+
+    pub async fn ws_send(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send frame");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Next text frame as JSON (pings are skipped).
+    pub async fn recv(&mut self) -> Value {
+        if let Some(frame) = self.buffered.pop_front() {
+            return frame;
+        }
+        self.recv_wire().await
+    }
+
+    async fn recv_wire(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("frame within timeout")
+                .expect("connection open")
+                .expect("frame ok");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
+                Message::Close(frame) => panic!("connection closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next frame of the given type; frames of other types stay buffered
+    /// for later calls.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.buffered.iter().position(|f| f["type"] == kind) {
+            return self.buffered.remove(i).unwrap();
+        }
+        loop {
+            let frame = self.recv_wire().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            assert!(frame["type"] != "error", "unexpected error while waiting for {kind}: {frame}");
+            self.buffered.push_back(frame);
+        }
+    }
+
+    /// Waits for the close frame; returns its code.
+    pub async fn recv_close(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(TIMEOUT, self.ws.next()).await.expect("close within timeout");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+                Some(Err(e)) => panic!("error instead of close: {e}"),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Joins and returns the `joined` frame.
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Value {
+        let reference = self.next_ref();
+        let mut frame = json!({"type": "join", "ref": reference, "room": room});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        self.send_json(frame).await;
+        let joined = self.recv_type("joined").await;
+        assert_eq!(joined["ref"], reference.as_str());
+        joined
+    }
+
+    /// Sends a message and waits for its `ack`; returns the message id.
+    pub async fn say(&mut self, room: &str, client_id: &str, body: &str) -> String {
+        let reference = self.say_no_wait(room, client_id, body).await;
+        let ack = self.recv_type("ack").await;
+        assert_eq!(ack["ref"], reference.as_str(), "{ack}");
+        assert_eq!(ack["status"], "accepted");
+        ack["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn say_no_wait(&mut self, room: &str, client_id: &str, body: &str) -> String {
+        let reference = self.next_ref();
+        self.send_json(json!({"type": "send", "ref": reference, "room": room, "client_id": client_id, "body": body}))
+            .await;
+        reference
+    }
+
+    /// Collects the next `n` `message` frames of `room`; other frames stay buffered.
+    pub async fn messages(&mut self, room: &str, n: usize) -> Vec<Value> {
+        let is_wanted = |f: &Value| f["type"] == "message" && f["room"] == room;
+        let mut got = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(frame) = self.buffered.pop_front() {
+            if got.len() < n && is_wanted(&frame) { got.push(frame) } else { kept.push_back(frame) }
+        }
+        self.buffered = kept;
+        while got.len() < n {
+            let frame = self.recv_wire().await;
+            if is_wanted(&frame) { got.push(frame) } else { self.buffered.push_back(frame) }
+        }
+        got
+    }
+}
+
+pub fn seqs(messages: &[Value]) -> Vec<u64> {
+    messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}

@@ -1,0 +1,49 @@
+//! Reads a batch of records from a consumer: waits for the first one, then
+//! takes what arrives within a short window, up to a maximum. Batches amortize
+//! SQL transactions and producer acknowledgements.
+
+use std::time::Duration;
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+
+/// Returns an empty batch only when `shutdown` is cancelled.
+pub async fn collect<'c>(
+    consumer: &'c StreamConsumer,
+    max: usize,
+    window: Duration,
+    shutdown: &CancellationToken,
+) -> Vec<BorrowedMessage<'c>> {
+    let mut batch = Vec::new();
+    let first = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return batch,
+            received = consumer.recv() => match received {
+                Ok(message) => break message,
+                Err(e) => log_consume_error(&e).await,
+            },
+        }
+    };
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + window;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(message),
+            Ok(Err(e)) => {
+                log_consume_error(&e).await;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Consumer errors (broker down, partition EOF notices) are transient: log,
+/// pause briefly so a dead broker does not spin the loop, and go on.
+async fn log_consume_error(e: &KafkaError) {
+    tracing::warn!(error = %e, "kafka consume error");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}

@@ -1,0 +1,15 @@
+//! Errors that stop a worker. Per-record problems never do: they are
+//! dead-lettered or retried.
+
+use rdkafka::error::KafkaError;
+use switchboard_core::store::StoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// Kafka refused a client setting or a subscription: configuration.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,10 @@
+//! Switchboard's workers. The persister turns `sb.inbound` commands into
+//! stored messages (SQL) and canonical records (`sb.events`); the router
+//! copies each event to the delivery topics of the nodes that have members in
+//! its room.
+
+pub mod batch;
+pub mod error;
+pub mod persister;
+pub mod router;
+pub mod routing_table;

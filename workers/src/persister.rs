@@ -1,0 +1,283 @@
+//! The persister: consumes `sb.inbound` in a consumer group and, per batch and
+//! partition, stores the sends in one SQL transaction, publishes the stored
+//! messages to `sb.events` (rejections to the sender's node), and only then
+//! stores the consumer offsets. A crash anywhere before that replays the
+//! batch, and the idempotent insert makes the replay harmless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::future::join_all;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::kafka::{header_str, record_headers};
+use switchboard_core::store::{Outcome, Store, StoreError};
+use switchboard_core::topics::Topics;
+use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
+use switchboard_schemas::headers::{SCHEMA, TRACEPARENT, TraceParent};
+use switchboard_schemas::ids::validate_id;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch;
+use crate::error::WorkerError;
+
+/// Largest body the persister stores; the edge enforces a (smaller) limit
+/// first, this guards against other producers.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PersisterConfig {
+    /// Consumer group shared by all persister instances.
+    #[arg(long = "persister-group", env = "SB_PERSISTER_GROUP", default_value = "sb-persister")]
+    pub group: String,
+    /// Most records per batch.
+    #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = 500)]
+    pub batch_max: usize,
+    /// How long to wait for more records once a batch has started.
+    #[arg(long = "persister-batch-window", env = "SB_PERSISTER_BATCH_WINDOW", default_value = "5ms",
+          value_parser = switchboard_core::config::parse_duration)]
+    pub batch_window: Duration,
+}
+
+impl Default for PersisterConfig {
+    fn default() -> Self {
+        Self { group: "sb-persister".into(), batch_max: 500, batch_window: Duration::from_millis(5) }
+    }
+}
+
+pub struct Persister {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    dead_letter: DeadLetter,
+    store: Store,
+    topics: Topics,
+    config: PersisterConfig,
+}
+
+/// One decoded inbound record.
+struct Command {
+    send: InboundSend,
+    traceparent: Option<TraceParent>,
+}
+
+impl Persister {
+    pub fn new(
+        kafka: &switchboard_core::kafka::KafkaConfig,
+        topics: Topics,
+        store: Store,
+        config: PersisterConfig,
+    ) -> Result<Self, WorkerError> {
+        let consumer = kafka.group_consumer(&config.group)?;
+        consumer.subscribe(&[&topics.inbound()])?;
+        let producer = kafka.producer()?;
+        let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
+        Ok(Self { consumer, producer, dead_letter, store, topics, config })
+    }
+
+    /// Runs until `shutdown` is cancelled; a batch in flight is finished or
+    /// left unacknowledged (it will be replayed), never half-committed.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        tracing::info!(topic = %self.topics.inbound(), group = %self.config.group, "persister started");
+        loop {
+            let records =
+                batch::collect(&self.consumer, self.config.batch_max, self.config.batch_window, &shutdown).await;
+            if records.is_empty() {
+                break;
+            }
+            let mut by_partition: BTreeMap<i32, Vec<BorrowedMessage<'_>>> = BTreeMap::new();
+            for record in records {
+                by_partition.entry(record.partition()).or_default().push(record);
+            }
+            for (partition, records) in by_partition {
+                if !self.handle_partition_batch(partition, &records, &shutdown).await {
+                    tracing::info!("persister stopping mid-batch; the batch will be replayed");
+                    return Ok(());
+                }
+            }
+        }
+        tracing::info!("persister stopped");
+        Ok(())
+    }
+
+    /// Returns false when shutdown interrupted the batch before it was durable.
+    async fn handle_partition_batch(
+        &self,
+        partition: i32,
+        records: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut commands = Vec::with_capacity(records.len());
+        for record in records {
+            match decode(record) {
+                Ok(command) => commands.push(command),
+                Err(reason) => {
+                    if !self.dead_letter_until_done(record, &reason, shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        if !commands.is_empty() {
+            let Some(outcomes) = self.persist_with_retry(&commands, shutdown).await else {
+                return false;
+            };
+            self.publish(&commands, outcomes).await;
+        }
+        let last = records.last().map(|r| r.offset()).unwrap_or_default();
+        if let Err(e) = self.consumer.store_offset(&self.topics.inbound(), partition, last) {
+            // The partition was revoked meanwhile: its new owner replays the batch.
+            tracing::debug!(partition, error = %e, "could not store offset");
+        }
+        true
+    }
+
+    /// Persists a batch, retrying while the database is unavailable. A
+    /// non-retryable failure of the whole batch falls back to one record at a
+    /// time, so one poison record is dead-lettered alone.
+    async fn persist_with_retry(
+        &self,
+        commands: &[Command],
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Option<Outcome>>> {
+        let sends: Vec<InboundSend> = commands.iter().map(|c| c.send.clone()).collect();
+        match self.retry_store(&sends, shutdown).await? {
+            Ok(outcomes) => Some(outcomes.into_iter().map(Some).collect()),
+            Err(batch_error) => {
+                tracing::warn!(error = %batch_error, "batch failed; persisting records one by one");
+                let mut outcomes = Vec::with_capacity(sends.len());
+                for send in &sends {
+                    match self.retry_store(std::slice::from_ref(send), shutdown).await? {
+                        Ok(mut one) => outcomes.push(one.pop()),
+                        Err(e) => {
+                            tracing::error!(room = %send.room, error = %e, "record cannot be stored; dead-lettering");
+                            self.dead_letter_send(send, &format!("cannot be stored: {e}")).await;
+                            outcomes.push(None);
+                        }
+                    }
+                }
+                Some(outcomes)
+            }
+        }
+    }
+
+    /// `None` on shutdown; `Some(Err)` for a failure that retrying cannot fix.
+    async fn retry_store(
+        &self,
+        sends: &[InboundSend],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Outcome>, StoreError>> {
+        let attempt = || async { self.store.persist(sends).await };
+        let retried = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_jitter()
+                    .without_max_times(),
+            )
+            .when(StoreError::is_retryable)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "database unavailable; retrying"));
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            result = retried => Some(result),
+        }
+    }
+
+    /// Publishes stored messages to `sb.events` and rejections to the
+    /// sender's node, and waits for Kafka's acks. The producer retries
+    /// internally; a record that still fails is logged, and the events record
+    /// can be rebuilt from SQL (edges backfill gaps from SQL as well).
+    async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) {
+        let events_topic = self.topics.events();
+        let mut pending = Vec::with_capacity(commands.len());
+        for (command, outcome) in commands.iter().zip(outcomes) {
+            let (topic, event) = match outcome {
+                None => continue,
+                Some(Outcome::Stored { message, .. }) => (events_topic.clone(), Event::Message(message)),
+                Some(Outcome::Rejected { code, message }) => (
+                    self.topics.deliver(&command.send.origin.node),
+                    Event::Rejected {
+                        room: command.send.room.clone(),
+                        origin: command.send.origin.clone(),
+                        code,
+                        message,
+                    },
+                ),
+            };
+            let traceparent = command.traceparent.map(|tp| tp.child(fastrand::u64(..)).to_string());
+            let payload = event.to_json();
+            let producer = self.producer.clone();
+            let room = command.send.room.clone();
+            pending.push(async move {
+                let record = FutureRecord::to(&topic)
+                    .key(&room)
+                    .payload(&payload)
+                    .headers(record_headers(EVENT_V1, traceparent.as_deref()));
+                (topic.clone(), producer.send(record, Timeout::Never).await)
+            });
+        }
+        for (topic, result) in join_all(pending).await {
+            if let Err((e, _)) = result {
+                tracing::error!(%topic, error = %e, "could not publish event");
+            }
+        }
+    }
+
+    /// Dead-letters a record, retrying while Kafka is unavailable.
+    async fn dead_letter_until_done(
+        &self,
+        record: &BorrowedMessage<'_>,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let attempt = || async { self.dead_letter.send(record, reason).await };
+        let retried = attempt
+            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
+            .notify(|e, _| tracing::warn!(error = %e, "dead-letter produce failed; retrying"));
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            result = retried => result.is_ok(),
+        }
+    }
+
+    /// Dead-letters a decoded send that SQL refused.
+    async fn dead_letter_send(&self, send: &InboundSend, reason: &str) {
+        let payload = send.to_json();
+        let topic = self.topics.dead_letter();
+        let record = FutureRecord::to(&topic).key(&send.room).payload(&payload).headers(
+            record_headers(INBOUND_V1, None).insert(rdkafka::message::Header {
+                key: switchboard_schemas::headers::DLQ_REASON,
+                value: Some(reason),
+            }),
+        );
+        if let Err((e, _)) = self.producer.send(record, Timeout::Never).await {
+            tracing::error!(error = %e, "could not dead-letter a send");
+        }
+    }
+}
+
+/// Decodes and checks one `sb.inbound` record; the error is the dead-letter reason.
+fn decode(record: &BorrowedMessage<'_>) -> Result<Command, String> {
+    match header_str(record, SCHEMA) {
+        Some(INBOUND_V1) => {}
+        Some(other) => return Err(format!("unknown schema {other:?}")),
+        None => return Err(format!("missing {SCHEMA} header")),
+    }
+    let payload = record.payload().ok_or("empty payload")?;
+    let send: InboundSend = serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+    validate_id(&send.room).map_err(|e| format!("room: {e}"))?;
+    validate_id(&send.sender).map_err(|e| format!("sender: {e}"))?;
+    if record.key() != Some(send.room.as_bytes()) {
+        return Err("key is not the room id".into());
+    }
+    if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
+        return Err("body empty, too large or containing NUL".into());
+    }
+    let traceparent = header_str(record, TRACEPARENT).and_then(|v| TraceParent::parse(v).ok());
+    Ok(Command { send, traceparent })
+}

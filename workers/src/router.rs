@@ -1,0 +1,257 @@
+//! The router: holds the room → nodes table (from `sb.routes` and `sb.nodes`,
+//! read in full before anything is routed, then followed), consumes
+//! `sb.events` and `sb.ephemeral` in a consumer group, and copies each record
+//! unchanged to `sb.deliver.<node>` for every node with members in its room.
+//! Records keep their room key, so order within a room holds end to end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset};
+use switchboard_core::clock::now_ms;
+use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT, assign_all, header_str};
+use switchboard_core::topics::Topics;
+use switchboard_schemas::envelope::EVENT_V1;
+use switchboard_schemas::headers::{SCHEMA, TRACEPARENT, TraceParent};
+use switchboard_schemas::ids::validate_id;
+use switchboard_schemas::routing::{NodeRecord, RouteKey, RouteRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch;
+use crate::error::WorkerError;
+use crate::routing_table::RoutingTable;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouterConfig {
+    /// Consumer group shared by all router instances.
+    #[arg(long = "router-group", env = "SB_ROUTER_GROUP", default_value = "sb-router")]
+    pub group: String,
+    /// A node whose last heartbeat is older than this gets nothing.
+    #[arg(long = "node-stale-after", env = "SB_NODE_STALE_AFTER", default_value = "15s",
+          value_parser = switchboard_core::config::parse_duration)]
+    pub stale_after: Duration,
+    #[arg(long = "router-batch-max", env = "SB_ROUTER_BATCH_MAX", default_value_t = 1000)]
+    pub batch_max: usize,
+    #[arg(long = "router-batch-window", env = "SB_ROUTER_BATCH_WINDOW", default_value = "2ms",
+          value_parser = switchboard_core::config::parse_duration)]
+    pub batch_window: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            group: "sb-router".into(),
+            stale_after: Duration::from_secs(15),
+            batch_max: 1000,
+            batch_window: Duration::from_millis(2),
+        }
+    }
+}
+
+pub struct Router {
+    events: StreamConsumer,
+    state: StreamConsumer,
+    producer: FutureProducer,
+    dead_letter: DeadLetter,
+    topics: Topics,
+    table: Arc<RwLock<RoutingTable>>,
+    config: RouterConfig,
+}
+
+impl Router {
+    pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
+        let producer = kafka.producer()?;
+        Ok(Self {
+            events: kafka.group_consumer(&config.group)?,
+            state: kafka.assigned_consumer()?,
+            dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
+            producer,
+            table: Arc::new(RwLock::new(RoutingTable::new(config.stale_after.as_millis() as i64))),
+            topics,
+            config,
+        })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let Router { events, state, producer, dead_letter, topics, table, config } = self;
+        load_table(&state, &topics, &table, &shutdown).await?;
+        let follow = tokio::spawn(follow_table(state, topics.clone(), table.clone(), shutdown.clone()));
+        events.subscribe(&[&topics.events(), &topics.ephemeral()])?;
+        tracing::info!(group = %config.group, "router started");
+        loop {
+            let records = batch::collect(&events, config.batch_max, config.batch_window, &shutdown).await;
+            if records.is_empty() {
+                break;
+            }
+            let now = now_ms();
+            let mut pending = Vec::with_capacity(records.len());
+            let mut last_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            for record in &records {
+                last_offsets.insert((record.topic().to_owned(), record.partition()), record.offset());
+                let room = match check(record) {
+                    Ok(room) => room,
+                    Err(reason) => {
+                        if let Err(e) = dead_letter.send(record, &reason).await {
+                            tracing::error!(error = %e, "could not dead-letter; will retry on replay");
+                            last_offsets.remove(&(record.topic().to_owned(), record.partition()));
+                        }
+                        continue;
+                    }
+                };
+                let targets = table.read().expect("routing table lock poisoned").targets(room, now);
+                for node in targets {
+                    pending.push(forward(&producer, topics.deliver(&node), record));
+                }
+            }
+            for result in join_all(pending).await {
+                if let Err((topic, e)) = result {
+                    // Not retried: the edge backfills what it missed from SQL.
+                    tracing::warn!(%topic, error = %e, "delivery produce failed");
+                }
+            }
+            for ((topic, partition), offset) in last_offsets {
+                if let Err(e) = events.store_offset(&topic, partition, offset) {
+                    tracing::debug!(%topic, partition, error = %e, "could not store offset");
+                }
+            }
+        }
+        follow.abort();
+        tracing::info!("router stopped");
+        Ok(())
+    }
+}
+
+/// Checks an event record before forwarding; the error is the dead-letter reason.
+fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
+    match header_str(record, SCHEMA) {
+        Some(EVENT_V1) => {}
+        Some(other) => return Err(format!("unknown schema {other:?}")),
+        None => return Err(format!("missing {SCHEMA} header")),
+    }
+    let key = record.key().ok_or("record has no key")?;
+    let room = std::str::from_utf8(key).map_err(|_| "key is not UTF-8")?;
+    validate_id(room).map_err(|e| format!("key: {e}"))?;
+    if record.payload().is_none() {
+        return Err("empty payload".into());
+    }
+    Ok(room)
+}
+
+/// Copies one record to a delivery topic, continuing its trace.
+fn forward(
+    producer: &FutureProducer,
+    topic: String,
+    record: &BorrowedMessage<'_>,
+) -> impl std::future::Future<Output = Result<(), (String, rdkafka::error::KafkaError)>> + use<> {
+    let key = record.key().map(<[u8]>::to_vec).unwrap_or_default();
+    let payload = record.payload().map(<[u8]>::to_vec).unwrap_or_default();
+    let traceparent = header_str(record, TRACEPARENT)
+        .and_then(|v| TraceParent::parse(v).ok())
+        .map(|tp| tp.child(fastrand::u64(..)).to_string());
+    let producer = producer.clone();
+    async move {
+        let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header { key: SCHEMA, value: Some(EVENT_V1) });
+        if let Some(tp) = &traceparent {
+            headers = headers.insert(Header { key: TRACEPARENT, value: Some(tp) });
+        }
+        let out = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
+        producer.send(out, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| (topic.clone(), e))
+    }
+}
+
+/// Reads `sb.routes` and `sb.nodes` from the beginning up to the high
+/// watermarks seen at start, so no event is routed from a partial table.
+async fn load_table(
+    state: &StreamConsumer,
+    topics: &Topics,
+    table: &RwLock<RoutingTable>,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let routes = topics.routes();
+    let nodes = topics.nodes();
+    let assigned = assign_all(state, &[&routes, &nodes], Offset::Beginning)?;
+    let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
+    for (topic, partition) in assigned {
+        let (low, high) = state.fetch_watermarks(&topic, partition, METADATA_TIMEOUT)?;
+        if high > low {
+            remaining.insert((topic, partition), high);
+        }
+    }
+    let total = remaining.len();
+    while !remaining.is_empty() {
+        let record = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = state.recv() => r,
+        };
+        match record {
+            Ok(record) => {
+                apply(&mut table.write().expect("routing table lock poisoned"), topics, &record);
+                let key = (record.topic().to_owned(), record.partition());
+                if remaining.get(&key).is_some_and(|high| record.offset() + 1 >= *high) {
+                    remaining.remove(&key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading routing state");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    tracing::info!(partitions = total, "routing table loaded");
+    Ok(())
+}
+
+/// Keeps applying new route and node records until shutdown.
+async fn follow_table(
+    state: StreamConsumer,
+    topics: Topics,
+    table: Arc<RwLock<RoutingTable>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            record = state.recv() => match record {
+                Ok(record) => apply(&mut table.write().expect("routing table lock poisoned"), &topics, &record),
+                Err(e) => {
+                    tracing::warn!(error = %e, "following routing state");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Applies one state record. A malformed one is logged and skipped: these
+/// topics are compacted state, read by every router, and a later record for
+/// the same key supersedes it.
+fn apply(table: &mut RoutingTable, topics: &Topics, record: &BorrowedMessage<'_>) {
+    let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        tracing::warn!(topic = record.topic(), offset = record.offset(), "state record without a key");
+        return;
+    };
+    if record.topic() == topics.routes() {
+        let Ok(route_key) = RouteKey::parse(key) else {
+            tracing::warn!(key, "malformed route key");
+            return;
+        };
+        match record.payload().map(serde_json::from_slice::<RouteRecord>) {
+            None => table.apply_route(&route_key, None),
+            Some(Ok(route)) => table.apply_route(&route_key, Some(&route)),
+            Some(Err(e)) => tracing::warn!(key, error = %e, "malformed route record"),
+        }
+    } else {
+        match record.payload().map(serde_json::from_slice::<NodeRecord>) {
+            None => table.apply_node(key, None),
+            Some(Ok(node)) => table.apply_node(key, Some(&node)),
+            Some(Err(e)) => tracing::warn!(key, error = %e, "malformed node record"),
+        }
+    }
+}

@@ -177,3 +177,15 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     reader.abort();
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let h = start_with(|c| {
+        c.idle_timeout = std::time::Duration::from_millis(500);
+        c.ping_interval = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let mut c = Client::connect(h.edge(0), "quiet").await;
+    assert_eq!(c.recv_close().await, 4001);
+    h.stop().await;
+}

@@ -186,3 +186,33 @@ async fn private_rooms_refuse_non_members() {
     assert_eq!(seqs(&alice.messages("staff", 1).await), vec![1]);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_the_persister_refuses_comes_back_to_the_sender_as_an_error() {
+    let h = start().await;
+    h.embedded.store.create_private_room("board", &["alice"]).await.unwrap();
+    let mut alice = Client::connect(h.edge(1), "alice").await;
+    alice.join("board", None).await;
+    h.embedded.store.remove_member("board", "alice").await.unwrap();
+
+    // The edge accepts it (Kafka has it); the persister refuses it, and the
+    // refusal travels back through the sender's delivery topic.
+    let reference = alice.say_no_wait("board", "late", "am I still in?").await;
+    let ack = alice.recv_type("ack").await;
+    assert_eq!(ack["ref"], reference.as_str());
+    let err = alice.recv_type("error").await;
+    assert_eq!(err["code"], "forbidden", "{err}");
+    assert_eq!(err["ref"], reference.as_str());
+    assert_eq!(h.embedded.store.count_messages("board").await.unwrap(), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_closes_clients_with_1012() {
+    let h = start().await;
+    let mut alice = Client::connect(h.edge(0), "alice").await;
+    alice.join("lobby", None).await;
+    h.embedded.shutdown_token().cancel();
+    assert_eq!(alice.recv_close().await, 1012);
+    h.stop().await;
+}

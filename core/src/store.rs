@@ -213,6 +213,17 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a member from a private room. Connections already in the
+    /// room keep reading until they rejoin, but their sends are refused.
+    pub async fn remove_member(&self, room: &str, user: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM room_members WHERE room = $1 AND user_id = $2")
+            .bind(room)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Number of stored messages in a room (operators, tests).
     pub async fn count_messages(&self, room: &str) -> Result<u64, StoreError> {
         let row =

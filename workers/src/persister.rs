@@ -122,11 +122,22 @@ impl Persister {
                 }
             }
         }
-        if !commands.is_empty() {
+        // Persist, then publish; a failed publish redoes both (the insert is
+        // idempotent, so the retry yields the same seqs), and the offsets
+        // below are stored only once every event is acknowledged.
+        let mut wait = Duration::from_millis(200);
+        while !commands.is_empty() {
             let Some(outcomes) = self.persist_with_retry(&commands, shutdown).await else {
                 return false;
             };
-            self.publish(&commands, outcomes).await;
+            if self.publish(&commands, outcomes).await {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
         let last = records.last().map(|r| r.offset()).unwrap_or_default();
         if let Err(e) = self.consumer.store_offset(&self.topics.inbound(), partition, last) {
@@ -189,10 +200,9 @@ impl Persister {
     }
 
     /// Publishes stored messages to `sb.events` and rejections to the
-    /// sender's node, and waits for Kafka's acks. The producer retries
-    /// internally; a record that still fails is logged, and the events record
-    /// can be rebuilt from SQL (edges backfill gaps from SQL as well).
-    async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) {
+    /// sender's node, and waits for Kafka's acks. Returns false if any record
+    /// failed after the producer's own retries.
+    async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) -> bool {
         let events_topic = self.topics.events();
         let mut pending = Vec::with_capacity(commands.len());
         for (command, outcome) in commands.iter().zip(outcomes) {
@@ -221,11 +231,14 @@ impl Persister {
                 (topic.clone(), producer.send(record, Timeout::Never).await)
             });
         }
+        let mut all_acked = true;
         for (topic, result) in join_all(pending).await {
             if let Err((e, _)) = result {
-                tracing::error!(%topic, error = %e, "could not publish event");
+                tracing::error!(%topic, error = %e, "could not publish event; retrying the batch");
+                all_acked = false;
             }
         }
+        all_acked
     }
 
     /// Dead-letters a record, retrying while Kafka is unavailable.

@@ -4,7 +4,7 @@
 //! unchanged to `sb.deliver.<node>` for every node with members in its room.
 //! Records keep their room key, so order within a room holds end to end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,14 +93,21 @@ impl Router {
             let now = now_ms();
             let mut pending = Vec::with_capacity(records.len());
             let mut last_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            // Partitions whose offset must not move: a record there could not be dead-lettered.
+            let mut held: HashSet<(String, i32)> = HashSet::new();
             for record in &records {
-                last_offsets.insert((record.topic().to_owned(), record.partition()), record.offset());
+                let position = (record.topic().to_owned(), record.partition());
+                if !held.contains(&position) {
+                    last_offsets.insert(position, record.offset());
+                }
                 let room = match check(record) {
                     Ok(room) => room,
                     Err(reason) => {
                         if let Err(e) = dead_letter.send(record, &reason).await {
                             tracing::error!(error = %e, "could not dead-letter; will retry on replay");
-                            last_offsets.remove(&(record.topic().to_owned(), record.partition()));
+                            let position = (record.topic().to_owned(), record.partition());
+                            last_offsets.remove(&position);
+                            held.insert(position);
                         }
                         continue;
                     }

@@ -189,3 +189,18 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     assert_eq!(c.recv_close().await, 4001);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_handshake_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start_with(|c| c.handshake_timeout = std::time::Duration::from_millis(300)).await;
+    let mut stream = tokio::net::TcpStream::connect(h.edge(0)).await.unwrap();
+    // Half a request line, then silence.
+    stream.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
+    let n = read.expect("the server gives up within the handshake timeout").unwrap_or(0);
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "unexpected reply {reply:?}");
+    h.stop().await;
+}

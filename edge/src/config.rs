@@ -49,6 +49,9 @@ pub struct EdgeConfig {
     /// Close a connection that sent nothing (not even a pong) for this long.
     #[arg(long = "idle-timeout", env = "SB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Time a new connection has to send its complete HTTP upgrade request.
+    #[arg(long = "handshake-timeout", env = "SB_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
     /// Interval of server pings.
     #[arg(long = "ping-interval", env = "SB_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub ping_interval: Duration,
@@ -118,6 +121,7 @@ impl EdgeConfig {
             send_queue_frames: 1024,
             send_queue_bytes: 1024 * 1024,
             max_in_flight: 64,
+            handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             max_replay: 500,

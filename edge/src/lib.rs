@@ -8,6 +8,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod handshake;
+pub mod http;
 pub mod hub;
 pub mod node;
 pub mod outbox;

@@ -32,7 +32,7 @@ use crate::delivery::Delivery;
 use crate::hub::{Hub, RouteChange};
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
-use crate::{demo, handshake};
+use crate::{demo, handshake, http};
 
 #[derive(Debug, Error)]
 pub enum EdgeError {
@@ -168,9 +168,7 @@ impl Edge {
         let routes_task = tokio::spawn(presence.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
 
         let stop_accepting = CancellationToken::new();
-        let server = tokio::spawn(
-            axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned()).into_future(),
-        );
+        let server = tokio::spawn(http::serve(listener, app, state.config.handshake_timeout, stop_accepting.clone()));
         shutdown.cancelled().await;
 
         tracing::info!(node = %state.node, connections = state.hub.connection_count(), "draining");

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -9,7 +10,7 @@ use switchboard_core::kafka::KafkaConfig;
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
 use switchboard_edge::config::EdgeConfig;
-use switchboard_edge::server::Edge;
+use switchboard_edge::server::{Edge, EdgeState};
 use switchboard_workers::persister::{Persister, PersisterConfig};
 use switchboard_workers::router::{Router, RouterConfig};
 use tokio::net::TcpListener;
@@ -47,15 +48,18 @@ impl EmbeddedConfig {
 
 /// A running embedded deployment. Drop order matters: call [`Embedded::stop`].
 pub struct Embedded {
-    /// Kept alive for the life of the deployment (it owns the mock brokers).
-    cluster: MockCluster<'static, DefaultProducerContext>,
     pub bootstrap: String,
     pub topics: Topics,
     pub edges: Vec<SocketAddr>,
+    /// Each edge's shared state (epoch, counters), in the order of [`NODES`].
+    pub edge_states: Vec<Arc<EdgeState>>,
     pub store: Store,
     pub jwt_secret: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Kept alive for the life of the deployment (it owns the mock brokers).
+    /// Declared last so it is dropped after every Kafka client above.
+    cluster: MockCluster<'static, DefaultProducerContext>,
 }
 
 impl Embedded {
@@ -94,6 +98,7 @@ impl Embedded {
         });
 
         let mut edges = Vec::new();
+        let mut edge_states = Vec::new();
         for (node, listen) in NODES.iter().zip(config.listen) {
             let listener = TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
@@ -103,6 +108,7 @@ impl Embedded {
             edge_config.drain_grace = std::time::Duration::from_secs(1);
             (config.tune_edge)(&mut edge_config);
             let edge = Edge::start(edge_config, &kafka, topics.clone(), store.clone()).await?;
+            edge_states.push(edge.state().clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = edge.serve(listener, token).await {
@@ -111,7 +117,17 @@ impl Embedded {
             });
             edges.push(addr);
         }
-        Ok(Self { cluster, bootstrap, topics, edges, store, jwt_secret: config.jwt_secret, shutdown, tasks })
+        Ok(Self {
+            cluster,
+            bootstrap,
+            topics,
+            edges,
+            edge_states,
+            store,
+            jwt_secret: config.jwt_secret,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The mock cluster, for tests that inject records or faults.

@@ -21,7 +21,10 @@ use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::Ordering;
+
 use crate::hub::Hub;
+use crate::stats::EdgeStats;
 
 /// Most rows read from SQL per backfill query.
 const BACKFILL_CHUNK: u32 = 500;
@@ -39,6 +42,7 @@ pub struct Delivery {
     pub store: Store,
     pub node: String,
     pub dead_letter: DeadLetter,
+    pub stats: Arc<EdgeStats>,
 }
 
 impl Delivery {
@@ -97,6 +101,7 @@ impl Delivery {
         }
         let (room, seq) = (message.room.clone(), message.seq);
         self.hub.deliver(&room, seq, &encode(message));
+        self.stats.delivered_live.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn catch_up(&self, room: &str) {
@@ -113,6 +118,8 @@ impl Delivery {
                 None => return,
             };
             let Some(last) = rows.last().map(|m| m.seq) else { return };
+            tracing::debug!(room, after, upto = last, rows = rows.len(), "backfilled from SQL");
+            self.stats.backfilled.fetch_add(rows.len() as u64, Ordering::Relaxed);
             for message in rows {
                 let seq = message.seq;
                 self.hub.deliver(room, seq, &encode(message));

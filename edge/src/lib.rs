@@ -14,3 +14,4 @@ pub mod node;
 pub mod outbox;
 pub mod server;
 pub mod session;
+pub mod stats;

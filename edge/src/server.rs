@@ -32,6 +32,7 @@ use crate::delivery::Delivery;
 use crate::hub::{Hub, RouteChange};
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
+use crate::stats::EdgeStats;
 use crate::{demo, handshake, http};
 
 #[derive(Debug, Error)]
@@ -60,6 +61,7 @@ pub struct EdgeState {
     pub draining: AtomicBool,
     /// Connection tasks, so draining can wait for them.
     pub tracker: TaskTracker,
+    pub stats: Arc<EdgeStats>,
     conn_ids: AtomicU64,
 }
 
@@ -106,12 +108,14 @@ impl Edge {
         let (hub, route_changes) = Hub::new();
         let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
         presence.publish(false).await?;
+        let stats = Arc::new(EdgeStats::default());
         let delivery = Delivery {
             consumer,
             hub: hub.clone(),
             store: store.clone(),
             node: node.clone(),
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
+            stats: stats.clone(),
         };
         let state = Arc::new(EdgeState {
             auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes()),
@@ -124,6 +128,7 @@ impl Edge {
             store,
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
+            stats,
             // Random start, so a rejection meant for a previous life's connection finds nobody.
             conn_ids: AtomicU64::new(fastrand::u64(1..u64::MAX / 2)),
         });

@@ -1,0 +1,22 @@
+//! Counters of what the edge did, read by tests and operators (the seed of
+//! the node's metrics).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    /// Messages pushed to a room live from the delivery topic.
+    pub delivered_live: AtomicU64,
+    /// Messages read from SQL to fill a gap or catch up after a new route.
+    pub backfilled: AtomicU64,
+}
+
+impl EdgeStats {
+    pub fn backfilled(&self) -> u64 {
+        self.backfilled.load(Ordering::Relaxed)
+    }
+
+    pub fn delivered_live(&self) -> u64 {
+        self.delivered_live.load(Ordering::Relaxed)
+    }
+}

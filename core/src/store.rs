@@ -460,12 +460,25 @@ mod tests {
     use super::*;
     use switchboard_schemas::envelope::Origin;
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    async fn sqlite() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url, 2).await.unwrap();
         store.migrate().await.unwrap();
         (store, dir)
+    }
+
+    /// PostgreSQL named by `SB_TEST_POSTGRES_URL` (the real-cluster suite sets it).
+    async fn postgres() -> Store {
+        let url = std::env::var("SB_TEST_POSTGRES_URL").expect("SB_TEST_POSTGRES_URL names a test database");
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Room names unique to one run, so runs can share a database.
+    fn room(name: &str) -> String {
+        format!("{name}-{:x}", fastrand::u64(..))
     }
 
     fn send(room: &str, sender: &str, client_id: &str) -> InboundSend {
@@ -487,32 +500,56 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn seqs_are_gapless_and_idempotent() {
-        let (store, _dir) = store().await;
-        let out = store.persist(&[send("r", "a", "1"), send("r", "b", "1"), send("q", "a", "1")]).await.unwrap();
+    async fn seqs_are_gapless_and_idempotent(store: &Store) {
+        let (r, q) = (room("r"), room("q"));
+        let out = store.persist(&[send(&r, "a", "1"), send(&r, "b", "1"), send(&q, "a", "1")]).await.unwrap();
         assert_eq!(out.iter().map(seq_of).collect::<Vec<_>>(), vec![1, 2, 1]);
 
-        // The same idempotency key again, alone and inside a batch.
-        let again = store.persist(&[send("r", "a", "1"), send("r", "a", "2")]).await.unwrap();
-        assert_eq!(again.iter().map(seq_of).collect::<Vec<_>>(), vec![1, 3]);
+        // The same idempotency key again: alone, and twice inside one batch.
+        let again = store.persist(&[send(&r, "a", "1"), send(&r, "a", "2"), send(&r, "a", "2")]).await.unwrap();
+        assert_eq!(again.iter().map(seq_of).collect::<Vec<_>>(), vec![1, 3, 3]);
         assert!(matches!(again[0], Outcome::Stored { duplicate: true, .. }));
-        assert_eq!(store.count_messages("r").await.unwrap(), 3);
+        assert!(matches!(again[2], Outcome::Stored { duplicate: true, .. }));
+        assert_eq!(store.count_messages(&r).await.unwrap(), 3);
 
-        let history = store.messages_between("r", 1, 3, 10).await.unwrap();
+        let history = store.messages_between(&r, 1, 3, 10).await.unwrap();
         assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(history[0].sender_name, "B");
-        assert_eq!(store.access("r", "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
+        assert_eq!(store.access(&r, "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
+    }
+
+    async fn private_rooms_need_membership(store: &Store) {
+        let secret = room("secret");
+        store.create_private_room(&secret, &["alice"]).await.unwrap();
+        assert_eq!(store.access(&secret, "mallory").await.unwrap(), Access::Forbidden);
+        assert!(matches!(store.access(&secret, "alice").await.unwrap(), Access::Granted(_)));
+        let out = store.persist(&[send(&secret, "mallory", "1"), send(&secret, "alice", "1")]).await.unwrap();
+        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
+        assert_eq!(seq_of(&out[1]), 1, "a rejection consumes no seq");
+        store.remove_member(&secret, "alice").await.unwrap();
+        let out = store.persist(&[send(&secret, "alice", "2")]).await.unwrap();
+        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
     }
 
     #[tokio::test]
-    async fn private_rooms_need_membership() {
-        let (store, _dir) = store().await;
-        store.create_private_room("secret", &["alice"]).await.unwrap();
-        assert_eq!(store.access("secret", "mallory").await.unwrap(), Access::Forbidden);
-        assert!(matches!(store.access("secret", "alice").await.unwrap(), Access::Granted(_)));
-        let out = store.persist(&[send("secret", "mallory", "1"), send("secret", "alice", "1")]).await.unwrap();
-        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
-        assert_eq!(seq_of(&out[1]), 1, "a rejection consumes no seq");
+    async fn sqlite_seqs_are_gapless_and_idempotent() {
+        seqs_are_gapless_and_idempotent(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_private_rooms_need_membership() {
+        private_rooms_need_membership(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_seqs_are_gapless_and_idempotent() {
+        seqs_are_gapless_and_idempotent(&postgres().await).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_private_rooms_need_membership() {
+        private_rooms_need_membership(&postgres().await).await;
     }
 }

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;
+pub mod provision;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -89,8 +89,9 @@ impl EdgeConfig {
     /// Checks what clap cannot; run before binding any port.
     pub fn validate(&self) -> Result<(), String> {
         switchboard_schemas::ids::validate_id(&self.node_id).map_err(|e| format!("--node-id: {e}"))?;
-        if self.jwt_secret.expose().len() < 16 {
-            return Err("--jwt-secret must be at least 16 bytes".into());
+        // RFC 7518 asks for an HS256 key at least as long as the hash.
+        if self.jwt_secret.expose().len() < 32 {
+            return Err("--jwt-secret must be at least 32 bytes".into());
         }
         if self.max_body_bytes >= self.max_frame_bytes {
             return Err("--max-body-bytes must be smaller than --max-frame-bytes".into());

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A single-node Apache Kafka (KRaft, broker+controller) on loopback, for the
+# real-cluster tests and for running the production binaries by hand.
+#
+#   scripts/kafka.sh start    fetch jars (cached), format storage once, start, wait until it serves
+#   scripts/kafka.sh stop     stop it
+#   scripts/kafka.sh status
+#
+# Jars come from Maven Central (org.apache.kafka:kafka_2.13 and its runtime
+# dependencies) via `mvn dependency:copy-dependencies`; Debian has no Kafka
+# package. Data and logs live under .work/kafka (ignored by git).
+set -euo pipefail
+
+KAFKA_VERSION="${SB_KAFKA_VERSION:-4.1.1}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="${SB_WORK_DIR:-$ROOT/.work}/kafka"
+LIBS="${SB_CACHE_DIR:-$HOME/.cache/switchboard}/kafka-$KAFKA_VERSION/libs"
+PORT="${SB_KAFKA_PORT:-19092}"
+CONTROLLER_PORT="${SB_KAFKA_CONTROLLER_PORT:-19093}"
+PIDFILE="$WORK/kafka.pid"
+
+fetch() {
+    if [ -f "$LIBS/.complete" ]; then return; fi
+    echo "fetching Kafka $KAFKA_VERSION jars into $LIBS"
+    local pomdir
+    pomdir="$(mktemp -d)"
+    cat > "$pomdir/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>switchboard</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+POM
+    mkdir -p "$LIBS"
+    mvn -q -B -f "$pomdir/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS"
+    rm -rf "$pomdir"
+    touch "$LIBS/.complete"
+}
+
+configure() {
+    mkdir -p "$WORK/data"
+    cat > "$WORK/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$WORK/data
+num.partitions=4
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+PROPS
+    cat > "$WORK/log4j2.properties" <<LOG
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$WORK/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+LOG
+}
+
+running() {
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+start() {
+    if running; then echo "kafka already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return; fi
+    fetch
+    configure
+    local cp="$LIBS/*"
+    if [ ! -f "$WORK/data/meta.properties" ]; then
+        local id
+        id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid)"
+        java -cp "$cp" -Dlog4j2.configurationFile="$WORK/log4j2.properties" \
+            kafka.tools.StorageTool format -t "$id" -c "$WORK/server.properties" >/dev/null
+    fi
+    : > "$WORK/server.log"
+    nohup java -Xms256m -Xmx768m -cp "$cp" -Dlog4j2.configurationFile="$WORK/log4j2.properties" \
+        kafka.Kafka "$WORK/server.properties" > "$WORK/stdout.log" 2>&1 &
+    echo $! > "$PIDFILE"
+    for _ in $(seq 1 120); do
+        if grep -q "Kafka Server started" "$WORK/server.log" 2>/dev/null; then
+            echo "kafka $KAFKA_VERSION running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+            return
+        fi
+        if ! running; then break; fi
+        sleep 0.5
+    done
+    echo "kafka did not start; see $WORK/server.log and $WORK/stdout.log" >&2
+    tail -20 "$WORK/stdout.log" >&2 || true
+    exit 1
+}
+
+stop() {
+    if running; then
+        local pid
+        pid="$(cat "$PIDFILE")"
+        kill "$pid"
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) if running; then echo "running (pid $(cat "$PIDFILE"))"; else echo "stopped"; exit 1; fi ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 64 ;;
+esac

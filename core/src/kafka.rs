@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -42,6 +44,11 @@ impl KafkaConfig {
             config.set(key, value);
         }
         config
+    }
+
+    /// Admin client (topic creation and inspection; real clusters only).
+    pub fn admin(&self) -> KafkaResult<AdminClient<DefaultClientContext>> {
+        self.finish(self.base()).create()
     }
 
     /// Idempotent producer, acks from all in-sync replicas; order per

@@ -81,12 +81,7 @@ pub async fn provision(
     specs: &[TopicSpec],
     replication: i32,
 ) -> Result<Vec<(String, TopicStatus)>, ProvisionError> {
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in &kafka.options {
-        config.set(key, value);
-    }
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let admin = kafka.admin()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut report = Vec::new();
     for spec in specs {

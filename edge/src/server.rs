@@ -11,13 +11,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use rdkafka::Offset;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{KafkaConfig, assign_all};
+use switchboard_core::provision::{ProvisionError, TopicSpec, TopicStatus, provision};
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
 use thiserror::Error;
@@ -39,8 +38,8 @@ use crate::{demo, handshake, http};
 pub enum EdgeError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("could not create delivery topic {topic}: {code}")]
-    DeliveryTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("delivery topic: {0}")]
+    DeliveryTopic(#[from] ProvisionError),
     #[error("delivery topic {0} has no partitions")]
     NoPartitions(String),
     #[error("http server: {0}")]
@@ -226,21 +225,14 @@ async fn close_with_jitter(state: &EdgeState, window: Duration) {
     }
 }
 
-/// Creates this node's delivery topic on a real cluster (short retention);
-/// an existing topic is fine.
+/// Creates this node's delivery topic on a real cluster (one partition,
+/// short retention); an existing topic is fine, a different one is logged.
 async fn create_delivery_topic(kafka: &KafkaConfig, topic: &str) -> Result<(), EdgeError> {
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in &kafka.options {
-        config.set(key, value);
-    }
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", "3600000");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics([&new_topic], &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(EdgeError::DeliveryTopic { topic, code }),
+    let spec =
+        TopicSpec { name: topic.to_owned(), partitions: 1, configs: vec![("retention.ms", "3600000".to_owned())] };
+    for (topic, status) in provision(kafka, &[spec], -1).await? {
+        if let TopicStatus::Differs(differences) = status {
+            tracing::warn!(%topic, ?differences, "delivery topic differs from the default; using it as it is");
         }
     }
     Ok(())

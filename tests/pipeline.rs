@@ -45,10 +45,8 @@ async fn a_message_reaches_members_on_both_nodes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_since_returns_exactly_the_missed_messages() {
     let h = start().await;
-    let mut sender = Client::connect(h.edge(0), "sender").await;
-    sender.join("news", None).await;
-    let mut reader = Client::connect(h.edge(1), "reader").await;
-    reader.join("news", None).await;
+    let mut sender = Client::in_room(h.edge(0), "sender", "news").await;
+    let mut reader = Client::in_room(h.edge(1), "reader", "news").await;
     for i in 1..=3 {
         sender.say("news", &format!("a{i}"), &format!("before {i}")).await;
     }
@@ -80,8 +78,7 @@ async fn resume_with_since_returns_exactly_the_missed_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_client_id_yields_the_same_seq_and_one_row() {
     let h = start().await;
-    let mut alice = Client::connect(h.edge(0), "alice").await;
-    alice.join("dup", None).await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "dup").await;
     let first = alice.say("dup", "same-id", "once").await;
     let again = alice.say("dup", "same-id", "once").await;
     assert_eq!(first, again, "the ack carries the same message id");
@@ -105,13 +102,11 @@ async fn a_duplicate_client_id_yields_the_same_seq_and_one_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_just_before_a_burst_loses_nothing() {
     let h = start().await;
-    let mut sender = Client::connect(h.edge(0), "sender").await;
-    sender.join("burst", None).await;
+    let mut sender = Client::in_room(h.edge(0), "sender", "burst").await;
     // The receiver's node has no route for the room until this join; the
     // burst starts at once, so its first messages are routed before the
     // route exists and must come from the gap backfill.
-    let mut receiver = Client::connect(h.edge(1), "receiver").await;
-    receiver.join("burst", None).await;
+    let mut receiver = Client::in_room(h.edge(1), "receiver", "burst").await;
     const N: usize = 30;
     for i in 0..N {
         sender.say_no_wait("burst", &format!("m{i}"), &format!("burst {i}")).await;
@@ -124,10 +119,8 @@ async fn a_join_just_before_a_burst_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_live_delivery_is_filled_from_sql_in_order() {
     let h = start().await;
-    let mut sender = Client::connect(h.edge(0), "sender").await;
-    sender.join("gappy", None).await;
-    let mut receiver = Client::connect(h.edge(1), "receiver").await;
-    receiver.join("gappy", None).await;
+    let mut sender = Client::in_room(h.edge(0), "sender", "gappy").await;
+    let mut receiver = Client::in_room(h.edge(1), "receiver", "gappy").await;
     sender.say("gappy", "m0", "routed normally").await;
     assert_eq!(seqs(&receiver.messages("gappy", 1).await), vec![1]);
 
@@ -168,8 +161,7 @@ async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
     let dlq: StreamConsumer = kafka.assigned_consumer().unwrap();
     assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).unwrap();
 
-    let mut alice = Client::connect(h.edge(0), "alice").await;
-    alice.join("dl", None).await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "dl").await;
 
     let producer: FutureProducer = kafka.producer().unwrap();
     let inbound = topics.inbound();
@@ -220,8 +212,7 @@ async fn private_rooms_refuse_non_members() {
     let err = mallory.recv().await;
     assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("not_joined"), Some(reference.as_str())));
 
-    let mut alice = Client::connect(h.edge(1), "alice").await;
-    alice.join("staff", None).await;
+    let mut alice = Client::in_room(h.edge(1), "alice", "staff").await;
     alice.say("staff", "s1", "members only").await;
     assert_eq!(seqs(&alice.messages("staff", 1).await), vec![1]);
     h.stop().await;
@@ -231,8 +222,7 @@ async fn private_rooms_refuse_non_members() {
 async fn a_send_the_persister_refuses_comes_back_to_the_sender_as_an_error() {
     let h = start().await;
     h.embedded.store.create_private_room("board", &["alice"]).await.unwrap();
-    let mut alice = Client::connect(h.edge(1), "alice").await;
-    alice.join("board", None).await;
+    let mut alice = Client::in_room(h.edge(1), "alice", "board").await;
     h.embedded.store.remove_member("board", "alice").await.unwrap();
 
     // The edge accepts it (Kafka has it); the persister refuses it, and the
@@ -250,8 +240,7 @@ async fn a_send_the_persister_refuses_comes_back_to_the_sender_as_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_closes_clients_with_1012() {
     let h = start().await;
-    let mut alice = Client::connect(h.edge(0), "alice").await;
-    alice.join("lobby", None).await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "lobby").await;
     h.embedded.shutdown_token().cancel();
     assert_eq!(alice.recv_close().await, 1012);
     h.stop().await;

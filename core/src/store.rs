@@ -162,12 +162,7 @@ impl Store {
     }
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
-            .bind(room)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        is_member(&self.pool, room, user).await
     }
 
     /// Messages with `after < seq <= upto`, oldest first, at most `limit`.
@@ -273,22 +268,25 @@ impl Batch {
         now: i64,
     ) -> Result<&mut RoomRow, StoreError> {
         if !self.rooms.contains_key(room) {
-            // Public rooms come into being with their first message.
-            sqlx::query(
-                "INSERT INTO rooms (id, kind, epoch, last_seq, created_at) VALUES ($1, $2, 1, 0, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(room)
-            .bind(PUBLIC)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
             // A no-op UPDATE takes the row lock (PostgreSQL) for the rest of the
             // transaction, so no other persister assigns seqs in this room meanwhile.
-            let row = sqlx::query("UPDATE rooms SET last_seq = last_seq WHERE id = $1 RETURNING kind, epoch, last_seq")
-                .bind(room)
-                .fetch_one(&mut **tx)
-                .await?;
+            const LOCK: &str = "UPDATE rooms SET last_seq = last_seq WHERE id = $1 RETURNING kind, epoch, last_seq";
+            let row = match sqlx::query(LOCK).bind(room).fetch_optional(&mut **tx).await? {
+                Some(row) => row,
+                None => {
+                    // Public rooms come into being with their first message.
+                    sqlx::query(
+                        "INSERT INTO rooms (id, kind, epoch, last_seq, created_at) VALUES ($1, $2, 1, 0, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(room)
+                    .bind(PUBLIC)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    sqlx::query(LOCK).bind(room).fetch_one(&mut **tx).await?
+                }
+            };
             let entry = RoomRow {
                 private: row.try_get::<String, _>("kind")? == PRIVATE,
                 epoch: row.try_get::<i64, _>("epoch")? as u64,
@@ -310,12 +308,7 @@ impl Batch {
         if let Some(known) = self.members.get(&key) {
             return Ok(*known);
         }
-        let member = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
-            .bind(room)
-            .bind(user)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some();
+        let member = is_member(&mut **tx, room, user).await?;
         self.members.insert(key, member);
         Ok(member)
     }
@@ -440,6 +433,20 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// Whether `user` is listed as a member of `room` (on a pool or inside a transaction).
+async fn is_member<'e, E: sqlx::Executor<'e, Database = Any>>(
+    db: E,
+    room: &str,
+    user: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
+        .bind(room)
+        .bind(user)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.is_some())
 }
 
 fn message_from_row(row: &sqlx::any::AnyRow) -> Result<MessageFrame, StoreError> {

@@ -9,9 +9,11 @@
 //! for messages that were routed before the route existed.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use backon::{ExponentialBuilder, Retryable};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
@@ -20,8 +22,6 @@ use switchboard_schemas::envelope::Event;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use std::sync::atomic::Ordering;
 
 use crate::hub::Hub;
 use crate::stats::EdgeStats;
@@ -101,7 +101,6 @@ impl Delivery {
         }
         let (room, seq) = (message.room.clone(), message.seq);
         self.hub.deliver(&room, seq, &encode(message));
-        self.stats.delivered_live.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn catch_up(&self, room: &str) {
@@ -128,22 +127,22 @@ impl Delivery {
         }
     }
 
+    /// Reads a backfill range, retrying briefly while the database is unavailable.
     async fn read_with_retry(&self, room: &str, after: u64, upto: u64) -> Option<Vec<MessageFrame>> {
-        let mut wait = Duration::from_millis(50);
-        for attempt in 1..=5 {
-            match self.store.messages_between(room, after, upto, BACKFILL_CHUNK).await {
-                Ok(rows) => return Some(rows),
-                Err(e) => {
-                    tracing::warn!(room, attempt, error = %e, "gap backfill read failed");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
+        let read = || self.store.messages_between(room, after, upto, BACKFILL_CHUNK);
+        let retried = read
+            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4))
+            .notify(|e, _| tracing::warn!(room, error = %e, "gap backfill read failed; retrying"))
+            .await;
+        match retried {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                // Members keep their last seq, so the next message retries the
+                // gap; a client can also rejoin with `since`.
+                tracing::error!(room, after, upto, error = %e, "gap backfill gave up; database unavailable");
+                None
             }
         }
-        // Members keep their last seq, so the next message retries the gap;
-        // a client can also rejoin with `since`.
-        tracing::error!(room, after, upto, "gap backfill gave up; database unavailable");
-        None
     }
 }
 

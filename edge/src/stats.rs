@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct EdgeStats {
-    /// Messages pushed to a room live from the delivery topic.
-    pub delivered_live: AtomicU64,
     /// Messages read from SQL to fill a gap or catch up after a new route.
     pub backfilled: AtomicU64,
 }
@@ -14,9 +12,5 @@ pub struct EdgeStats {
 impl EdgeStats {
     pub fn backfilled(&self) -> u64 {
         self.backfilled.load(Ordering::Relaxed)
-    }
-
-    pub fn delivered_live(&self) -> u64 {
-        self.delivered_live.load(Ordering::Relaxed)
     }
 }

@@ -73,6 +73,13 @@ impl Client {
         client
     }
 
+    /// Connects as `user` and joins `room` from its current end.
+    pub async fn in_room(addr: SocketAddr, user: &str, room: &str) -> Client {
+        let mut client = Client::connect(addr, user).await;
+        client.join(room, None).await;
+        client
+    }
+
     /// Wraps an already connected stream (frames are read as they come).
     pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         Client { ws, buffered: VecDeque::new(), refs: 0, user: String::new() }

@@ -4,6 +4,7 @@
 //! stores the consumer offsets. A crash anywhere before that replays the
 //! batch, and the idempotent insert makes the replay harmless.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -122,22 +123,8 @@ impl Persister {
                 }
             }
         }
-        // Persist, then publish; a failed publish redoes both (the insert is
-        // idempotent, so the retry yields the same seqs), and the offsets
-        // below are stored only once every event is acknowledged.
-        let mut wait = Duration::from_millis(200);
-        while !commands.is_empty() {
-            let Some(outcomes) = self.persist_with_retry(&commands, shutdown).await else {
-                return false;
-            };
-            if self.publish(&commands, outcomes).await {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            wait = (wait * 2).min(Duration::from_secs(5));
+        if !commands.is_empty() && !self.persist_and_publish(&commands, shutdown).await {
+            return false;
         }
         let last = records.last().map(|r| r.offset()).unwrap_or_default();
         if let Err(e) = self.consumer.store_offset(&self.topics.inbound(), partition, last) {
@@ -145,6 +132,29 @@ impl Persister {
             tracing::debug!(partition, error = %e, "could not store offset");
         }
         true
+    }
+
+    /// Persists, then publishes; a failed publish redoes both (the insert is
+    /// idempotent, so the retry yields the same seqs). Returns true once every
+    /// event is acknowledged, false on shutdown.
+    async fn persist_and_publish(&self, commands: &[Command], shutdown: &CancellationToken) -> bool {
+        let attempt = || async {
+            let outcomes = self.persist_with_retry(commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
+            if self.publish(commands, outcomes).await { Ok(()) } else { Err(Unfinished::NotPublished) }
+        };
+        let retried = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .without_max_times(),
+            )
+            .when(|e| matches!(e, Unfinished::NotPublished))
+            .notify(|_, wait| tracing::warn!(?wait, "events not acknowledged; redoing the batch"));
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            result = retried => result.is_ok(),
+        }
     }
 
     /// Persists a batch, retrying while the database is unavailable. A
@@ -204,13 +214,16 @@ impl Persister {
     /// failed after the producer's own retries.
     async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) -> bool {
         let events_topic = self.topics.events();
+        let producer = &self.producer;
         let mut pending = Vec::with_capacity(commands.len());
         for (command, outcome) in commands.iter().zip(outcomes) {
             let (topic, event) = match outcome {
                 None => continue,
-                Some(Outcome::Stored { message, .. }) => (events_topic.clone(), Event::Message(message)),
+                Some(Outcome::Stored { message, .. }) => {
+                    (Cow::Borrowed(events_topic.as_str()), Event::Message(message))
+                }
                 Some(Outcome::Rejected { code, message }) => (
-                    self.topics.deliver(&command.send.origin.node),
+                    Cow::Owned(self.topics.deliver(&command.send.origin.node)),
                     Event::Rejected {
                         room: command.send.room.clone(),
                         origin: command.send.origin.clone(),
@@ -221,14 +234,14 @@ impl Persister {
             };
             let traceparent = command.traceparent.map(|tp| tp.child(fastrand::u64(..)).to_string());
             let payload = event.to_json();
-            let producer = self.producer.clone();
-            let room = command.send.room.clone();
+            let room = &command.send.room;
             pending.push(async move {
                 let record = FutureRecord::to(&topic)
-                    .key(&room)
+                    .key(room)
                     .payload(&payload)
                     .headers(record_headers(EVENT_V1, traceparent.as_deref()));
-                (topic.clone(), producer.send(record, Timeout::Never).await)
+                let result = producer.send(record, Timeout::Never).await;
+                (topic, result)
             });
         }
         let mut all_acked = true;
@@ -272,6 +285,13 @@ impl Persister {
             tracing::error!(error = %e, "could not dead-letter a send");
         }
     }
+}
+
+/// Why a partition batch is not finished yet.
+enum Unfinished {
+    Shutdown,
+    /// Stored, but some events were not acknowledged by Kafka.
+    NotPublished,
 }
 
 /// Decodes and checks one `sb.inbound` record; the error is the dead-letter reason.

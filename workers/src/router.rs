@@ -151,26 +151,25 @@ fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
     Ok(room)
 }
 
-/// Copies one record to a delivery topic, continuing its trace.
-fn forward(
+/// Copies one record to a delivery topic, continuing its trace. Key and
+/// payload are borrowed from the consumed record, not copied per target.
+async fn forward(
     producer: &FutureProducer,
     topic: String,
     record: &BorrowedMessage<'_>,
-) -> impl std::future::Future<Output = Result<(), (String, rdkafka::error::KafkaError)>> + use<> {
-    let key = record.key().map(<[u8]>::to_vec).unwrap_or_default();
-    let payload = record.payload().map(<[u8]>::to_vec).unwrap_or_default();
+) -> Result<(), (String, rdkafka::error::KafkaError)> {
     let traceparent = header_str(record, TRACEPARENT)
         .and_then(|v| TraceParent::parse(v).ok())
         .map(|tp| tp.child(fastrand::u64(..)).to_string());
-    let producer = producer.clone();
-    async move {
-        let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header { key: SCHEMA, value: Some(EVENT_V1) });
-        if let Some(tp) = &traceparent {
-            headers = headers.insert(Header { key: TRACEPARENT, value: Some(tp) });
-        }
-        let out = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
-        producer.send(out, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| (topic.clone(), e))
+    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header { key: SCHEMA, value: Some(EVENT_V1) });
+    if let Some(tp) = &traceparent {
+        headers = headers.insert(Header { key: TRACEPARENT, value: Some(tp) });
     }
+    let key = record.key().unwrap_or_default();
+    let payload = record.payload().unwrap_or_default();
+    let out = FutureRecord::to(&topic).key(key).payload(payload).headers(headers);
+    let result = producer.send(out, Timeout::Never).await;
+    result.map(|_| ()).map_err(|(e, _)| (topic, e))
 }
 
 /// Reads `sb.routes` and `sb.nodes` from the beginning up to the high

@@ -68,8 +68,15 @@ impl KafkaConfig {
 
     /// Consumer in `group`; offsets are committed in the background but only
     /// those passed to `store_offset` after the work is durable.
-    pub fn group_consumer(&self, group: &str) -> KafkaResult<StreamConsumer> {
+    ///
+    /// `instance` turns on static membership: a member restarted with the
+    /// same instance id takes its partitions back at once, instead of the
+    /// group waiting out the dead member's session first.
+    pub fn group_consumer(&self, group: &str, instance: Option<&str>) -> KafkaResult<StreamConsumer> {
         let mut config = self.base();
+        if let Some(instance) = instance {
+            config.set("group.instance.id", instance);
+        }
         config
             .set("group.id", group)
             .set("enable.auto.commit", "true")

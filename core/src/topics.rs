@@ -50,6 +50,13 @@ impl Topics {
         format!("{}.deliver.{node}", self.prefix)
     }
 
+    /// The consumer group of a worker role (`persister`, `router`) unless
+    /// configured otherwise: named after the prefix, so deployments sharing
+    /// a Kafka cluster never join each other's groups.
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
     /// The shared topics every deployment has (delivery topics are per node).
     pub fn shared(&self) -> [String; 6] {
         [self.inbound(), self.events(), self.ephemeral(), self.routes(), self.nodes(), self.dead_letter()]

@@ -4,6 +4,7 @@
 //! durable state; SQL is read only for authorization, history and gap backfill.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;

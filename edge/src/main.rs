@@ -1,22 +1,10 @@
 //! `edge`: the WebSocket edge node of a production deployment.
 
-use clap::Parser;
-use switchboard_core::config::{DatabaseArgs, KafkaArgs, exit_bad_config, parse_or_exit};
+use switchboard_core::config::{exit_bad_config, parse_or_exit};
 use switchboard_core::store::Store;
-use switchboard_edge::config::EdgeConfig;
+use switchboard_edge::cli::Cli;
 use switchboard_edge::server::Edge;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Parser)]
-#[command(version, about = "Switchboard edge: WebSocket clients <-> Kafka")]
-struct Cli {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    edge: EdgeConfig,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

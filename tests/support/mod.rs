@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+pub mod workload;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;

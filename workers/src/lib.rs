@@ -4,6 +4,7 @@
 //! its room.
 
 pub mod batch;
+pub mod cli;
 pub mod error;
 pub mod persister;
 pub mod router;

@@ -33,9 +33,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PersisterConfig {
-    /// Consumer group shared by all persister instances.
-    #[arg(long = "persister-group", env = "SB_PERSISTER_GROUP", default_value = "sb-persister")]
-    pub group: String,
+    /// Consumer group shared by all persister instances [default: <topic-prefix>-persister].
+    #[arg(long = "persister-group", env = "SB_PERSISTER_GROUP")]
+    pub group: Option<String>,
+    /// Stable id of this instance in the group (e.g. the StatefulSet pod
+    /// name): a restart with the same id resumes its partitions at once.
+    #[arg(long = "persister-instance-id", env = "SB_PERSISTER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Most records per batch.
     #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = 500)]
     pub batch_max: usize,
@@ -47,7 +51,7 @@ pub struct PersisterConfig {
 
 impl Default for PersisterConfig {
     fn default() -> Self {
-        Self { group: "sb-persister".into(), batch_max: 500, batch_window: Duration::from_millis(5) }
+        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::from_millis(5) }
     }
 }
 
@@ -57,6 +61,7 @@ pub struct Persister {
     dead_letter: DeadLetter,
     store: Store,
     topics: Topics,
+    group: String,
     config: PersisterConfig,
 }
 
@@ -73,17 +78,18 @@ impl Persister {
         store: Store,
         config: PersisterConfig,
     ) -> Result<Self, WorkerError> {
-        let consumer = kafka.group_consumer(&config.group)?;
+        let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
+        let consumer = kafka.group_consumer(&group, config.instance_id.as_deref())?;
         consumer.subscribe(&[&topics.inbound()])?;
         let producer = kafka.producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
-        Ok(Self { consumer, producer, dead_letter, store, topics, config })
+        Ok(Self { consumer, producer, dead_letter, store, topics, group, config })
     }
 
     /// Runs until `shutdown` is cancelled; a batch in flight is finished or
     /// left unacknowledged (it will be replayed), never half-committed.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        tracing::info!(topic = %self.topics.inbound(), group = %self.config.group, "persister started");
+        tracing::info!(topic = %self.topics.inbound(), group = %self.group, "persister started");
         loop {
             let records =
                 batch::collect(&self.consumer, self.config.batch_max, self.config.batch_window, &shutdown).await;

@@ -30,9 +30,13 @@ use crate::routing_table::RoutingTable;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RouterConfig {
-    /// Consumer group shared by all router instances.
-    #[arg(long = "router-group", env = "SB_ROUTER_GROUP", default_value = "sb-router")]
-    pub group: String,
+    /// Consumer group shared by all router instances [default: <topic-prefix>-router].
+    #[arg(long = "router-group", env = "SB_ROUTER_GROUP")]
+    pub group: Option<String>,
+    /// Stable id of this instance in the group (e.g. the StatefulSet pod
+    /// name): a restart with the same id resumes its partitions at once.
+    #[arg(long = "router-instance-id", env = "SB_ROUTER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// A node whose last heartbeat is older than this gets nothing.
     #[arg(long = "node-stale-after", env = "SB_NODE_STALE_AFTER", default_value = "15s",
           value_parser = switchboard_core::config::parse_duration)]
@@ -47,7 +51,8 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
-            group: "sb-router".into(),
+            group: None,
+            instance_id: None,
             stale_after: Duration::from_secs(15),
             batch_max: 1000,
             batch_window: Duration::from_millis(2),
@@ -68,8 +73,10 @@ pub struct Router {
 impl Router {
     pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
         let producer = kafka.producer()?;
+        let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
+        tracing::info!(%group, "router consumer group");
         Ok(Self {
-            events: kafka.group_consumer(&config.group)?,
+            events: kafka.group_consumer(&group, config.instance_id.as_deref())?,
             state: kafka.assigned_consumer()?,
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
             producer,
@@ -84,7 +91,7 @@ impl Router {
         load_table(&state, &topics, &table, &shutdown).await?;
         let follow = tokio::spawn(follow_table(state, topics.clone(), table.clone(), shutdown.clone()));
         events.subscribe(&[&topics.events(), &topics.ephemeral()])?;
-        tracing::info!(group = %config.group, "router started");
+        tracing::info!("router started");
         loop {
             let records = batch::collect(&events, config.batch_max, config.batch_window, &shutdown).await;
             if records.is_empty() {

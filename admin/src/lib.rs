@@ -1,0 +1,3 @@
+//! `sbctl`, the operator's command: topic provisioning and database migrations.
+
+pub mod cli;

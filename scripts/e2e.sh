@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The end-to-end and fault suite against real Kafka and PostgreSQL:
+# starts both (installing what is missing), builds the release binaries,
+# runs tests/real_cluster.rs one test at a time, and stops the services it
+# started, also when a test fails.
+#
+#   scripts/e2e.sh                 every case
+#   scripts/e2e.sh kafka_broker    only the cases whose name contains this
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+phase() {
+    local name=$1
+    shift
+    local start=$SECONDS
+    echo "::: $name"
+    "$@"
+    echo "::: $name took $((SECONDS - start))s"
+}
+
+started=()
+cleanup() {
+    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
+}
+trap cleanup EXIT
+
+scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
+scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
+phase "kafka" scripts/kafka.sh start
+phase "postgres" scripts/postgres.sh start
+# Forget the previous run's logs and databases (each test makes its own).
+rm -rf .work/e2e
+scripts/postgres.sh drop-test-databases
+phase "release build" cargo build --release -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
+
+export SB_E2E_KAFKA=127.0.0.1:${SB_KAFKA_PORT:-19092}
+export SB_E2E_POSTGRES_URL="$(scripts/postgres.sh url)"
+export SB_E2E_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# The PostgreSQL variants of the store tests, then the multi-process suite.
+phase "store tests on postgres" env SB_TEST_POSTGRES_URL="$SB_E2E_POSTGRES_URL" \
+    cargo test -p switchboard-core --lib -- --ignored
+phase "end-to-end suite" cargo test --test real_cluster -- --ignored --test-threads=1 "$@"

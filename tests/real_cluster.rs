@@ -1,0 +1,250 @@
+//! End to end against the real components: the release binaries as separate
+//! processes (two edges, a persister, a router), Apache Kafka from
+//! `scripts/kafka.sh` and PostgreSQL from `scripts/postgres.sh`, driven by
+//! real WebSocket clients. Includes the fault cases: processes SIGKILLed,
+//! the broker and the database restarted while clients send.
+//!
+//! Needs those services, so the tests are ignored by default;
+//! `scripts/e2e.sh` (called by `.ci/run`) starts everything and runs them
+//! one at a time.
+
+mod support;
+
+use std::time::Duration;
+
+use sqlx::Row;
+use support::cluster::{Cluster, Options};
+use support::workload::{self, Workload};
+use support::{Client, seqs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn fan_out_across_edges_matches_postgres() {
+    let mut cluster = Cluster::start("fanout", Options::default()).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "lobby").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "lobby").await;
+    let mut carol = Client::in_room(cluster.edges[1], "carol", "lobby").await;
+    let mut ids = Vec::new();
+    for i in 1..=20 {
+        let sender = if i % 2 == 0 { &mut alice } else { &mut bob };
+        ids.push(sender.say("lobby", &format!("m-{i}"), &format!("hello {i}")).await);
+    }
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let got = c.messages("lobby", 20).await;
+        assert_eq!(seqs(&got), (1..=20).collect::<Vec<_>>(), "{} saw {got:?}", c.user);
+        let got_ids: Vec<&str> = got.iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(got_ids, ids, "{}", c.user);
+    }
+    let mut db = cluster.db().await;
+    let rows = sqlx::query("SELECT seq, id, body FROM messages WHERE room = 'lobby' ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let stored: Vec<(i64, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let delivered: Vec<(i64, String, String)> =
+        (1..=20).map(|i| (i, ids[i as usize - 1].clone(), format!("hello {i}"))).collect();
+    assert_eq!(stored, delivered);
+
+    // A bigger stream from several senders in several rooms, no faults.
+    let running = workload::start(&cluster.edges, "calm", Workload::default()).await;
+    let outcome = running.finish(&mut db).await;
+    eprintln!("calm: {}", outcome.summary());
+    outcome.check();
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn resume_on_the_other_edge_gets_exactly_what_was_missed() {
+    let mut cluster = Cluster::start("resume", Options::default()).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "lobby").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "lobby").await;
+    for i in 1..=10 {
+        bob.say("lobby", &format!("m-{i}"), "before").await;
+    }
+    assert_eq!(seqs(&alice.messages("lobby", 10).await), (1..=10).collect::<Vec<_>>());
+    drop(alice);
+    for i in 11..=25 {
+        bob.say("lobby", &format!("m-{i}"), "while away").await;
+    }
+    let mut alice = Client::connect(cluster.edges[1], "alice").await;
+    let joined = alice.join("lobby", Some(10)).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    // An ack means Kafka holds the send; the last few may not be stored yet,
+    // and then they arrive live right after the replay.
+    assert!(joined["last_seq"].as_u64().unwrap() <= 25, "{joined}");
+    let missed = alice.messages("lobby", 15).await;
+    assert_eq!(seqs(&missed), (11..=25).collect::<Vec<_>>());
+    assert!(missed.iter().all(|m| m["body"] == "while away"));
+    // Then live messages, and nothing replayed twice.
+    bob.say("lobby", "m-26", "live").await;
+    assert_eq!(seqs(&alice.messages("lobby", 1).await), vec![26]);
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_client_id_sent_twice_is_one_row_and_one_seq() {
+    let mut cluster = Cluster::start("idempotent", Options::default()).await;
+    let mut watcher = Client::in_room(cluster.edges[1], "watcher", "lobby").await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "lobby").await;
+    let first = alice.say("lobby", "same", "once").await;
+    let again = alice.say("lobby", "same", "once").await;
+    drop(alice);
+    let mut alice = Client::in_room(cluster.edges[1], "alice", "lobby").await;
+    let after_reconnect = alice.say("lobby", "same", "once").await;
+    assert_eq!(first, again);
+    assert_eq!(first, after_reconnect);
+    alice.say("lobby", "next", "twice?").await;
+
+    // The watcher sees seq 1 (possibly more than once: dedupe by seq), then seq 2.
+    let mut distinct = Vec::new();
+    while distinct.len() < 2 {
+        let m = watcher.messages("lobby", 1).await.remove(0);
+        let seq = m["seq"].as_u64().unwrap();
+        if !distinct.contains(&seq) {
+            distinct.push(seq);
+            if seq == 1 {
+                assert_eq!(m["id"], first.as_str());
+            }
+        }
+    }
+    assert_eq!(distinct, vec![1, 2]);
+    let mut db = cluster.db().await;
+    let rows = sqlx::query("SELECT seq, client_id FROM messages WHERE room = 'lobby' ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, vec![(1, "same".to_owned()), (2, "next".to_owned())]);
+    cluster.assert_all_running();
+}
+
+/// A stream long enough for faults to land in its middle.
+fn long_stream() -> Workload {
+    Workload { messages_per_sender: 300, ..Workload::default() }
+}
+
+/// Checks that the fault lands mid-stream; returns "<acked> acked, <stored> stored" for the log.
+async fn mid_stream(running: &workload::Running, cluster: &Cluster) -> String {
+    let acked = running.assert_mid_stream();
+    format!("{acked} acked, {} stored", cluster.stored().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn persister_killed_mid_stream_three_times() {
+    let mut cluster = Cluster::start("kill-persister", Options::default()).await;
+    let running = workload::start(&cluster.edges, "pk", long_stream()).await;
+    let mut at_kills = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        at_kills.push(mid_stream(&running, &cluster).await);
+        cluster.persister.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.persister.restart();
+    }
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("persister killed 3 times (at each kill: {at_kills:?}): {}", outcome.summary());
+    outcome.check();
+    assert_eq!(cluster.persister.starts, 4);
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn router_killed_mid_stream() {
+    let mut cluster = Cluster::start("kill-router", Options::default()).await;
+    let running = workload::start(&cluster.edges, "rk", long_stream()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let at_fault = mid_stream(&running, &cluster).await;
+    cluster.router.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.router.restart();
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("router killed at ({at_fault}): {}", outcome.summary());
+    outcome.check();
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn edge_killed_its_clients_resume_on_the_other_edge() {
+    let mut cluster = Cluster::start("kill-edge", Options::default()).await;
+    let running = workload::start(&cluster.edges, "ek", long_stream()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let at_fault = mid_stream(&running, &cluster).await;
+    cluster.edge_procs[0].kill();
+    // The clients move to edge-2; edge-1 comes back later with a new epoch.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    cluster.restart_edge(0).await;
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("edge killed at ({at_fault}): {}", outcome.summary());
+    outcome.check();
+    // Half of the connections were on the killed edge.
+    assert!(outcome.total_reconnects() >= 6, "clients of the killed edge reconnected: {}", outcome.summary());
+    cluster.assert_all_running();
+}
+
+/// Starts the broker again if a test stopped it and then failed.
+struct KafkaBack<'a>(&'a Cluster);
+
+impl Drop for KafkaBack<'_> {
+    fn drop(&mut self) {
+        self.0.kafka_start();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn kafka_broker_restarted_while_clients_send() {
+    let mut cluster = Cluster::start("kafka-restart", Options::default()).await;
+    let running = workload::start(&cluster.edges, "kr", long_stream()).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let at_fault = mid_stream(&running, &cluster).await;
+    {
+        let back = KafkaBack(&cluster);
+        back.0.kafka_stop();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+    } // started again here
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("kafka stopped at ({at_fault}), started again: {}", outcome.summary());
+    outcome.check();
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn kafka_broker_down_longer_than_the_send_timeout() {
+    // Edges give up on a send after 3s, so an outage of several seconds
+    // turns into typed `unavailable` errors that the clients retry.
+    let options = Options { edge_kafka_options: vec!["message.timeout.ms=3000".into()], ..Options::default() };
+    let mut cluster = Cluster::start("kafka-outage", options).await;
+    let running = workload::start(&cluster.edges, "ko", long_stream()).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let at_fault = mid_stream(&running, &cluster).await;
+    {
+        let back = KafkaBack(&cluster);
+        back.0.kafka_stop();
+        tokio::time::sleep(Duration::from_millis(8000)).await;
+    }
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("kafka down 8s+ at ({at_fault}): {}", outcome.summary());
+    outcome.check();
+    assert!(outcome.total_unavailable() > 0, "sends during the outage were refused with `unavailable`");
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn postgres_restarted_while_clients_send() {
+    let mut cluster = Cluster::start("pg-restart", Options::default()).await;
+    let running = workload::start(&cluster.edges, "pr", long_stream()).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let at_fault = mid_stream(&running, &cluster).await;
+    cluster.postgres_restart();
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("postgres restarted at ({at_fault}): {}", outcome.summary());
+    outcome.check();
+    cluster.assert_all_running();
+}

@@ -1,0 +1,329 @@
+//! A deployment of separate OS processes (two edges, a persister, a router)
+//! built from the release binaries, against the real Kafka broker and
+//! PostgreSQL that `scripts/kafka.sh` and `scripts/postgres.sh` start.
+//!
+//! Each cluster gets its own topic prefix and database, so tests never see
+//! each other's data. Every process is SIGKILLed when the cluster is dropped,
+//! also when a test panics.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use super::{Client, SECRET};
+
+/// Where the services and binaries are; `scripts/e2e.sh` sets these.
+pub struct Env {
+    pub kafka: String,
+    /// A database the role may connect to; per-test databases are created next to it.
+    pub postgres_url: String,
+    pub bin_dir: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn from_env() -> Env {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let bin_dir = std::env::var_os("SB_E2E_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
+            target.join("release")
+        });
+        for bin in ["edge", "persister", "router", "sbctl"] {
+            assert!(
+                bin_dir.join(bin).is_file(),
+                "{} missing: build the release binaries first (scripts/e2e.sh does)",
+                bin_dir.join(bin).display()
+            );
+        }
+        Env {
+            kafka: std::env::var("SB_E2E_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            postgres_url: std::env::var("SB_E2E_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into()),
+            bin_dir,
+            root,
+        }
+    }
+
+    fn script(&self, name: &str, arg: &str) {
+        let status = Command::new(self.root.join("scripts").join(name)).arg(arg).status().expect("run script");
+        assert!(status.success(), "scripts/{name} {arg} failed: {status}");
+    }
+}
+
+/// One OS process that can be killed and started again with the same settings.
+pub struct Process {
+    pub name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    pub starts: u32,
+}
+
+impl Process {
+    fn spawn(&mut self) {
+        let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
+        writeln!(log, "===== start {} =====", self.starts + 1).unwrap();
+        let err = log.try_clone().unwrap();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.program.display()));
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Panics with the log's tail if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("{} exited with {status}:\n{}", self.name, tail(&self.log, 30));
+        }
+    }
+}
+
+/// Settings a test may change before the processes start.
+#[derive(Clone)]
+pub struct Options {
+    pub partitions: i32,
+    /// Sends per second each connection may make.
+    pub rate_per_second: u32,
+    /// Extra librdkafka settings for the edges only (`key=value`).
+    pub edge_kafka_options: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { partitions: 4, rate_per_second: 500, edge_kafka_options: Vec::new() }
+    }
+}
+
+pub struct Cluster {
+    pub env: Env,
+    pub prefix: String,
+    pub database_url: String,
+    pub edges: Vec<SocketAddr>,
+    pub edge_procs: Vec<Process>,
+    pub persister: Process,
+    pub router: Process,
+    pub dir: PathBuf,
+}
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Provisions topics and a database named after `test`, then starts two
+    /// edges, a persister and a router and waits until the edges are ready.
+    pub async fn start(test: &str, options: Options) -> Cluster {
+        switchboard_core::telemetry::init();
+        let env = Env::from_env();
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 1_000_000;
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("e2e{stamp}{n}-{test}");
+        let database = format!("e2e_{stamp}{n}");
+        let dir = env.root.join(".work").join("e2e").join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let mut admin = PgConnection::connect(&env.postgres_url).await.expect("connect to PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create database");
+        admin.close().await.unwrap();
+        let database_url = replace_database(&env.postgres_url, &database);
+
+        let sbctl = env.bin_dir.join("sbctl");
+        let kafka_flags = [format!("--kafka-brokers={}", env.kafka), format!("--topic-prefix={prefix}")];
+        run(Command::new(&sbctl)
+            .arg("topics")
+            .args(&kafka_flags)
+            .args([format!("--partitions={}", options.partitions), "--replication=1".into()]));
+        run(Command::new(&sbctl).arg("migrate").arg(format!("--database-url={database_url}")));
+
+        let common: Vec<String> =
+            kafka_flags.iter().cloned().chain([format!("--database-url={database_url}")]).collect();
+        let process = |name: &str, bin: &str, args: Vec<String>| Process {
+            name: name.into(),
+            program: env.bin_dir.join(bin),
+            args,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            starts: 0,
+        };
+        let mut edges = Vec::new();
+        let mut edge_procs = Vec::new();
+        for node in ["edge-1", "edge-2"] {
+            let addr = free_port();
+            let mut args = common.clone();
+            args.extend([
+                format!("--node-id={node}"),
+                format!("--listen={addr}"),
+                format!("--jwt-secret={SECRET}"),
+                format!("--rate-per-second={}", options.rate_per_second),
+                format!("--rate-burst={}", options.rate_per_second),
+                "--heartbeat-interval=1s".into(),
+                "--drain-grace=1s".into(),
+            ]);
+            args.extend(options.edge_kafka_options.iter().map(|o| format!("--kafka-option={o}")));
+            edges.push(addr);
+            edge_procs.push(process(node, "edge", args));
+        }
+        let mut persister_args = common.clone();
+        persister_args.extend(["--migrate=false".into(), "--persister-instance-id=persister-1".into()]);
+        let router_args: Vec<String> = kafka_flags
+            .iter()
+            .cloned()
+            .chain(["--node-stale-after=5s".into(), "--router-instance-id=router-1".into()])
+            .collect();
+        let mut cluster = Cluster {
+            persister: process("persister", "persister", persister_args),
+            router: process("router", "router", router_args),
+            edge_procs,
+            edges,
+            prefix,
+            database_url,
+            dir,
+            env,
+        };
+        cluster.persister.spawn();
+        cluster.router.spawn();
+        for edge in &mut cluster.edge_procs {
+            edge.spawn();
+        }
+        for i in 0..cluster.edges.len() {
+            cluster.wait_edge_ready(i).await;
+        }
+        cluster.wait_flowing().await;
+        cluster
+    }
+
+    /// Waits until a message sent on one edge reaches the other: the
+    /// persister and the router have joined their groups and work.
+    async fn wait_flowing(&self) {
+        let mut a = Client::in_room(self.edges[0], "warmup-a", "warmup").await;
+        let mut b = Client::in_room(self.edges[1], "warmup-b", "warmup").await;
+        a.say("warmup", "w-1", "is anyone there?").await;
+        b.messages("warmup", 1).await;
+    }
+
+    pub async fn wait_edge_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            self.edge_procs[i].assert_running();
+            if http_status(self.edges[i], "/readyz") == Some(200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} not ready in 30s:\n{}", self.edge_procs[i].name, tail(&self.edge_procs[i].log, 30));
+    }
+
+    pub async fn restart_edge(&mut self, i: usize) {
+        self.edge_procs[i].restart();
+        self.wait_edge_ready(i).await;
+    }
+
+    /// Panics if any process died on its own.
+    pub fn assert_all_running(&mut self) {
+        self.persister.assert_running();
+        self.router.assert_running();
+        for edge in &mut self.edge_procs {
+            edge.assert_running();
+        }
+    }
+
+    pub fn kafka_stop(&self) {
+        self.env.script("kafka.sh", "stop");
+    }
+
+    pub fn kafka_start(&self) {
+        self.env.script("kafka.sh", "start");
+    }
+
+    pub fn postgres_restart(&self) {
+        self.env.script("postgres.sh", "restart");
+    }
+
+    /// How many messages the test database holds.
+    pub async fn stored(&self) -> u64 {
+        let mut db = self.db().await;
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(&mut db).await.unwrap();
+        n as u64
+    }
+
+    pub async fn db(&self) -> PgConnection {
+        PgConnection::connect(&self.database_url).await.expect("connect to the test database")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.persister.kill();
+        self.router.kill();
+        for edge in &mut self.edge_procs {
+            edge.kill();
+        }
+        if std::thread::panicking() {
+            eprintln!("process logs of the failed test are in {}", self.dir.display());
+        }
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run sbctl");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL ends in /<database>");
+    format!("{base}/{database}")
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,31 @@
+//! The command lines of the `persister` and `router` binaries. Every flag is
+//! also an `SB_*` environment variable.
+
+use clap::Parser;
+use switchboard_core::config::{DatabaseArgs, KafkaArgs};
+
+use crate::persister::PersisterConfig;
+use crate::router::RouterConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "persister", version, about = "Switchboard persister: sb.inbound -> SQL -> sb.events")]
+pub struct PersisterCli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub persister: PersisterConfig,
+    /// Apply database migrations before starting.
+    #[arg(long, env = "SB_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "router", version, about = "Switchboard router: sb.events -> sb.deliver.<node>")]
+pub struct RouterCli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub router: RouterConfig,
+}

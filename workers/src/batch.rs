@@ -9,19 +9,21 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
-/// Returns an empty batch only when `shutdown` is cancelled.
+/// Returns an empty batch only when `shutdown` is cancelled, and an error
+/// only when the consumer failed for good (see [`crate::membership`]).
 pub async fn collect<'c>(
     consumer: &'c StreamConsumer,
     max: usize,
     window: Duration,
     shutdown: &CancellationToken,
-) -> Vec<BorrowedMessage<'c>> {
+) -> Result<Vec<BorrowedMessage<'c>>, KafkaError> {
     let mut batch = Vec::new();
     let first = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return batch,
+            _ = shutdown.cancelled() => return Ok(batch),
             received = consumer.recv() => match received {
                 Ok(message) => break message,
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e),
                 Err(e) => log_consume_error(&e).await,
             },
         }
@@ -31,6 +33,7 @@ pub async fn collect<'c>(
     while batch.len() < max {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => batch.push(message),
+            // A fatal error shows again on the next call, once this batch is handled.
             Ok(Err(e)) => {
                 log_consume_error(&e).await;
                 break;
@@ -38,10 +41,10 @@ pub async fn collect<'c>(
             Err(_) => break,
         }
     }
-    batch
+    Ok(batch)
 }
 
-/// Consumer errors (broker down, partition EOF notices) are transient: log,
+/// Other consumer errors (broker down, partition EOF notices) are transient: log,
 /// pause briefly so a dead broker does not spin the loop, and go on.
 async fn log_consume_error(e: &KafkaError) {
     tracing::warn!(error = %e, "kafka consume error");

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod cli;
 pub mod error;
+pub mod membership;
 pub mod persister;
 pub mod router;
 pub mod routing_table;

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
+use crate::membership::GroupSubscription;
 
 /// Largest body the persister stores; the edge enforces a (smaller) limit
 /// first, this guards against other producers.
@@ -57,11 +58,11 @@ impl Default for PersisterConfig {
 
 pub struct Persister {
     consumer: StreamConsumer,
+    subscription: GroupSubscription,
     producer: FutureProducer,
     dead_letter: DeadLetter,
     store: Store,
     topics: Topics,
-    group: String,
     config: PersisterConfig,
 }
 
@@ -79,20 +80,32 @@ impl Persister {
         config: PersisterConfig,
     ) -> Result<Self, WorkerError> {
         let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
-        let consumer = kafka.group_consumer(&group, config.instance_id.as_deref())?;
-        consumer.subscribe(&[&topics.inbound()])?;
+        let subscription = GroupSubscription::new(kafka, group, config.instance_id.clone(), vec![topics.inbound()]);
+        let consumer = subscription.join()?;
         let producer = kafka.producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
-        Ok(Self { consumer, producer, dead_letter, store, topics, group, config })
+        Ok(Self { consumer, subscription, producer, dead_letter, store, topics, config })
     }
 
     /// Runs until `shutdown` is cancelled; a batch in flight is finished or
     /// left unacknowledged (it will be replayed), never half-committed.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        tracing::info!(topic = %self.topics.inbound(), group = %self.group, "persister started");
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        tracing::info!(topic = %self.topics.inbound(), group = %self.subscription.group(), "persister started");
         loop {
-            let records =
-                batch::collect(&self.consumer, self.config.batch_max, self.config.batch_window, &shutdown).await;
+            let records = match batch::collect(
+                &self.consumer,
+                self.config.batch_max,
+                self.config.batch_window,
+                &shutdown,
+            )
+            .await
+            {
+                Ok(records) => records,
+                Err(fatal) => {
+                    self.consumer = self.subscription.rejoin(&fatal)?;
+                    continue;
+                }
+            };
             if records.is_empty() {
                 break;
             }

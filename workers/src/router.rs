@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
+use crate::membership::GroupSubscription;
 use crate::routing_table::RoutingTable;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -61,7 +62,7 @@ impl Default for RouterConfig {
 }
 
 pub struct Router {
-    events: StreamConsumer,
+    subscription: GroupSubscription,
     state: StreamConsumer,
     producer: FutureProducer,
     dead_letter: DeadLetter,
@@ -74,9 +75,10 @@ impl Router {
     pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
         let producer = kafka.producer()?;
         let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
-        tracing::info!(%group, "router consumer group");
+        let subscription =
+            GroupSubscription::new(kafka, group, config.instance_id.clone(), vec![topics.events(), topics.ephemeral()]);
         Ok(Self {
-            events: kafka.group_consumer(&group, config.instance_id.as_deref())?,
+            subscription,
             state: kafka.assigned_consumer()?,
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
             producer,
@@ -87,13 +89,20 @@ impl Router {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let Router { events, state, producer, dead_letter, topics, table, config } = self;
+        let Router { subscription, state, producer, dead_letter, topics, table, config } = self;
         load_table(&state, &topics, &table, &shutdown).await?;
         let follow = tokio::spawn(follow_table(state, topics.clone(), table.clone(), shutdown.clone()));
-        events.subscribe(&[&topics.events(), &topics.ephemeral()])?;
-        tracing::info!("router started");
+        // Join the group only once the table is loaded, so nothing is routed on a partial table.
+        let mut events = subscription.join()?;
+        tracing::info!(group = %subscription.group(), "router started");
         loop {
-            let records = batch::collect(&events, config.batch_max, config.batch_window, &shutdown).await;
+            let records = match batch::collect(&events, config.batch_max, config.batch_window, &shutdown).await {
+                Ok(records) => records,
+                Err(fatal) => {
+                    events = subscription.rejoin(&fatal)?;
+                    continue;
+                }
+            };
             if records.is_empty() {
                 break;
             }

@@ -19,8 +19,11 @@ phase() {
     echo "::: $name took $((SECONDS - start))s"
 }
 
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 started=()
 cleanup() {
+    # Processes of a test run that was killed before it could stop them.
+    pkill -KILL -f "^$BIN_DIR/(edge|persister|router) " || true
     for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
 }
 trap cleanup EXIT
@@ -36,8 +39,10 @@ phase "release build" cargo build --release -p switchboard-edge -p switchboard-w
 
 export SB_E2E_KAFKA=127.0.0.1:${SB_KAFKA_PORT:-19092}
 export SB_E2E_POSTGRES_URL="$(scripts/postgres.sh url)"
-export SB_E2E_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+export SB_E2E_BIN_DIR="$BIN_DIR"
 # The PostgreSQL variants of the store tests, then the multi-process suite.
 phase "store tests on postgres" env SB_TEST_POSTGRES_URL="$SB_E2E_POSTGRES_URL" \
     cargo test -p switchboard-core --lib -- --ignored
-phase "end-to-end suite" cargo test --test real_cluster -- --ignored --test-threads=1 "$@"
+# Bounded: each case has its own deadlines, and the whole suite gets 20 minutes.
+phase "end-to-end suite" timeout --kill-after=30s 20m \
+    cargo test --test real_cluster -- --ignored --test-threads=1 "$@"

@@ -131,59 +131,74 @@ async fn mid_stream(running: &workload::Running, cluster: &Cluster) -> String {
     format!("{acked} acked, {} stored", cluster.stored().await)
 }
 
+/// Starts a cluster and the long stream, lets `fault` do its damage while
+/// the stream runs (it returns a line for the log), then checks every promise.
+async fn through_fault(
+    test: &str,
+    options: Options,
+    fault: impl AsyncFnOnce(&mut Cluster, &workload::Running) -> String,
+) -> (Cluster, workload::Outcome) {
+    let mut cluster = Cluster::start(test, options).await;
+    let running = workload::start(&cluster.edges, test, long_stream()).await;
+    let what = fault(&mut cluster, &running).await;
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!("{what}: {}", outcome.summary());
+    outcome.check();
+    cluster.assert_all_running();
+    (cluster, outcome)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn persister_killed_mid_stream_three_times() {
-    let mut cluster = Cluster::start("kill-persister", Options::default()).await;
-    let running = workload::start(&cluster.edges, "pk", long_stream()).await;
-    let mut at_kills = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        at_kills.push(mid_stream(&running, &cluster).await);
-        cluster.persister.kill();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cluster.persister.restart();
-    }
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("persister killed 3 times (at each kill: {at_kills:?}): {}", outcome.summary());
-    outcome.check();
+    let (cluster, _) = through_fault("kill-persister", Options::default(), async |cluster, running| {
+        let mut at_kills = Vec::new();
+        for _ in 0..3 {
+            tokio::time::sleep(ms(1500)).await;
+            at_kills.push(mid_stream(running, cluster).await);
+            cluster.persister.kill();
+            tokio::time::sleep(ms(300)).await;
+            cluster.persister.restart();
+        }
+        format!("persister killed 3 times (at each kill: {at_kills:?})")
+    })
+    .await;
     assert_eq!(cluster.persister.starts, 4);
-    cluster.assert_all_running();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn router_killed_mid_stream() {
-    let mut cluster = Cluster::start("kill-router", Options::default()).await;
-    let running = workload::start(&cluster.edges, "rk", long_stream()).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let at_fault = mid_stream(&running, &cluster).await;
-    cluster.router.kill();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    cluster.router.restart();
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("router killed at ({at_fault}): {}", outcome.summary());
-    outcome.check();
-    cluster.assert_all_running();
+    through_fault("kill-router", Options::default(), async |cluster, running| {
+        tokio::time::sleep(ms(2500)).await;
+        let at = mid_stream(running, cluster).await;
+        cluster.router.kill();
+        tokio::time::sleep(ms(1000)).await;
+        cluster.router.restart();
+        format!("router killed at ({at})")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn edge_killed_its_clients_resume_on_the_other_edge() {
-    let mut cluster = Cluster::start("kill-edge", Options::default()).await;
-    let running = workload::start(&cluster.edges, "ek", long_stream()).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let at_fault = mid_stream(&running, &cluster).await;
-    cluster.edge_procs[0].kill();
-    // The clients move to edge-2; edge-1 comes back later with a new epoch.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    cluster.restart_edge(0).await;
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("edge killed at ({at_fault}): {}", outcome.summary());
-    outcome.check();
+    let (_, outcome) = through_fault("kill-edge", Options::default(), async |cluster, running| {
+        tokio::time::sleep(ms(2500)).await;
+        let at = mid_stream(running, cluster).await;
+        cluster.edge_procs[0].kill();
+        // The clients move to edge-2; edge-1 comes back later with a new epoch.
+        tokio::time::sleep(ms(3000)).await;
+        cluster.restart_edge(0).await;
+        format!("edge killed at ({at})")
+    })
+    .await;
     // Half of the connections were on the killed edge.
     assert!(outcome.total_reconnects() >= 6, "clients of the killed edge reconnected: {}", outcome.summary());
-    cluster.assert_all_running();
 }
 
 /// Starts the broker again if a test stopped it and then failed.
@@ -195,22 +210,24 @@ impl Drop for KafkaBack<'_> {
     }
 }
 
+/// Stops the broker for `down`, then starts it again (also if the test fails meanwhile).
+async fn kafka_outage(cluster: &Cluster, running: &workload::Running, down: Duration) -> String {
+    tokio::time::sleep(ms(2000)).await;
+    let at = mid_stream(running, cluster).await;
+    let back = KafkaBack(cluster);
+    back.0.kafka_stop();
+    tokio::time::sleep(down).await;
+    drop(back);
+    format!("kafka stopped for {down:?} at ({at}), started again")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn kafka_broker_restarted_while_clients_send() {
-    let mut cluster = Cluster::start("kafka-restart", Options::default()).await;
-    let running = workload::start(&cluster.edges, "kr", long_stream()).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let at_fault = mid_stream(&running, &cluster).await;
-    {
-        let back = KafkaBack(&cluster);
-        back.0.kafka_stop();
-        tokio::time::sleep(Duration::from_millis(2000)).await;
-    } // started again here
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("kafka stopped at ({at_fault}), started again: {}", outcome.summary());
-    outcome.check();
-    cluster.assert_all_running();
+    through_fault("kafka-restart", Options::default(), async |cluster, running| {
+        kafka_outage(cluster, running, ms(2000)).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,32 +236,20 @@ async fn kafka_broker_down_longer_than_the_send_timeout() {
     // Edges give up on a send after 3s, so an outage of several seconds
     // turns into typed `unavailable` errors that the clients retry.
     let options = Options { edge_kafka_options: vec!["message.timeout.ms=3000".into()], ..Options::default() };
-    let mut cluster = Cluster::start("kafka-outage", options).await;
-    let running = workload::start(&cluster.edges, "ko", long_stream()).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let at_fault = mid_stream(&running, &cluster).await;
-    {
-        let back = KafkaBack(&cluster);
-        back.0.kafka_stop();
-        tokio::time::sleep(Duration::from_millis(8000)).await;
-    }
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("kafka down 8s+ at ({at_fault}): {}", outcome.summary());
-    outcome.check();
+    let (_, outcome) =
+        through_fault("kafka-outage", options, async |cluster, running| kafka_outage(cluster, running, ms(8000)).await)
+            .await;
     assert!(outcome.total_unavailable() > 0, "sends during the outage were refused with `unavailable`");
-    cluster.assert_all_running();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn postgres_restarted_while_clients_send() {
-    let mut cluster = Cluster::start("pg-restart", Options::default()).await;
-    let running = workload::start(&cluster.edges, "pr", long_stream()).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let at_fault = mid_stream(&running, &cluster).await;
-    cluster.postgres_restart();
-    let outcome = running.finish(&mut cluster.db().await).await;
-    eprintln!("postgres restarted at ({at_fault}): {}", outcome.summary());
-    outcome.check();
-    cluster.assert_all_running();
+    through_fault("pg-restart", Options::default(), async |cluster, running| {
+        tokio::time::sleep(ms(2000)).await;
+        let at = mid_stream(running, cluster).await;
+        cluster.postgres_restart();
+        format!("postgres restarted at ({at})")
+    })
+    .await;
 }

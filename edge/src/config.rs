@@ -25,6 +25,11 @@ pub struct EdgeConfig {
     /// Largest text frame in bytes; larger ones close the connection with 1009.
     #[arg(long = "max-frame-bytes", env = "SB_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: usize,
+    /// Read buffer of each WebSocket, in bytes. Every connection holds one,
+    /// so it sets most of an idle connection's memory; frames larger than it
+    /// still arrive, over several reads.
+    #[arg(long = "read-buffer-bytes", env = "SB_READ_BUFFER_BYTES", default_value_t = 4 * 1024)]
+    pub read_buffer_bytes: usize,
     /// Largest message body in bytes.
     #[arg(long = "max-body-bytes", env = "SB_MAX_BODY_BYTES", default_value_t = 4 * 1024)]
     pub max_body_bytes: usize,
@@ -115,6 +120,7 @@ impl EdgeConfig {
             jwt_secret: Secret::new(jwt_secret),
             allowed_origins: vec!["*".into()],
             max_frame_bytes: 16 * 1024,
+            read_buffer_bytes: 4 * 1024,
             max_body_bytes: 4 * 1024,
             rate_per_second: 20,
             rate_burst: 40,

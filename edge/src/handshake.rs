@@ -73,6 +73,7 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(state.config.read_buffer_bytes)
         .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, claims, slot))))
 }
 

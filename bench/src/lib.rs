@@ -1,0 +1,11 @@
+//! The benchmark: a load driver that speaks Switchboard's protocol,
+//! Socket.IO's and a bare server's; the bare ceiling server; the systems'
+//! start-up; the scenarios; the summary. `sbbench` (main.rs) runs them.
+
+pub mod ceiling;
+pub mod driver;
+pub mod procstat;
+pub mod protocol;
+pub mod report;
+pub mod scenarios;
+pub mod systems;

@@ -1,0 +1,127 @@
+//! `sbbench`: the benchmark.
+//!
+//!   sbbench all [--quick] [--systems ceiling,socketio,switchboard]
+//!       start each system in turn, run every scenario, print the side-by-side
+//!       table and write bench/results/{results.json,summary.md}
+//!   sbbench drive --protocol ... --targets ... --rate ...
+//!       one load against servers that are already running
+//!   sbbench ceiling --listen 127.0.0.1:17001
+//!       the bare broadcast server (started by `all`)
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use switchboard_bench::protocol::{Codec, Protocol};
+use switchboard_bench::scenarios::Plan;
+use switchboard_bench::systems::{Paths, SystemKind};
+use switchboard_bench::{ceiling, driver, report, scenarios};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbbench",
+    version,
+    about = "Switchboard benchmark: Switchboard vs Socket.IO + Redis vs a bare ceiling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every scenario against every system, one after the other.
+    All {
+        /// A small plan (seconds, not minutes) to check the setup.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard"])]
+        systems: Vec<SystemKind>,
+        /// Where results.json and summary.md go.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// Directory of the release binaries (`switchboard`).
+        #[arg(long, env = "SB_BENCH_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+    /// One load against running servers.
+    Drive {
+        #[arg(long, value_enum)]
+        protocol: Protocol,
+        /// host:port of each server, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        /// Messages per second over all connections; 0 holds idle connections.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 128)]
+        payload: usize,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// HS256 secret for Switchboard tokens.
+        #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
+        jwt_secret: String,
+        /// Server process ids to read CPU and memory from.
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<u32>,
+    },
+    /// The bare room-broadcast server.
+    Ceiling {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::All { quick, systems, out, bin_dir } => {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let bin_dir = bin_dir.unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().to_path_buf());
+            let paths = Paths { work: root.join(".work/bench"), root, bin_dir };
+            let plan = if quick { Plan::quick() } else { Plan::full() };
+            let started = std::time::Instant::now();
+            let mut results = Vec::new();
+            for kind in systems {
+                println!("== {}", kind.name());
+                results.push(scenarios::run_system(kind, &plan, &paths).await?);
+            }
+            let summary = report::summary(&plan, &results, started.elapsed());
+            println!("\n{summary}");
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("summary.md"), &summary)?;
+            std::fs::write(
+                out.join("results.json"),
+                serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "systems": results}))?,
+            )?;
+            println!("written: {}/summary.md, {}/results.json", out.display(), out.display());
+        }
+        Command::Drive {
+            protocol,
+            targets,
+            connections,
+            room_size,
+            rate,
+            payload,
+            warmup,
+            duration,
+            jwt_secret,
+            pids,
+        } => {
+            let load = driver::Load { targets, connections, room_size, rate, payload, warmup, duration, sources: 8 };
+            let report =
+                driver::run(Codec { protocol, secret: jwt_secret, run: String::new() }, load, &pids, "drive").await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Ceiling { listen } => ceiling::serve(listen).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The side-by-side summary (markdown) with the ratios the targets are about.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::scenarios::{Plan, SystemResult};
+use crate::systems::SystemKind;
+
+pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmark summary\n");
+    let _ = writeln!(
+        s,
+        "Plan: {} idle connections; fan-out with {} connections in rooms of {}, {} B payloads, steps of {:?} \
+         after {:?} warm-up, p99 limit {} ms; latency run {:?} at half the sustainable rate. \
+         Driver and servers share this machine. Took {:.0?}.\n",
+        plan.idle_connections,
+        plan.fanout_connections,
+        plan.room_size,
+        plan.payload,
+        plan.step,
+        plan.warmup,
+        plan.p99_limit_ms,
+        plan.latency_run,
+        took
+    );
+    let _ = writeln!(
+        s,
+        "| system | RSS per idle conn | sustainable deliveries/s (at msg/s) | p50 / p99 / p99.9 at 50% | server CPU at 50% | persisted msg/s |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    for r in results {
+        let idle = r.idle.as_ref().map_or("-".into(), |i| {
+            let ok = i.connections as u64 - i.connect_failures;
+            format!("{:.1} KiB ({ok} conns)", i.rss_bytes_per_connection / 1024.0)
+        });
+        let sustainable = r.sustainable.map_or("none passed".into(), |(d, rate)| format!("{d:.0} ({rate:.0})"));
+        let latency = r
+            .latency
+            .as_ref()
+            .map_or("-".into(), |l| format!("{:.1} / {:.1} / {:.1} ms", l.p50_ms, l.p99_ms, l.p999_ms));
+        let cpu = r.latency.as_ref().map_or("-".into(), |l| format!("{:.2} cores", l.server_cpu_cores));
+        let persisted = r.persisted_per_sec.map_or("-".into(), |p| format!("{p:.0}"));
+        let _ = writeln!(s, "| {} | {idle} | {sustainable} | {latency} | {cpu} | {persisted} |", r.name);
+    }
+    let find = |kind: SystemKind| results.iter().find(|r| r.system == kind);
+    let (sb, sio, ceiling) = (find(SystemKind::Switchboard), find(SystemKind::Socketio), find(SystemKind::Ceiling));
+    let _ = writeln!(s, "\n## Targets\n");
+    let deliveries = |r: Option<&SystemResult>| r.and_then(|r| r.sustainable).map(|(d, _)| d);
+    if let (Some(a), Some(b)) = (deliveries(sb), deliveries(sio)) {
+        let _ = writeln!(s, "- deliveries/s vs Socket.IO: {:.2}× (target ≥ 3×)", a / b);
+    }
+    if let (Some(a), Some(c)) = (deliveries(sb), deliveries(ceiling)) {
+        let _ = writeln!(s, "- deliveries/s vs the bare ceiling: {:.2}× (target ≥ 0.5×)", a / c);
+    }
+    let p99 = |r: Option<&SystemResult>| r.and_then(|r| r.latency.as_ref()).map(|l| l.p99_ms);
+    if let Some(a) = p99(sb) {
+        let vs = p99(sio).map(|b| format!(", Socket.IO {b:.1} ms")).unwrap_or_default();
+        let _ = writeln!(s, "- p99 at 50%: {a:.1} ms (target ≤ 25 ms and ≤ Socket.IO's{vs})");
+    }
+    if let Some(idle) = sb.and_then(|r| r.idle.as_ref()) {
+        let _ = writeln!(
+            s,
+            "- RSS per idle connection: {:.1} KiB (target ≤ 8 KiB)",
+            idle.rss_bytes_per_connection / 1024.0
+        );
+    }
+    if let Some(p) = sb.and_then(|r| r.persisted_per_sec) {
+        let _ = writeln!(s, "- persisted: {p:.0} messages/s (target ≥ 20,000)");
+    }
+    let _ = writeln!(s, "\n## Steps\n");
+    for r in results {
+        let _ = writeln!(s, "{}:\n", r.name);
+        let _ = writeln!(
+            s,
+            "| msg/s | deliveries/s | acked/s | p50 | p99 | p99.9 | max | errors | missing | CPU | verdict |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for step in &r.steps {
+            let x = &step.report;
+            let _ = writeln!(
+                s,
+                "| {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {} |",
+                x.rate_target,
+                x.deliveries_per_sec,
+                x.accepted_per_sec,
+                x.p50_ms,
+                x.p99_ms,
+                x.p999_ms,
+                x.max_ms,
+                x.errors,
+                x.expected_deliveries.saturating_sub(x.delivered),
+                x.server_cpu_cores,
+                step.why_not.as_deref().unwrap_or("ok")
+            );
+        }
+        let _ = writeln!(s);
+    }
+    s
+}

@@ -1,0 +1,171 @@
+//! Starting and stopping the systems under test, each as its own processes
+//! so their CPU and memory can be read apart from the driver's.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::protocol::{Codec, Protocol};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemKind {
+    /// The bare tokio-tungstenite broadcast server.
+    Ceiling,
+    /// Socket.IO 4 + @socket.io/redis-adapter, two Node processes and Redis.
+    Socketio,
+    /// Switchboard's embedded default: two edges, persister and router in one process.
+    Switchboard,
+}
+
+impl SystemKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Ceiling => "bare ceiling",
+            SystemKind::Socketio => "Socket.IO + Redis",
+            SystemKind::Switchboard => "Switchboard (embedded)",
+        }
+    }
+}
+
+pub struct System {
+    pub codec: Codec,
+    pub targets: Vec<String>,
+    pub pids: Vec<u32>,
+    /// Switchboard's SQLite file, to count stored messages.
+    pub database: Option<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Where the programs are: the workspace root and the release binaries.
+pub struct Paths {
+    pub root: PathBuf,
+    pub bin_dir: PathBuf,
+    pub work: PathBuf,
+}
+
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
+
+pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
+    std::fs::create_dir_all(&paths.work)?;
+    let log = |name: &str| -> anyhow::Result<Stdio> {
+        Ok(std::fs::File::create(paths.work.join(format!("{name}.log")))?.into())
+    };
+    let mut system = System {
+        codec: Codec { protocol: Protocol::Bare, secret: SECRET.into(), run: String::new() },
+        targets: Vec::new(),
+        pids: Vec::new(),
+        database: None,
+        children: Vec::new(),
+    };
+    let spawn = |system: &mut System, command: &mut Command, name: &str| -> anyhow::Result<()> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log(name)?)
+            .stderr(log(&format!("{name}.err"))?)
+            .spawn()
+            .with_context(|| format!("start {name}: {command:?}"))?;
+        system.pids.push(child.id());
+        system.children.push(child);
+        Ok(())
+    };
+    match kind {
+        SystemKind::Ceiling => {
+            let exe = std::env::current_exe()?;
+            spawn(&mut system, Command::new(exe).args(["ceiling", "--listen", "127.0.0.1:17001"]), "ceiling")?;
+            system.targets = vec!["127.0.0.1:17001".into()];
+        }
+        SystemKind::Socketio => {
+            system.codec.protocol = Protocol::Socketio;
+            let redis = which("redis-server").context("redis-server not installed: run bench/setup.sh")?;
+            spawn(
+                &mut system,
+                Command::new(redis).args([
+                    "--port",
+                    "16379",
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]),
+                "redis",
+            )?;
+            wait_port("127.0.0.1:16379")?;
+            let server = paths.root.join("bench/socketio/server.js");
+            if !paths.root.join("bench/socketio/node_modules").is_dir() {
+                bail!("bench/socketio/node_modules missing: run bench/setup.sh");
+            }
+            for port in [17011, 17012] {
+                spawn(
+                    &mut system,
+                    Command::new("node")
+                        .arg(&server)
+                        .env("PORT", port.to_string())
+                        .env("REDIS_URL", "redis://127.0.0.1:16379"),
+                    &format!("socketio-{port}"),
+                )?;
+                system.targets.push(format!("127.0.0.1:{port}"));
+            }
+        }
+        SystemKind::Switchboard => {
+            system.codec.protocol = Protocol::Switchboard;
+            let db = paths.work.join("switchboard-bench.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            let bin = paths.bin_dir.join("switchboard");
+            if !bin.is_file() {
+                bail!("{} missing: cargo build --release", bin.display());
+            }
+            spawn(
+                &mut system,
+                Command::new(bin)
+                    .args(["--port", "17021", "--jwt-secret", SECRET])
+                    .arg("--db")
+                    .arg(&db)
+                    .env("RUST_LOG", "warn"),
+                "switchboard",
+            )?;
+            system.targets = vec!["127.0.0.1:17021".into(), "127.0.0.1:17022".into()];
+            system.database = Some(db);
+        }
+    }
+    for target in system.targets.clone() {
+        wait_port(&target)?;
+    }
+    Ok(system)
+}
+
+fn wait_port(target: &str) -> anyhow::Result<()> {
+    let addr: SocketAddr = target.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on {target} after 60s")
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|p| Path::new(p).is_file())
+}

@@ -37,7 +37,7 @@ enum Command {
         /// A small plan (seconds, not minutes) to check the setup.
         #[arg(long)]
         quick: bool,
-        #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard"])]
+        #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard", "switchboard-kafka"])]
         systems: Vec<SystemKind>,
         /// Where results.json and summary.md go.
         #[arg(long, default_value = "bench/results")]

@@ -44,31 +44,32 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         let _ = writeln!(s, "| {} | {idle} | {sustainable} | {latency} | {cpu} | {persisted} |", r.name);
     }
     let find = |kind: SystemKind| results.iter().find(|r| r.system == kind);
-    let (sb, sio, ceiling) = (find(SystemKind::Switchboard), find(SystemKind::Socketio), find(SystemKind::Ceiling));
-    let _ = writeln!(s, "\n## Targets\n");
+    let (sio, ceiling) = (find(SystemKind::Socketio), find(SystemKind::Ceiling));
     let deliveries = |r: Option<&SystemResult>| r.and_then(|r| r.sustainable).map(|(d, _)| d);
-    if let (Some(a), Some(b)) = (deliveries(sb), deliveries(sio)) {
-        let _ = writeln!(s, "- deliveries/s vs Socket.IO: {:.2}× (target ≥ 3×)", a / b);
-    }
-    if let (Some(a), Some(c)) = (deliveries(sb), deliveries(ceiling)) {
-        let _ = writeln!(s, "- deliveries/s vs the bare ceiling: {:.2}× (target ≥ 0.5×)", a / c);
-    }
     let p99 = |r: Option<&SystemResult>| r.and_then(|r| r.latency.as_ref()).map(|l| l.p99_ms);
-    if let Some(a) = p99(sb) {
-        let vs = p99(sio).map(|b| format!(", Socket.IO {b:.1} ms")).unwrap_or_default();
-        let _ = writeln!(s, "- p99 at 50%: {a:.1} ms (target ≤ 25 ms and ≤ Socket.IO's{vs})");
+    let _ = writeln!(s, "\n## Targets\n");
+    for sb in [find(SystemKind::Switchboard), find(SystemKind::SwitchboardKafka)].into_iter().flatten() {
+        let _ = writeln!(s, "{}:\n", sb.name);
+        if let (Some(a), Some(b)) = (deliveries(Some(sb)), deliveries(sio)) {
+            let _ = writeln!(s, "- deliveries/s vs Socket.IO: {:.2}× (target ≥ 3×)", a / b);
+        }
+        if let (Some(a), Some(c)) = (deliveries(Some(sb)), deliveries(ceiling)) {
+            let _ = writeln!(s, "- deliveries/s vs the bare ceiling: {:.2}× (target ≥ 0.5×)", a / c);
+        }
+        if let Some(a) = p99(Some(sb)) {
+            let vs = p99(sio).map(|b| format!(", Socket.IO {b:.1} ms")).unwrap_or_default();
+            let _ = writeln!(s, "- p99 at 50%: {a:.1} ms (target ≤ 25 ms and ≤ Socket.IO's{vs})");
+        }
+        if let Some(idle) = sb.idle.as_ref() {
+            let kib = idle.rss_bytes_per_connection / 1024.0;
+            let _ = writeln!(s, "- RSS per idle connection: {kib:.1} KiB (target ≤ 8 KiB)");
+        }
+        if let Some(p) = sb.persisted_per_sec {
+            let _ = writeln!(s, "- persisted: {p:.0} messages/s (target ≥ 20,000)");
+        }
+        let _ = writeln!(s);
     }
-    if let Some(idle) = sb.and_then(|r| r.idle.as_ref()) {
-        let _ = writeln!(
-            s,
-            "- RSS per idle connection: {:.1} KiB (target ≤ 8 KiB)",
-            idle.rss_bytes_per_connection / 1024.0
-        );
-    }
-    if let Some(p) = sb.and_then(|r| r.persisted_per_sec) {
-        let _ = writeln!(s, "- persisted: {p:.0} messages/s (target ≥ 20,000)");
-    }
-    let _ = writeln!(s, "\n## Steps\n");
+    let _ = writeln!(s, "## Steps\n");
     for r in results {
         let _ = writeln!(s, "{}:\n", r.name);
         let _ = writeln!(

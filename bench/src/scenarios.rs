@@ -38,7 +38,7 @@ impl Plan {
             fanout_connections: 2_000,
             room_size: 10,
             payload: 128,
-            rates: vec![1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 12_000.0, 16_000.0, 24_000.0],
+            rates: vec![250.0, 500.0, 1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 12_000.0, 16_000.0, 24_000.0],
             warmup: Duration::from_secs(2),
             step: Duration::from_secs(5),
             latency_run: Duration::from_secs(10),
@@ -150,10 +150,9 @@ pub async fn run_system(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow:
         );
         result.latency = Some(report);
     }
-    if let Some(db) = &system.database {
+    if let Some(url) = system.database.clone() {
         // Saturate: the fastest step's rate (or the last tried), and count rows as they land.
         let rate = result.steps.last().map(|s| s.report.rate_target).unwrap_or(plan.rates[0]);
-        let url = format!("sqlite://{}?mode=ro", db.display());
         let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.step);
         let counting = tokio::spawn(count_rows(url, plan.warmup + plan.step + Duration::from_secs(8)));
         driver::run(system.codec.clone(), load, &system.pids, &format!("{} persist", kind.name())).await?;
@@ -183,10 +182,11 @@ fn verdict(report: &Report, p99_limit_ms: f64) -> Option<String> {
 /// Samples the stored-message count every 250 ms for `span` and returns the
 /// best rate over any 2 s stretch.
 async fn count_rows(url: String, span: Duration) -> anyhow::Result<f64> {
+    sqlx::any::install_default_drivers();
     let started = Instant::now();
     let mut samples: Vec<(Instant, i64)> = Vec::new();
     while started.elapsed() < span {
-        if let Ok(mut db) = sqlx::SqliteConnection::connect(&url).await {
+        if let Ok(mut db) = sqlx::AnyConnection::connect(&url).await {
             if let Ok((n,)) = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM messages").fetch_one(&mut db).await {
                 samples.push((Instant::now(), n));
             }

@@ -19,6 +19,11 @@ pub enum SystemKind {
     Socketio,
     /// Switchboard's embedded default: two edges, persister and router in one process.
     Switchboard,
+    /// Switchboard's production binaries (two edges, a persister, a router)
+    /// against Kafka and PostgreSQL from `scripts/kafka.sh` and `scripts/postgres.sh`.
+    #[value(name = "switchboard-kafka")]
+    #[serde(rename = "switchboard-kafka")]
+    SwitchboardKafka,
 }
 
 impl SystemKind {
@@ -27,6 +32,7 @@ impl SystemKind {
             SystemKind::Ceiling => "bare ceiling",
             SystemKind::Socketio => "Socket.IO + Redis",
             SystemKind::Switchboard => "Switchboard (embedded)",
+            SystemKind::SwitchboardKafka => "Switchboard (Kafka + PostgreSQL)",
         }
     }
 }
@@ -35,8 +41,8 @@ pub struct System {
     pub codec: Codec,
     pub targets: Vec<String>,
     pub pids: Vec<u32>,
-    /// Switchboard's SQLite file, to count stored messages.
-    pub database: Option<PathBuf>,
+    /// Switchboard's database URL (SQLite or PostgreSQL), to count stored messages.
+    pub database: Option<String>,
     children: Vec<Child>,
 }
 
@@ -60,6 +66,12 @@ const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
     std::fs::create_dir_all(&paths.work)?;
+    // A leftover server on one of our ports would be measured instead of ours.
+    for port in [17001, 17011, 17012, 16379, 17021, 17022, 17031, 17032] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is taken by another process; stop it first");
+        }
+    }
     let log = |name: &str| -> anyhow::Result<Stdio> {
         Ok(std::fs::File::create(paths.work.join(format!("{name}.log")))?.into())
     };
@@ -141,13 +153,65 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                 "switchboard",
             )?;
             system.targets = vec!["127.0.0.1:17021".into(), "127.0.0.1:17022".into()];
-            system.database = Some(db);
+            system.database = Some(format!("sqlite://{}?mode=ro", db.display()));
+        }
+        SystemKind::SwitchboardKafka => {
+            system.codec.protocol = Protocol::Switchboard;
+            // A fresh topic prefix and database for every start.
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let prefix = format!("bench{stamp}");
+            let admin_url =
+                std::env::var("SB_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into());
+            let database_url = format!("{}/{prefix}", admin_url.rsplit_once('/').context("database URL")?.0);
+            run(Command::new("psql").arg(&admin_url).args(["-qc", &format!("CREATE DATABASE {prefix}")]))?;
+            let kafka = std::env::var("SB_BENCH_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into());
+            let common = [
+                format!("--kafka-brokers={kafka}"),
+                format!("--topic-prefix={prefix}"),
+                format!("--database-url={database_url}"),
+            ];
+            let sbctl = paths.bin_dir.join("sbctl");
+            run(Command::new(&sbctl).args(["topics", "--partitions=4", "--replication=1"]).args(&common[..2]))?;
+            run(Command::new(&sbctl).arg("migrate").arg(&common[2]))?;
+            let bin = |name: &str| paths.bin_dir.join(name);
+            spawn(&mut system, Command::new(bin("persister")).args(&common).env("RUST_LOG", "warn"), "persister")?;
+            spawn(&mut system, Command::new(bin("router")).args(&common[..2]).env("RUST_LOG", "warn"), "router")?;
+            for (node, port) in [("edge-1", 17031), ("edge-2", 17032)] {
+                spawn(
+                    &mut system,
+                    Command::new(bin("edge"))
+                        .args(&common)
+                        .args([format!("--node-id={node}"), format!("--listen=127.0.0.1:{port}")])
+                        .args(["--jwt-secret", SECRET])
+                        .env("RUST_LOG", "warn"),
+                    node,
+                )?;
+                system.targets.push(format!("127.0.0.1:{port}"));
+            }
+            // The broker and the database work for this system too: count them.
+            let kafka_pid = std::fs::read_to_string(paths.root.join(".work/kafka/kafka.pid"))
+                .context("Kafka is not running: scripts/kafka.sh start")?;
+            system.pids.push(kafka_pid.trim().parse()?);
+            system.database = Some(database_url);
         }
     }
     for target in system.targets.clone() {
         wait_port(&target)?;
     }
+    for child in &mut system.children {
+        if let Some(status) = child.try_wait()? {
+            bail!("a {} process exited at start ({status}); see {}", kind.name(), paths.work.display());
+        }
+    }
     Ok(system)
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("run {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
 }
 
 fn wait_port(target: &str) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@
 //! by slowing the driver down.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -82,11 +82,49 @@ struct Shared {
     errors: AtomicU64,
     delivered: AtomicU64,
     connect_failures: AtomicU64,
+    /// Latency recorders shared by the connections (connection i uses shard
+    /// i % SHARDS): a histogram is about 150 KiB, too much to keep per
+    /// connection, and few shards keep lock contention low.
+    latencies: Vec<Mutex<Latencies>>,
 }
+
+const SHARDS: usize = 16;
 
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 10 min, 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+/// Latencies of the measured window, overall and per second of it.
+struct Latencies {
+    all: Histogram<u64>,
+    per_second: Vec<(Histogram<u64>, u64)>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Latencies { all: histogram(), per_second: Vec::new() }
+    }
+
+    fn record(&mut self, second: usize, latency_us: u64) {
+        self.all.saturating_record(latency_us);
+        if self.per_second.len() <= second {
+            self.per_second.resize_with(second + 1, || (histogram(), 0));
+        }
+        self.per_second[second].0.saturating_record(latency_us);
+        self.per_second[second].1 += 1;
+    }
+
+    fn add(&mut self, other: &Latencies) {
+        self.all.add(&other.all).ok();
+        for (second, (h, n)) in other.per_second.iter().enumerate() {
+            if self.per_second.len() <= second {
+                self.per_second.resize_with(second + 1, || (histogram(), 0));
+            }
+            self.per_second[second].0.add(h).ok();
+            self.per_second[second].1 += n;
+        }
+    }
 }
 
 /// Runs one load and returns its figures; `pids` are the server processes to watch.
@@ -109,6 +147,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         errors: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         connect_failures: AtomicU64::new(0),
+        latencies: (0..SHARDS).map(|_| Mutex::new(Latencies::new())).collect(),
     });
     let connected = Arc::new(Barrier::new(load.connections + 1));
     let opening = Arc::new(Semaphore::new(256));
@@ -125,7 +164,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         tasks.push(tokio::spawn(async move { connection(i, shared, connected, opening, progress).await }));
     }
     connected.wait().await;
-    let at_connect = procstat::total(pids);
+    let at_connect = procstat::total(pids).rss_kib;
     progress.finish_and_clear();
 
     let total = load.warmup + load.duration;
@@ -154,25 +193,20 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         tokio::time::sleep(Duration::from_secs(2)).await;
         cpu_at_window = procstat::total(pids).cpu_seconds;
     }
-    let cpu_at_end = procstat::total(pids).cpu_seconds;
-    let at_connect = procstat::Sample { rss_kib: at_connect.rss_kib.max(procstat::total(pids).rss_kib), ..at_connect };
+    let end = procstat::total(pids);
+    // The larger of right after connecting and after the run: memory may settle late.
+    let rss_connected = at_connect.max(end.rss_kib);
 
-    let mut merged = histogram();
-    let mut timeline: Vec<(Histogram<u64>, u64)> = Vec::new();
     for task in tasks {
-        let (latencies, per_second) = task.await.context("connection task")?;
-        merged.add(&latencies).ok();
-        for (second, (h, n)) in per_second.into_iter().enumerate() {
-            if timeline.len() <= second {
-                timeline.resize_with(second + 1, || (histogram(), 0));
-            }
-            timeline[second].0.add(&h).ok();
-            timeline[second].1 += n;
-        }
+        task.await.context("connection task")?;
+    }
+    let mut merged = Latencies::new();
+    for shard in &shared.latencies {
+        merged.add(&shard.lock().expect("latency shard"));
     }
     let seconds = load.duration.as_secs_f64();
     let sent = shared.sent.load(Ordering::Relaxed);
-    let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| merged.all.value_at_quantile(q) as f64 / 1000.0;
     let connections = load.connections;
     Ok(Report {
         connections,
@@ -191,14 +225,15 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         p90_ms: ms(0.9),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
-        max_ms: merged.max() as f64 / 1000.0,
-        server_cpu_seconds: cpu_at_end - before.cpu_seconds,
-        server_cpu_cores: if load.rate > 0.0 { (cpu_at_end - cpu_at_window) / seconds } else { 0.0 },
+        max_ms: merged.all.max() as f64 / 1000.0,
+        server_cpu_seconds: end.cpu_seconds - before.cpu_seconds,
+        server_cpu_cores: if load.rate > 0.0 { (end.cpu_seconds - cpu_at_window) / seconds } else { 0.0 },
         server_rss_kib_before: before.rss_kib,
-        server_rss_kib_connected: at_connect.rss_kib,
-        rss_bytes_per_connection: (at_connect.rss_kib.saturating_sub(before.rss_kib) * 1024) as f64
+        server_rss_kib_connected: rss_connected,
+        rss_bytes_per_connection: (rss_connected.saturating_sub(before.rss_kib) * 1024) as f64
             / connections.max(1) as f64,
-        timeline: timeline
+        timeline: merged
+            .per_second
             .iter()
             .enumerate()
             .map(|(s, (h, n))| {
@@ -208,8 +243,6 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
     })
 }
 
-type PerSecond = Vec<(Histogram<u64>, u64)>;
-
 /// One client: connect, join, then send on schedule and record deliveries
 /// until the window (plus a grace period for late deliveries) is over.
 async fn connection(
@@ -218,7 +251,7 @@ async fn connection(
     connected: Arc<Barrier>,
     opening: Arc<Semaphore>,
     progress: ProgressBar,
-) -> (Histogram<u64>, PerSecond) {
+) {
     let load = &shared.load;
     let room = format!("room-{}", i / load.room_size);
     let opened = {
@@ -227,12 +260,11 @@ async fn connection(
     };
     progress.inc(1);
     connected.wait().await;
-    let mut latencies = histogram();
-    let mut per_second: PerSecond = Vec::new();
     let Some(ws) = opened else {
         shared.connect_failures.fetch_add(1, Ordering::Relaxed);
-        return (latencies, per_second);
+        return;
     };
+    let latencies = &shared.latencies[i % SHARDS];
     let (mut sink, mut stream) = ws.split();
     let total_us = shared.window.1;
     let grace = Duration::from_secs(3);
@@ -244,14 +276,10 @@ async fn connection(
     let writer = tokio::spawn(async move {
         let s = &writer_shared;
         let rate = s.load.rate;
-        let mut next_us = if rate > 0.0 {
-            // Spread the connections' phases evenly over one interval.
-            let interval_us = s.load.connections as f64 / rate * 1e6;
-            (i as f64 / s.load.connections as f64 * interval_us) as u64
-        } else {
-            u64::MAX
-        };
         let interval_us = if rate > 0.0 { (s.load.connections as f64 / rate * 1e6) as u64 } else { u64::MAX };
+        // Spread the connections' phases evenly over one interval.
+        let mut next_us =
+            if rate > 0.0 { (i as f64 / s.load.connections as f64 * interval_us as f64) as u64 } else { u64::MAX };
         let mut n = 0u64;
         loop {
             let due = s.epoch + Duration::from_micros(next_us.min(total_us + 1));
@@ -296,13 +324,8 @@ async fn connection(
                 }
                 let now_us = shared.epoch.elapsed().as_micros() as u64;
                 let latency = now_us.saturating_sub(intended).max(1);
-                latencies.saturating_record(latency);
                 let second = ((intended - shared.window.0) / 1_000_000) as usize;
-                if per_second.len() <= second {
-                    per_second.resize_with(second + 1, || (histogram(), 0));
-                }
-                per_second[second].0.saturating_record(latency);
-                per_second[second].1 += 1;
+                latencies.lock().expect("latency shard").record(second, latency);
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Incoming::Ack => {
@@ -322,7 +345,6 @@ async fn connection(
     }
     drop(replies);
     writer.abort();
-    (latencies, per_second)
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

@@ -319,7 +319,7 @@ impl Outcome {
 
     pub fn summary(&self) -> String {
         let rows: usize = self.rows.values().map(Vec::len).sum();
-        let unavailable: u64 = self.senders.iter().map(|s| s.unavailable).sum();
+        let unavailable = self.total_unavailable();
         let sender_reconnects: u64 = self.senders.iter().map(|s| s.reconnects).sum();
         let receiver_reconnects: u64 = self.receivers.iter().map(|r| r.reconnects).sum();
         let duplicates: u64 = self.receivers.iter().map(|r| r.duplicates).sum();
@@ -464,9 +464,8 @@ async fn receive(
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> ReceiverLog {
     let mut ready = Some(ready);
-    // Until sending ends there is no deadline; then `receive_deadline`.
-    let far = Instant::now() + Duration::from_secs(3600);
-    let mut deadline = far;
+    // Until sending ends there is no real deadline; then `receive_deadline`.
+    let mut deadline = Instant::now() + Duration::from_secs(3600);
     let mut target: Option<u64> = None;
     let mut refs = 0u64;
     let done = |log: &ReceiverLog, target: Option<u64>| {

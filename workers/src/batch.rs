@@ -9,21 +9,24 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
-/// Returns an empty batch only when `shutdown` is cancelled, and an error
-/// only when the consumer failed for good (see [`crate::membership`]).
+/// Returns an empty batch only when `shutdown` is cancelled or the consumer
+/// failed for good (the caller then joins again, see [`crate::membership`]).
 pub async fn collect<'c>(
     consumer: &'c StreamConsumer,
     max: usize,
     window: Duration,
     shutdown: &CancellationToken,
-) -> Result<Vec<BorrowedMessage<'c>>, KafkaError> {
+) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::new();
     let first = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(batch),
+            _ = shutdown.cancelled() => return batch,
             received = consumer.recv() => match received {
                 Ok(message) => break message,
-                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e),
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    log_consume_error(&e).await;
+                    return batch;
+                }
                 Err(e) => log_consume_error(&e).await,
             },
         }
@@ -33,7 +36,7 @@ pub async fn collect<'c>(
     while batch.len() < max {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => batch.push(message),
-            // A fatal error shows again on the next call, once this batch is handled.
+            // A fatal error is noticed before the next batch, once this one is handled.
             Ok(Err(e)) => {
                 log_consume_error(&e).await;
                 break;
@@ -41,7 +44,7 @@ pub async fn collect<'c>(
             Err(_) => break,
         }
     }
-    Ok(batch)
+    batch
 }
 
 /// Other consumer errors (broker down, partition EOF notices) are transient: log,

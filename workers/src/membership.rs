@@ -1,43 +1,63 @@
-//! A consumer-group subscription that can be joined again.
+//! A consumer-group member that can join again.
 //!
 //! librdkafka can declare a group consumer fatally failed: a static member
 //! (`group.instance.id`) that lost its session, for example while the
 //! broker was down, comes back "fenced" by its own earlier membership and
-//! never consumes again. A worker then drops that consumer and joins with a
-//! fresh one; records not yet committed are replayed, which every worker
+//! never consumes again. The worker then drops that consumer and joins with
+//! a fresh one; records not yet committed are replayed, which every worker
 //! handles idempotently.
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use switchboard_core::kafka::KafkaConfig;
 
-pub struct GroupSubscription {
+pub struct GroupMember {
     kafka: KafkaConfig,
     group: String,
     instance: Option<String>,
     topics: Vec<String>,
+    consumer: StreamConsumer,
 }
 
-impl GroupSubscription {
-    pub fn new(kafka: &KafkaConfig, group: String, instance: Option<String>, topics: Vec<String>) -> Self {
-        Self { kafka: kafka.clone(), group, instance, topics }
+impl GroupMember {
+    /// Joins `group`, subscribed to `topics`.
+    pub fn join(
+        kafka: &KafkaConfig,
+        group: String,
+        instance: Option<String>,
+        topics: Vec<String>,
+    ) -> Result<Self, KafkaError> {
+        let consumer = subscribe(kafka, &group, instance.as_deref(), &topics)?;
+        Ok(Self { kafka: kafka.clone(), group, instance, topics, consumer })
     }
 
     pub fn group(&self) -> &str {
         &self.group
     }
 
-    /// A new consumer in the group, subscribed to the topics.
-    pub fn join(&self) -> Result<StreamConsumer, KafkaError> {
-        let consumer = self.kafka.group_consumer(&self.group, self.instance.as_deref())?;
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
-        Ok(consumer)
+    pub fn consumer(&self) -> &StreamConsumer {
+        &self.consumer
     }
 
-    /// Replaces a consumer that failed fatally.
-    pub fn rejoin(&self, failed: &KafkaError) -> Result<StreamConsumer, KafkaError> {
-        tracing::error!(group = %self.group, error = %failed, "group consumer failed for good; joining again");
-        self.join()
+    /// Replaces the consumer if librdkafka failed it for good; call before
+    /// each batch.
+    pub fn rejoin_if_failed(&mut self) -> Result<(), KafkaError> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            tracing::error!(group = %self.group, ?code, %reason, "group consumer failed for good; joining again");
+            self.consumer = subscribe(&self.kafka, &self.group, self.instance.as_deref(), &self.topics)?;
+        }
+        Ok(())
     }
+}
+
+fn subscribe(
+    kafka: &KafkaConfig,
+    group: &str,
+    instance: Option<&str>,
+    topics: &[String],
+) -> Result<StreamConsumer, KafkaError> {
+    let consumer = kafka.group_consumer(group, instance)?;
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
-use crate::membership::GroupSubscription;
+use crate::membership::GroupMember;
 
 /// Largest body the persister stores; the edge enforces a (smaller) limit
 /// first, this guards against other producers.
@@ -57,8 +57,7 @@ impl Default for PersisterConfig {
 }
 
 pub struct Persister {
-    consumer: StreamConsumer,
-    subscription: GroupSubscription,
+    member: GroupMember,
     producer: FutureProducer,
     dead_letter: DeadLetter,
     store: Store,
@@ -80,34 +79,26 @@ impl Persister {
         config: PersisterConfig,
     ) -> Result<Self, WorkerError> {
         let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
-        let subscription = GroupSubscription::new(kafka, group, config.instance_id.clone(), vec![topics.inbound()]);
-        let consumer = subscription.join()?;
+        let member = GroupMember::join(kafka, group, config.instance_id.clone(), vec![topics.inbound()])?;
         let producer = kafka.producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
-        Ok(Self { consumer, subscription, producer, dead_letter, store, topics, config })
+        Ok(Self { member, producer, dead_letter, store, topics, config })
     }
 
     /// Runs until `shutdown` is cancelled; a batch in flight is finished or
     /// left unacknowledged (it will be replayed), never half-committed.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        tracing::info!(topic = %self.topics.inbound(), group = %self.subscription.group(), "persister started");
+        tracing::info!(topic = %self.topics.inbound(), group = %self.member.group(), "persister started");
         loop {
-            let records = match batch::collect(
-                &self.consumer,
-                self.config.batch_max,
-                self.config.batch_window,
-                &shutdown,
-            )
-            .await
-            {
-                Ok(records) => records,
-                Err(fatal) => {
-                    self.consumer = self.subscription.rejoin(&fatal)?;
-                    continue;
-                }
-            };
+            self.member.rejoin_if_failed()?;
+            let records =
+                batch::collect(self.member.consumer(), self.config.batch_max, self.config.batch_window, &shutdown)
+                    .await;
             if records.is_empty() {
-                break;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
             }
             let mut by_partition: BTreeMap<i32, Vec<BorrowedMessage<'_>>> = BTreeMap::new();
             for record in records {
@@ -146,7 +137,7 @@ impl Persister {
             return false;
         }
         let last = records.last().map(|r| r.offset()).unwrap_or_default();
-        if let Err(e) = self.consumer.store_offset(&self.topics.inbound(), partition, last) {
+        if let Err(e) = self.member.consumer().store_offset(&self.topics.inbound(), partition, last) {
             // The partition was revoked meanwhile: its new owner replays the batch.
             tracing::debug!(partition, error = %e, "could not store offset");
         }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
-use crate::membership::GroupSubscription;
+use crate::membership::GroupMember;
 use crate::routing_table::RoutingTable;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -62,7 +62,7 @@ impl Default for RouterConfig {
 }
 
 pub struct Router {
-    subscription: GroupSubscription,
+    kafka: KafkaConfig,
     state: StreamConsumer,
     producer: FutureProducer,
     dead_letter: DeadLetter,
@@ -74,11 +74,8 @@ pub struct Router {
 impl Router {
     pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
         let producer = kafka.producer()?;
-        let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
-        let subscription =
-            GroupSubscription::new(kafka, group, config.instance_id.clone(), vec![topics.events(), topics.ephemeral()]);
         Ok(Self {
-            subscription,
+            kafka: kafka.clone(),
             state: kafka.assigned_consumer()?,
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
             producer,
@@ -89,22 +86,22 @@ impl Router {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let Router { subscription, state, producer, dead_letter, topics, table, config } = self;
+        let Router { kafka, state, producer, dead_letter, topics, table, config } = self;
         load_table(&state, &topics, &table, &shutdown).await?;
         let follow = tokio::spawn(follow_table(state, topics.clone(), table.clone(), shutdown.clone()));
         // Join the group only once the table is loaded, so nothing is routed on a partial table.
-        let mut events = subscription.join()?;
-        tracing::info!(group = %subscription.group(), "router started");
+        let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
+        let instance = config.instance_id.clone();
+        let mut member = GroupMember::join(&kafka, group, instance, vec![topics.events(), topics.ephemeral()])?;
+        tracing::info!(group = %member.group(), "router started");
         loop {
-            let records = match batch::collect(&events, config.batch_max, config.batch_window, &shutdown).await {
-                Ok(records) => records,
-                Err(fatal) => {
-                    events = subscription.rejoin(&fatal)?;
-                    continue;
-                }
-            };
+            member.rejoin_if_failed()?;
+            let records = batch::collect(member.consumer(), config.batch_max, config.batch_window, &shutdown).await;
             if records.is_empty() {
-                break;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
             }
             let now = now_ms();
             let mut pending = Vec::with_capacity(records.len());
@@ -140,7 +137,7 @@ impl Router {
                 }
             }
             for ((topic, partition), offset) in last_offsets {
-                if let Err(e) = events.store_offset(&topic, partition, offset) {
+                if let Err(e) = member.consumer().store_offset(&topic, partition, offset) {
                     tracing::debug!(%topic, partition, error = %e, "could not store offset");
                 }
             }

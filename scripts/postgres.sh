@@ -7,6 +7,7 @@
 #   scripts/postgres.sh restart   used by the fault suite
 #   scripts/postgres.sh status
 #   scripts/postgres.sh url       print the connection URL
+#   scripts/postgres.sh pid       print the postmaster's process id (the benchmark counts its CPU and memory)
 #   scripts/postgres.sh drop-test-databases   remove the e2e_* databases of earlier suite runs
 #
 # The cluster is named "switchboard" and listens on 127.0.0.1:15432, so it
@@ -99,6 +100,7 @@ case "${1:-}" in
     restart) restart ;;
     status) if running; then echo "running: $URL"; else echo "stopped"; exit 1; fi ;;
     url) echo "$URL" ;;
+    pid) running && head -1 "$(pg_lsclusters -h | awk -v c="$CLUSTER" '$2 == c { print $6 }')/postmaster.pid" ;;
     drop-test-databases) drop_test_databases ;;
-    *) echo "usage: $0 start|stop|restart|status|url|drop-test-databases" >&2; exit 64 ;;
+    *) echo "usage: $0 start|stop|restart|status|url|pid|drop-test-databases" >&2; exit 64 ;;
 esac

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use switchboard_core::backlog::Backlog;
 use switchboard_core::kafka::KafkaConfig;
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
@@ -20,6 +21,11 @@ use tokio_util::sync::CancellationToken;
 /// Node ids of the two embedded edges.
 pub const NODES: [&str; 2] = ["edge-1", "edge-2"];
 
+/// Inbound bytes the persister may be behind before the edges refuse sends:
+/// below one mock partition's 5 MiB, so even a single hot room (one
+/// partition) cannot push an accepted send out of the mock before it is stored.
+pub const BACKLOG_LIMIT_BYTES: u64 = 3 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
     /// SQLite file holding the chat history.
@@ -32,6 +38,8 @@ pub struct EmbeddedConfig {
     pub jwt_secret: String,
     /// Settings applied to both edges after the defaults (tests tighten limits).
     pub tune_edge: fn(&mut EdgeConfig),
+    /// See [`BACKLOG_LIMIT_BYTES`].
+    pub backlog_limit_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -42,6 +50,7 @@ impl EmbeddedConfig {
             partitions: 4,
             jwt_secret: format!("dev-{:032x}", fastrand::u128(..)),
             tune_edge: |_| {},
+            backlog_limit_bytes: BACKLOG_LIMIT_BYTES,
         }
     }
 }
@@ -82,7 +91,9 @@ impl Embedded {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let persister = Persister::new(&kafka, topics.clone(), store.clone(), PersisterConfig::default())?;
+        let backlog = Arc::new(Backlog::new(config.backlog_limit_bytes));
+        let persister_config = PersisterConfig { backlog: Some(backlog.clone()), ..PersisterConfig::default() };
+        let persister = Persister::new(&kafka, topics.clone(), store.clone(), persister_config)?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = persister.run(token).await {
@@ -104,6 +115,7 @@ impl Embedded {
             let addr = listener.local_addr()?;
             let mut edge_config = EdgeConfig::for_node(node, addr, &config.jwt_secret);
             edge_config.dev_mode = true;
+            edge_config.backlog = Some(backlog.clone());
             // One process, nothing to hand clients over to: drain quickly.
             edge_config.drain_grace = std::time::Duration::from_secs(1);
             (config.tune_edge)(&mut edge_config);

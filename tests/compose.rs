@@ -5,13 +5,15 @@
 //! from the binaries' own clap definitions).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 
 use clap::CommandFactory;
 use yaml_serde::Value;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout under test (read at run time, as a shared target directory
+/// may hold a binary built in another checkout).
+fn root() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
 }
 
 fn compose() -> Value {

@@ -10,7 +10,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::json;
-use support::{Client, seqs, start};
+use support::{Client, seqs, start, start_configured};
 use switchboard::embedded::NODES;
 use switchboard_core::kafka::{KafkaConfig, assign_all, record_headers};
 use switchboard_schemas::routing::{RouteKey, RouteRecord};
@@ -243,5 +243,55 @@ async fn draining_closes_clients_with_1012() {
     let mut alice = Client::in_room(h.edge(0), "alice", "lobby").await;
     h.embedded.shutdown_token().cancel();
     assert_eq!(alice.recv_close().await, 1012);
+    h.stop().await;
+}
+
+/// The embedded mock Kafka drops a partition's oldest records past 5 MiB,
+/// read or not. So while the persister is behind, the edges refuse sends
+/// (`unavailable`, retry with the same client_id) rather than accept one that
+/// could be dropped. With a 1-byte allowance, each accepted send holds the
+/// door shut until the persister has handled it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_wait_for_a_persister_that_is_behind_and_none_is_lost() {
+    let h = start_configured(|config| {
+        config.backlog_limit_bytes = 1;
+        // Retries come fast; the rate limit is not what this test is about.
+        config.tune_edge = |edge| (edge.rate_per_second, edge.rate_burst) = (10_000, 10_000);
+    })
+    .await;
+    let mut sender = Client::in_room(h.edge(0), "sender", "busy").await;
+    let mut reader = Client::in_room(h.edge(1), "reader", "busy").await;
+    let mut pending: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+    let mut refused = 0;
+    for _round in 0..500 {
+        if pending.is_empty() {
+            break;
+        }
+        let mut by_ref = std::collections::HashMap::new();
+        for client_id in &pending {
+            by_ref.insert(sender.say_no_wait("busy", client_id, &format!("body {client_id}")).await, client_id.clone());
+        }
+        let mut still = Vec::new();
+        while !by_ref.is_empty() {
+            let frame = sender.recv().await;
+            let Some(client_id) = frame["ref"].as_str().and_then(|r| by_ref.remove(r)) else { continue };
+            match frame["type"].as_str() {
+                Some("ack") => assert_eq!(frame["status"], "accepted", "{frame}"),
+                Some("error") => {
+                    assert_eq!(frame["code"], "unavailable", "{frame}");
+                    refused += 1;
+                    still.push(client_id);
+                }
+                _ => panic!("unexpected answer {frame}"),
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pending.is_empty(), "never accepted: {pending:?}");
+    assert!(refused > 0, "no send was held back");
+    let got = reader.messages("busy", 30).await;
+    assert_eq!(seqs(&got), (1..=30).collect::<Vec<_>>());
+    assert_eq!(h.embedded.store.count_messages("busy").await.unwrap(), 30);
     h.stop().await;
 }

@@ -133,7 +133,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
     codec.run = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros());
     let before = procstat::total(pids);
     // Connections are all up before the schedule starts.
-    let setup = Duration::from_secs(5 + (load.connections / 1000) as u64 * 2);
+    let setup = Duration::from_secs(1 + (load.connections as u64).div_ceil(1000) * 2);
     let epoch = Instant::now() + setup;
     let window_start = load.warmup.as_micros() as u64;
     let window = (window_start, window_start + load.duration.as_micros() as u64);
@@ -256,7 +256,7 @@ async fn connection(
     let room = format!("room-{}", i / load.room_size);
     let opened = {
         let _permit = opening.acquire().await;
-        open(i, &shared, &room).await
+        open(i, &shared.codec, &shared.load, &room).await
     };
     progress.inc(1);
     connected.wait().await;
@@ -350,8 +350,7 @@ async fn connection(
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Connects from a loopback source address and joins `room`.
-async fn open(i: usize, shared: &Shared, room: &str) -> Option<Ws> {
-    let load = &shared.load;
+async fn open(i: usize, codec: &Codec, load: &Load, room: &str) -> Option<Ws> {
     let target = &load.targets[i % load.targets.len()];
     let addr: SocketAddr = target.parse().ok()?;
     let user = format!("u{i}");
@@ -366,15 +365,15 @@ async fn open(i: usize, shared: &Shared, room: &str) -> Option<Ws> {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let url = shared.codec.url(target, &user);
+        let url = codec.url(target, &user);
         let Ok(Ok((mut ws, _))) =
             tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(url, stream)).await
         else {
             continue;
         };
-        let join = Message::text(shared.codec.join(room));
+        let join = Message::text(codec.join(room));
         // Socket.IO first connects to the namespace and must wait for its reply.
-        let first = match shared.codec.hello() {
+        let first = match codec.hello() {
             Some(hello) => Message::text(hello),
             None => join.clone(),
         };
@@ -385,7 +384,7 @@ async fn open(i: usize, shared: &Shared, room: &str) -> Option<Ws> {
         let joined = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(Ok(message)) = ws.next().await {
                 if let Message::Text(text) = message {
-                    match shared.codec.classify(&text) {
+                    match codec.classify(&text) {
                         Incoming::Joined => return true,
                         Incoming::Connected if ws.send(join.clone()).await.is_err() => return false,
                         Incoming::Error(_) => return false,
@@ -404,4 +403,58 @@ async fn open(i: usize, shared: &Shared, room: &str) -> Option<Ws> {
         }
     }
     None
+}
+
+/// Opens connections `first..first + load.connections` (each joins its room)
+/// and holds them idle, answering protocol pings, until `until` resolves.
+/// `ready` is told how many connected and how many failed. The idle scenario
+/// runs this in several processes (`sbbench hold`), as one process may hold
+/// no more than 20,000 descriptors here.
+pub async fn hold(
+    mut codec: Codec,
+    load: Load,
+    first: usize,
+    ready: impl FnOnce(usize, usize),
+    until: impl std::future::Future<Output = ()>,
+) {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    codec.run = format!("hold{first}");
+    let (codec, load) = (Arc::new(codec), Arc::new(load));
+    let opening = Arc::new(Semaphore::new(256));
+    let mut opens = Vec::with_capacity(load.connections);
+    for i in first..first + load.connections {
+        let (codec, load, opening) = (codec.clone(), load.clone(), opening.clone());
+        opens.push(tokio::spawn(async move {
+            let _permit = opening.acquire().await;
+            open(i, &codec, &load, &format!("room-{}", i / load.room_size)).await
+        }));
+    }
+    let mut held = Vec::with_capacity(opens.len());
+    let mut failed = 0;
+    for opened in opens {
+        match opened.await.ok().flatten() {
+            Some(ws) => {
+                let codec = codec.clone();
+                held.push(tokio::spawn(async move { idle(ws, &codec).await }));
+            }
+            None => failed += 1,
+        }
+    }
+    ready(held.len(), failed);
+    until.await;
+    for connection in held {
+        connection.abort();
+    }
+}
+
+/// Reads an idle connection, answering the protocol's pings, until it closes.
+async fn idle(mut ws: Ws, codec: &Codec) {
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(text) = message
+            && let Incoming::Reply(reply) = codec.classify(&text)
+            && ws.send(Message::text(reply)).await.is_err()
+        {
+            return;
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod ceiling;
 pub mod driver;
+pub mod plots;
 pub mod procstat;
 pub mod protocol;
 pub mod report;

@@ -1,6 +1,7 @@
 //! `sbbench`: the benchmark.
 //!
-//!   sbbench all [--quick] [--systems ceiling,socketio,switchboard]
+//!   sbbench all [--quick] [--systems ceiling,socketio,switchboard,switchboard-kafka]
+//!               [--scenarios idle,fanout,latency,persistence]
 //!       start each system in turn, run every scenario, print the side-by-side
 //!       table and write bench/results/{results.json,summary.md}
 //!   sbbench drive --protocol ... --targets ... --rate ...
@@ -15,9 +16,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use switchboard_bench::protocol::{Codec, Protocol};
-use switchboard_bench::scenarios::Plan;
+use switchboard_bench::scenarios::{Plan, Scenario, Selection};
 use switchboard_bench::systems::{Paths, SystemKind};
-use switchboard_bench::{ceiling, driver, report, scenarios};
+use switchboard_bench::{ceiling, driver, plots, report, scenarios};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,11 @@ enum Command {
         quick: bool,
         #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard", "switchboard-kafka"])]
         systems: Vec<SystemKind>,
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["idle", "fanout", "latency", "persistence"])]
+        scenarios: Vec<Scenario>,
+        /// Rate of the latency run; by default half of fan-out's sustainable rate.
+        #[arg(long)]
+        latency_rate: Option<f64>,
         /// Where results.json and summary.md go.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
@@ -73,6 +79,24 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         pids: Vec<u32>,
     },
+    /// Holds idle connections for the idle scenario (started by `all`):
+    /// prints `connected <ok> <failed>` once they are up, and closes them when
+    /// its standard input ends.
+    Hold {
+        #[arg(long, value_enum)]
+        protocol: Protocol,
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// Index of the first connection (users and rooms are numbered from it).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        #[arg(long)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        room_size: usize,
+        #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
+        jwt_secret: String,
+    },
     /// The bare room-broadcast server.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:17001")]
@@ -82,17 +106,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Up to the hard limit, for the driver and for the servers it starts.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match Cli::parse().command {
-        Command::All { quick, systems, out, bin_dir } => {
+        Command::All { quick, systems, scenarios, latency_rate, out, bin_dir } => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let bin_dir = bin_dir.unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().to_path_buf());
             let paths = Paths { work: root.join(".work/bench"), root, bin_dir };
             let plan = if quick { Plan::quick() } else { Plan::full() };
+            let selection = Selection { scenarios, latency_rate };
             let started = std::time::Instant::now();
             let mut results = Vec::new();
             for kind in systems {
                 println!("== {}", kind.name());
-                results.push(scenarios::run_system(kind, &plan, &paths).await?);
+                results.push(scenarios::run_system(kind, &plan, &selection, &paths).await?);
             }
             let summary = report::summary(&plan, &results, started.elapsed());
             println!("\n{summary}");
@@ -103,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "systems": results}))?,
             )?;
             println!("written: {}/summary.md, {}/results.json", out.display(), out.display());
+            match plots::write(&out, &results) {
+                Ok(written) => written.iter().for_each(|p| println!("written: {}", p.display())),
+                Err(e) => println!("plots not drawn: {e:#}"),
+            }
         }
         Command::Drive {
             protocol,
@@ -120,6 +151,24 @@ async fn main() -> anyhow::Result<()> {
             let report =
                 driver::run(Codec { protocol, secret: jwt_secret, run: String::new() }, load, &pids, "drive").await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Hold { protocol, targets, first, connections, room_size, jwt_secret } => {
+            let load = driver::Load {
+                targets,
+                connections,
+                room_size,
+                rate: 0.0,
+                payload: 0,
+                warmup: Duration::ZERO,
+                duration: Duration::ZERO,
+                sources: 8,
+            };
+            let codec = Codec { protocol, secret: jwt_secret, run: String::new() };
+            let ready = |ok, failed| println!("connected {ok} {failed}");
+            let stdin_closed = async {
+                let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+            };
+            driver::hold(codec, load, first, ready, stdin_closed).await;
         }
         Command::Ceiling { listen } => ceiling::serve(listen).await?,
     }

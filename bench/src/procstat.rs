@@ -28,16 +28,41 @@ pub fn sample(pid: u32) -> Option<Sample> {
     Some(Sample { cpu_seconds: ticks / TICKS_PER_SECOND, rss_kib })
 }
 
-/// Sum over several processes (a system may be more than one).
+/// Sum over several processes and their children (a system may be more than
+/// one process; PostgreSQL serves each connection from a child process).
 pub fn total(pids: &[u32]) -> Sample {
-    pids.iter().filter_map(|&pid| sample(pid)).fold(Sample::default(), |a, b| Sample {
+    let mut all = pids.to_vec();
+    all.extend(children(pids));
+    all.iter().filter_map(|&pid| sample(pid)).fold(Sample::default(), |a, b| Sample {
         cpu_seconds: a.cpu_seconds + b.cpu_seconds,
         rss_kib: a.rss_kib + b.rss_kib,
     })
 }
 
+/// Processes whose parent is one of `pids`.
+fn children(pids: &[u32]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent(pid).is_some_and(|ppid| pids.contains(&ppid)))
+        .collect()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(super::children(&[std::process::id()]).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn reads_this_process() {
         let s = super::sample(std::process::id()).expect("own /proc entry");

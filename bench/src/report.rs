@@ -12,7 +12,8 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
     let _ = writeln!(
         s,
         "Plan: {} idle connections; fan-out with {} connections in rooms of {}, {} B payloads, steps of {:?} \
-         after {:?} warm-up, p99 limit {} ms; latency run {:?} at half the sustainable rate. \
+         after {:?} warm-up, p99 limit {} ms; latency run {:?} at half the sustainable rate; \
+         persistence with {} connections in rooms of 1 offered {:?} msg/s for {:?} each. \
          Driver and servers share this machine. Took {:.0?}.\n",
         plan.idle_connections,
         plan.fanout_connections,
@@ -22,6 +23,9 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         plan.warmup,
         plan.p99_limit_ms,
         plan.latency_run,
+        plan.persist_connections,
+        plan.persist_rates,
+        plan.persist_run,
         took
     );
     let _ = writeln!(
@@ -96,6 +100,23 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
             );
         }
         let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "## Persistence\n");
+    let _ = writeln!(s, "| system | offered msg/s | accepted/s | refused | stored/s (best 2 s) | server CPU |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    for r in results {
+        for run in &r.persistence {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.0} | {} | {:.0} | {:.2} |",
+                r.name,
+                run.offered,
+                run.report.accepted_per_sec,
+                run.report.errors,
+                run.stored_per_sec,
+                run.report.server_cpu_cores
+            );
+        }
     }
     s
 }

@@ -5,9 +5,17 @@
 //!    limit, errors appear or deliveries go missing; the last good step is
 //!    the system's sustainable rate;
 //! 3. latency at 50% of that rate;
-//! 4. persistence (Switchboard): messages stored per second at saturation.
+//! 4. persistence (Switchboard): messages stored per second at saturation:
+//!    every connection in its own room (one delivery per message, so the
+//!    edges' fan-out does not hide the store's limit), offered at rising
+//!    rates, rows counted as they land.
+//!
+//! `sbbench all --scenarios ...` runs a subset; latency alone needs
+//! `--latency-rate`, as it otherwise takes half of fan-out's sustainable rate.
 
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use serde::Serialize;
 use sqlx::Connection;
@@ -27,14 +35,27 @@ pub struct Plan {
     pub step: Duration,
     pub latency_run: Duration,
     pub p99_limit_ms: f64,
+    pub persist_connections: usize,
+    /// Offered messages/s of the persistence runs; the best stored rate of
+    /// any counts. More than the system stores saturates it, but an offer far
+    /// beyond it mostly loads the driver, which shares the cores.
+    pub persist_rates: Vec<f64>,
+    pub persist_run: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Idle,
+    Fanout,
+    Latency,
+    Persistence,
 }
 
 impl Plan {
     pub fn full() -> Plan {
         Plan {
-            // One process may hold 20,000 descriptors here (hard limit), and the
-            // driver needs a few for itself and /proc: 19,500 is as far as one driver goes.
-            idle_connections: 19_500,
+            idle_connections: 24_000,
             fanout_connections: 2_000,
             room_size: 10,
             payload: 128,
@@ -43,6 +64,9 @@ impl Plan {
             step: Duration::from_secs(5),
             latency_run: Duration::from_secs(10),
             p99_limit_ms: 100.0,
+            persist_connections: 2_000,
+            persist_rates: vec![6_000.0, 12_000.0, 24_000.0],
+            persist_run: Duration::from_secs(10),
         }
     }
 
@@ -53,6 +77,8 @@ impl Plan {
             rates: vec![500.0, 1_000.0, 2_000.0],
             step: Duration::from_secs(3),
             latency_run: Duration::from_secs(3),
+            persist_rates: vec![6_000.0],
+            persist_run: Duration::from_secs(5),
             ..Plan::full()
         }
     }
@@ -87,10 +113,38 @@ pub struct SystemResult {
     /// Deliveries/s of the best passing step, with its send rate.
     pub sustainable: Option<(f64, f64)>,
     pub latency: Option<Report>,
+    /// Best stored rate over the persistence runs.
     pub persisted_per_sec: Option<f64>,
+    pub persistence: Vec<PersistRun>,
 }
 
-pub async fn run_system(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow::Result<SystemResult> {
+#[derive(Clone, Debug, Serialize)]
+pub struct PersistRun {
+    pub offered: f64,
+    pub stored_per_sec: f64,
+    pub report: Report,
+}
+
+/// Which scenarios to run, and the latency run's rate when fan-out does not
+/// provide one.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub scenarios: Vec<Scenario>,
+    pub latency_rate: Option<f64>,
+}
+
+impl Selection {
+    fn has(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+}
+
+pub async fn run_system(
+    kind: SystemKind,
+    plan: &Plan,
+    selection: &Selection,
+    paths: &Paths,
+) -> anyhow::Result<SystemResult> {
     let mut result = SystemResult {
         system: kind,
         name: kind.name(),
@@ -99,11 +153,11 @@ pub async fn run_system(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow:
         sustainable: None,
         latency: None,
         persisted_per_sec: None,
+        persistence: Vec::new(),
     };
-    {
-        let system = systems::start(kind, paths)?;
-        let load = plan.load(&system.targets, plan.idle_connections, 0.0, Duration::ZERO);
-        let report = driver::run(system.codec.clone(), load, &system.pids, &format!("{} idle", kind.name())).await?;
+    if selection.has(Scenario::Idle) {
+        let system = start(kind, paths).await?;
+        let report = idle(kind, plan, &system).await?;
         println!(
             "  idle: {} connected ({} failed), {:.0} bytes RSS per connection",
             report.connections - report.connect_failures as usize,
@@ -112,8 +166,159 @@ pub async fn run_system(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow:
         );
         result.idle = Some(report);
     }
-    // A fresh start, so idle connections' memory and state do not weigh on the rest.
+    if selection.has(Scenario::Fanout) || selection.has(Scenario::Latency) {
+        // A fresh start, so idle connections' memory and state do not weigh on the rest.
+        let system = start(kind, paths).await?;
+        if selection.has(Scenario::Fanout) {
+            fanout(kind, plan, &system, &mut result).await?;
+        }
+        let latency_rate = selection.latency_rate.or(result.sustainable.map(|(_, rate)| rate / 2.0));
+        match latency_rate {
+            Some(rate) if selection.has(Scenario::Latency) => {
+                let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.latency_run);
+                let report =
+                    driver::run(system.codec.clone(), load, &system.pids, &format!("{} latency", kind.name())).await?;
+                println!(
+                    "  latency at {rate:.0} msg/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
+                    report.p50_ms, report.p99_ms, report.p999_ms
+                );
+                result.latency = Some(report);
+            }
+            None if selection.has(Scenario::Latency) => {
+                println!("  latency: no rate (no fan-out step passed and no --latency-rate)")
+            }
+            _ => {}
+        }
+    }
+    if selection.has(Scenario::Persistence) && kind.persists() {
+        for &rate in &plan.persist_rates {
+            // A fresh start each time: an earlier run's backlog would count as this one's.
+            let system = start(kind, paths).await?;
+            let url = system.database.clone().expect("a persisting system names its database");
+            let mut load = plan.load(&system.targets, plan.persist_connections, rate, plan.persist_run);
+            load.room_size = 1;
+            let counting = tokio::spawn(count_rows(url, plan.warmup + plan.persist_run + Duration::from_secs(8)));
+            let report =
+                driver::run(system.codec.clone(), load, &system.pids, &format!("{} persist {rate}/s", kind.name()))
+                    .await?;
+            let per_sec = counting.await??;
+            println!(
+                "  persisted at {rate:.0} msg/s offered: {per_sec:.0} messages/s stored (best 2 s), \
+                 {:.0}/s accepted, {} refused",
+                report.accepted_per_sec, report.errors
+            );
+            result.persisted_per_sec = Some(result.persisted_per_sec.unwrap_or(0.0).max(per_sec));
+            result.persistence.push(PersistRun { offered: rate, stored_per_sec: per_sec, report });
+        }
+    }
+    Ok(result)
+}
+
+/// Connections one driver process holds: one process may have 20,000
+/// descriptors here, and needs a few for itself.
+const PER_DRIVER: usize = 12_000;
+
+/// Idle connections from several `sbbench hold` processes at once; the
+/// memory of the processes clients connect to is read once they are all up. A system served by one process is
+/// held to what one process can accept here (its `max_connections`).
+async fn idle(kind: SystemKind, plan: &Plan, system: &systems::System) -> anyhow::Result<Report> {
+    use tokio::io::AsyncBufReadExt;
+    let connections = plan.idle_connections.min(system.max_connections);
+    if connections < plan.idle_connections {
+        println!(
+            "  idle: {connections} connections, not {}: {} runs as one process",
+            plan.idle_connections,
+            kind.name()
+        );
+    }
+    let before = crate::procstat::total(&system.front_pids);
+    let exe = std::env::current_exe()?;
+    let mut drivers = Vec::new();
+    for first in (0..connections).step_by(PER_DRIVER) {
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("hold")
+            .arg(format!("--protocol={}", protocol_name(system.codec.protocol)))
+            .arg(format!("--targets={}", system.targets.join(",")))
+            .arg(format!("--first={first}"))
+            .arg(format!("--connections={}", PER_DRIVER.min(connections - first)))
+            .arg(format!("--room-size={}", plan.room_size))
+            .env("SB_JWT_SECRET", &system.codec.secret)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        drivers.push((child, lines));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for (_, lines) in &mut drivers {
+        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+            .await
+            .context("a hold driver did not connect within 5 minutes")??
+            .context("a hold driver exited before connecting")?;
+        let counts: Vec<usize> = line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+        let [o, f] = counts[..] else { anyhow::bail!("hold driver said {line:?}") };
+        (ok, failed) = (ok + o, failed + f);
+    }
+    let at_connect = crate::procstat::total(&system.front_pids).rss_kib;
+    // Hold a moment so memory settles; the larger of the two readings counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = crate::procstat::total(&system.front_pids).rss_kib;
+    for (mut child, _) in drivers {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    let rss_connected = at_connect.max(settled);
+    Ok(Report {
+        connections,
+        connect_failures: failed as u64,
+        rooms: connections.div_ceil(plan.room_size),
+        server_rss_kib_before: before.rss_kib,
+        server_rss_kib_connected: rss_connected,
+        rss_bytes_per_connection: (rss_connected.saturating_sub(before.rss_kib) * 1024) as f64 / ok.max(1) as f64,
+        ..Report::default()
+    })
+}
+
+/// Starts a system and, for Switchboard, waits until a message comes
+/// through: a broker that has just started takes a while to elect its
+/// group coordinators, and that would count against the first step.
+async fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<systems::System> {
     let system = systems::start(kind, paths)?;
+    if kind.persists() {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let probe = Load {
+                targets: system.targets.clone(),
+                connections: 2,
+                room_size: 2,
+                rate: 4.0,
+                payload: 16,
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(2),
+                sources: 1,
+            };
+            if driver::run(system.codec.clone(), probe, &[], "first message").await?.delivered > 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no message came through {} within 90 s", kind.name());
+        }
+    }
+    Ok(system)
+}
+
+fn protocol_name(protocol: crate::protocol::Protocol) -> String {
+    use clap::ValueEnum;
+    protocol.to_possible_value().expect("every protocol has a name").get_name().to_owned()
+}
+
+/// Steps the send rate up until a step fails; the last good one is sustainable.
+async fn fanout(
+    kind: SystemKind,
+    plan: &Plan,
+    system: &systems::System,
+    result: &mut SystemResult,
+) -> anyhow::Result<()> {
     for &rate in &plan.rates {
         let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.step);
         let report =
@@ -138,29 +343,7 @@ pub async fn run_system(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow:
             break;
         }
     }
-    if let Some((_, rate)) = result.sustainable {
-        let load = plan.load(&system.targets, plan.fanout_connections, rate / 2.0, plan.latency_run);
-        let report = driver::run(system.codec.clone(), load, &system.pids, &format!("{} latency", kind.name())).await?;
-        println!(
-            "  latency at {:.0} msg/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
-            rate / 2.0,
-            report.p50_ms,
-            report.p99_ms,
-            report.p999_ms
-        );
-        result.latency = Some(report);
-    }
-    if let Some(url) = system.database.clone() {
-        // Saturate: the fastest step's rate (or the last tried), and count rows as they land.
-        let rate = result.steps.last().map(|s| s.report.rate_target).unwrap_or(plan.rates[0]);
-        let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.step);
-        let counting = tokio::spawn(count_rows(url, plan.warmup + plan.step + Duration::from_secs(8)));
-        driver::run(system.codec.clone(), load, &system.pids, &format!("{} persist", kind.name())).await?;
-        let per_sec = counting.await??;
-        println!("  persisted at {rate:.0} msg/s offered: {per_sec:.0} messages/s stored (best 2 s)");
-        result.persisted_per_sec = Some(per_sec);
-    }
-    Ok(result)
+    Ok(())
 }
 
 /// Why a step does not count as sustainable, if it does not.

@@ -35,14 +35,25 @@ impl SystemKind {
             SystemKind::SwitchboardKafka => "Switchboard (Kafka + PostgreSQL)",
         }
     }
+
+    /// Whether the system stores messages (and so has a persistence figure).
+    pub fn persists(self) -> bool {
+        matches!(self, SystemKind::Switchboard | SystemKind::SwitchboardKafka)
+    }
 }
 
 pub struct System {
     pub codec: Codec,
     pub targets: Vec<String>,
+    /// Every process that works for the system (CPU and memory under load).
     pub pids: Vec<u32>,
+    /// The processes clients connect to (memory per idle connection).
+    pub front_pids: Vec<u32>,
     /// Switchboard's database URL (SQLite or PostgreSQL), to count stored messages.
     pub database: Option<String>,
+    /// Most connections the system can accept here: a system that runs as
+    /// one process is bound by that process's limit of 20,000 descriptors.
+    pub max_connections: usize,
     children: Vec<Child>,
 }
 
@@ -62,6 +73,10 @@ pub struct Paths {
     pub work: PathBuf,
 }
 
+/// Connections one server process can take here (hard limit of 20,000
+/// descriptors per process, less its own files and Kafka's sockets).
+const ONE_PROCESS_CONNECTIONS: usize = 19_500;
+
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
 pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
@@ -79,25 +94,32 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
         codec: Codec { protocol: Protocol::Bare, secret: SECRET.into(), run: String::new() },
         targets: Vec::new(),
         pids: Vec::new(),
+        front_pids: Vec::new(),
         database: None,
+        max_connections: usize::MAX,
         children: Vec::new(),
     };
-    let spawn = |system: &mut System, command: &mut Command, name: &str| -> anyhow::Result<()> {
+    // Returns the process id.
+    let spawn = |system: &mut System, command: &mut Command, name: &str| -> anyhow::Result<u32> {
         let child = command
             .stdin(Stdio::null())
             .stdout(log(name)?)
             .stderr(log(&format!("{name}.err"))?)
             .spawn()
             .with_context(|| format!("start {name}: {command:?}"))?;
-        system.pids.push(child.id());
+        let pid = child.id();
+        system.pids.push(pid);
         system.children.push(child);
-        Ok(())
+        Ok(pid)
     };
     match kind {
         SystemKind::Ceiling => {
             let exe = std::env::current_exe()?;
-            spawn(&mut system, Command::new(exe).args(["ceiling", "--listen", "127.0.0.1:17001"]), "ceiling")?;
+            let pid =
+                spawn(&mut system, Command::new(exe).args(["ceiling", "--listen", "127.0.0.1:17001"]), "ceiling")?;
+            system.front_pids.push(pid);
             system.targets = vec!["127.0.0.1:17001".into()];
+            system.max_connections = ONE_PROCESS_CONNECTIONS;
         }
         SystemKind::Socketio => {
             system.codec.protocol = Protocol::Socketio;
@@ -122,7 +144,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                 bail!("bench/socketio/node_modules missing: run bench/setup.sh");
             }
             for port in [17011, 17012] {
-                spawn(
+                let pid = spawn(
                     &mut system,
                     Command::new("node")
                         .arg(&server)
@@ -130,6 +152,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                         .env("REDIS_URL", "redis://127.0.0.1:16379"),
                     &format!("socketio-{port}"),
                 )?;
+                system.front_pids.push(pid);
                 system.targets.push(format!("127.0.0.1:{port}"));
             }
         }
@@ -143,7 +166,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             if !bin.is_file() {
                 bail!("{} missing: cargo build --release", bin.display());
             }
-            spawn(
+            let pid = spawn(
                 &mut system,
                 Command::new(bin)
                     .args(["--port", "17021", "--jwt-secret", SECRET])
@@ -152,7 +175,9 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                     .env("RUST_LOG", "warn"),
                 "switchboard",
             )?;
+            system.front_pids.push(pid);
             system.targets = vec!["127.0.0.1:17021".into(), "127.0.0.1:17022".into()];
+            system.max_connections = ONE_PROCESS_CONNECTIONS;
             system.database = Some(format!("sqlite://{}?mode=ro", db.display()));
         }
         SystemKind::SwitchboardKafka => {
@@ -177,7 +202,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             spawn(&mut system, Command::new(bin("persister")).args(&common).env("RUST_LOG", "warn"), "persister")?;
             spawn(&mut system, Command::new(bin("router")).args(&common[..2]).env("RUST_LOG", "warn"), "router")?;
             for (node, port) in [("edge-1", 17031), ("edge-2", 17032)] {
-                spawn(
+                let pid = spawn(
                     &mut system,
                     Command::new(bin("edge"))
                         .args(&common)
@@ -186,12 +211,14 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                         .env("RUST_LOG", "warn"),
                     node,
                 )?;
+                system.front_pids.push(pid);
                 system.targets.push(format!("127.0.0.1:{port}"));
             }
             // The broker and the database work for this system too: count them.
             let kafka_pid = std::fs::read_to_string(paths.root.join(".work/kafka/kafka.pid"))
                 .context("Kafka is not running: scripts/kafka.sh start")?;
             system.pids.push(kafka_pid.trim().parse()?);
+            system.pids.push(postmaster_pid(paths)?);
             system.database = Some(database_url);
         }
     }
@@ -232,4 +259,11 @@ fn which(program: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join(program))
         .find(|p| Path::new(p).is_file())
+}
+
+/// PostgreSQL's postmaster (its children serve the connections).
+fn postmaster_pid(paths: &Paths) -> anyhow::Result<u32> {
+    let output = Command::new(paths.root.join("scripts/postgres.sh")).arg("pid").output()?;
+    let pid = String::from_utf8(output.stdout)?;
+    pid.trim().parse().with_context(|| format!("scripts/postgres.sh pid printed {pid:?}"))
 }

@@ -2,6 +2,7 @@
 //! names, Kafka client construction, the SQL store, dead-lettering, shutdown
 //! and logging. Nothing here knows about WebSockets or routing policy.
 
+pub mod backlog;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;

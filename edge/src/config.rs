@@ -2,8 +2,10 @@
 //! defaults an operator would expect.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_core::backlog::Backlog;
 use switchboard_core::config::{Secret, parse_duration};
 use switchboard_schemas::protocol::Limits;
 
@@ -78,6 +80,9 @@ pub struct EdgeConfig {
     /// Serve `/dev/token` and the demo page. Only the embedded default turns this on.
     #[arg(skip)]
     pub dev_mode: bool,
+    /// Refuse sends while the persister is this far behind (embedded default only).
+    #[arg(skip)]
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 impl EdgeConfig {
@@ -137,6 +142,7 @@ impl EdgeConfig {
             drain_grace: Duration::from_secs(10),
             create_delivery_topic: false,
             dev_mode: false,
+            backlog: None,
         }
     }
 }

@@ -245,6 +245,15 @@ impl Session {
         if body.contains('\0') {
             return self.fail(&reference, ErrorCode::InvalidFrame, "body must not contain NUL");
         }
+        if let Some(backlog) = &self.state.config.backlog
+            && backlog.is_full()
+        {
+            return self.fail(
+                &reference,
+                ErrorCode::Unavailable,
+                "the server is behind; retry with the same client_id",
+            );
+        }
         // Waiting here pauses reading this connection: backpressure, not buffering.
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
         let id = message_id(&room, &self.claims.sub, &client_id).to_string();
@@ -268,7 +277,12 @@ impl Session {
                 .payload(&payload)
                 .headers(record_headers(INBOUND_V1, Some(&traceparent)));
             let reply = match state.producer.send(record, Timeout::After(state.config.produce_queue_timeout)).await {
-                Ok(_) => ServerFrame::Ack { reference, status: AckStatus::Accepted, id },
+                Ok(_) => {
+                    if let Some(backlog) = &state.config.backlog {
+                        backlog.accepted(payload.len());
+                    }
+                    ServerFrame::Ack { reference, status: AckStatus::Accepted, id }
+                }
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "send not accepted by kafka");
                     ServerFrame::error(

@@ -30,7 +30,7 @@ pub struct Env {
 
 impl Env {
     pub fn from_env() -> Env {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"));
         let bin_dir = std::env::var_os("SB_E2E_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
             let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
             target.join("release")

@@ -32,12 +32,16 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(tune_edge: fn(&mut EdgeConfig)) -> Harness {
+    start_configured(|config| config.tune_edge = tune_edge).await
+}
+
+pub async fn start_configured(tune: impl FnOnce(&mut EmbeddedConfig)) -> Harness {
     switchboard_core::telemetry::init();
     let dir = tempfile::tempdir().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = EmbeddedConfig::new(dir.path().join("chat.db"), [any, any]);
     config.jwt_secret = SECRET.into();
-    config.tune_edge = tune_edge;
+    tune(&mut config);
     let embedded = Embedded::start(config).await.expect("embedded deployment starts");
     Harness { embedded, _dir: dir }
 }

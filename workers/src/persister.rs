@@ -1,11 +1,12 @@
-//! The persister: consumes `sb.inbound` in a consumer group and, per batch and
-//! partition, stores the sends in one SQL transaction, publishes the stored
-//! messages to `sb.events` (rejections to the sender's node), and only then
-//! stores the consumer offsets. A crash anywhere before that replays the
-//! batch, and the idempotent insert makes the replay harmless.
+//! The persister: consumes `sb.inbound` in a consumer group and, per batch,
+//! stores the sends in one SQL transaction, publishes the stored messages to
+//! `sb.events` (rejections to the sender's node), and only then stores the
+//! consumer offsets. A crash anywhere before that replays the batch, and the
+//! idempotent insert makes the replay harmless.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -15,6 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{header_str, record_headers};
 use switchboard_core::store::{Outcome, Store, StoreError};
@@ -48,11 +50,14 @@ pub struct PersisterConfig {
     #[arg(long = "persister-batch-window", env = "SB_PERSISTER_BATCH_WINDOW", default_value = "5ms",
           value_parser = switchboard_core::config::parse_duration)]
     pub batch_window: Duration,
+    /// Told what has been handled, so the edges can hold back (embedded default only).
+    #[arg(skip)]
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 impl Default for PersisterConfig {
     fn default() -> Self {
-        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::from_millis(5) }
+        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::from_millis(5), backlog: None }
     }
 }
 
@@ -100,28 +105,20 @@ impl Persister {
                 }
                 continue;
             }
-            let mut by_partition: BTreeMap<i32, Vec<BorrowedMessage<'_>>> = BTreeMap::new();
-            for record in records {
-                by_partition.entry(record.partition()).or_default().push(record);
-            }
-            for (partition, records) in by_partition {
-                if !self.handle_partition_batch(partition, &records, &shutdown).await {
-                    tracing::info!("persister stopping mid-batch; the batch will be replayed");
-                    return Ok(());
-                }
+            if !self.handle_batch(&records, &shutdown).await {
+                tracing::info!("persister stopping mid-batch; the batch will be replayed");
+                return Ok(());
             }
         }
         tracing::info!("persister stopped");
         Ok(())
     }
 
-    /// Returns false when shutdown interrupted the batch before it was durable.
-    async fn handle_partition_batch(
-        &self,
-        partition: i32,
-        records: &[BorrowedMessage<'_>],
-        shutdown: &CancellationToken,
-    ) -> bool {
+    /// Handles a batch, whatever partitions it spans, in one SQL transaction
+    /// and one wait for Kafka's acks; rooms never share a partition, so order
+    /// within a room is the order of the batch. Returns false when shutdown
+    /// interrupted the batch before it was durable.
+    async fn handle_batch(&self, records: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> bool {
         let mut commands = Vec::with_capacity(records.len());
         for record in records {
             match decode(record) {
@@ -136,10 +133,18 @@ impl Persister {
         if !commands.is_empty() && !self.persist_and_publish(&commands, shutdown).await {
             return false;
         }
-        let last = records.last().map(|r| r.offset()).unwrap_or_default();
-        if let Err(e) = self.member.consumer().store_offset(&self.topics.inbound(), partition, last) {
-            // The partition was revoked meanwhile: its new owner replays the batch.
-            tracing::debug!(partition, error = %e, "could not store offset");
+        if let Some(backlog) = &self.config.backlog {
+            backlog.handled(records.iter().map(|r| r.payload_len()).sum());
+        }
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for record in records {
+            last.insert(record.partition(), record.offset());
+        }
+        for (partition, offset) in last {
+            if let Err(e) = self.member.consumer().store_offset(&self.topics.inbound(), partition, offset) {
+                // The partition was revoked meanwhile: its new owner replays the batch.
+                tracing::debug!(partition, error = %e, "could not store offset");
+            }
         }
         true
     }
@@ -297,7 +302,7 @@ impl Persister {
     }
 }
 
-/// Why a partition batch is not finished yet.
+/// Why a batch is not finished yet.
 enum Unfinished {
     Shutdown,
     /// Stored, but some events were not acknowledged by Kafka.

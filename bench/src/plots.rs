@@ -81,15 +81,11 @@ fn latency_percentiles(path: &Path, results: &[SystemResult]) -> anyhow::Result<
         .y_desc("ms (log scale)")
         .y_label_formatter(&|y: &f64| format!("{y}"))
         .draw()?;
-    for (i, (name, values)) in series.iter().enumerate() {
-        let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(x, &y)| (x as f64, y)).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color(i).stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color(i).filled())))?;
-    }
-    legend(&mut chart)?;
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, values)| (*name, values.iter().enumerate().map(|(x, &y)| (x as f64, y)).collect()))
+        .collect();
+    lines(&mut chart, &series, true)?;
     root.present()?;
     Ok(true)
 }
@@ -120,16 +116,9 @@ fn fanout_p99(path: &Path, results: &[SystemResult]) -> anyhow::Result<bool> {
         .x_label_formatter(&|x: &f64| format!("{x:.0}"))
         .y_label_formatter(&|y: &f64| format!("{y}"))
         .draw()?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color(i).stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color(i).filled())))?;
-    }
     // The limit a step must stay under to count as sustainable.
     chart.draw_series(LineSeries::new([(200.0, 100.0), (max_rate, 100.0)], BLACK.stroke_width(1)))?;
-    legend(&mut chart)?;
+    lines(&mut chart, &series, true)?;
     root.present()?;
     Ok(true)
 }
@@ -170,20 +159,26 @@ fn throughput_over_time(path: &Path, results: &[SystemResult]) -> anyhow::Result
         .x_label_formatter(&|x: &f64| format!("{x:.0}"))
         .y_label_formatter(&|y: &f64| format!("{y:.0}"))
         .draw()?;
+    lines(&mut chart, &series, false)?;
+    root.present()?;
+    Ok(true)
+}
+
+/// One line per system (with dots on its points if `dots`), and the legend.
+fn lines<'a, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    series: &[(&str, Vec<(f64, f64)>)],
+    dots: bool,
+) -> anyhow::Result<()> {
     for (i, (name, points)) in series.iter().enumerate() {
         chart
             .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))?
             .label(*name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color(i).stroke_width(2)));
+        if dots {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color(i).filled())))?;
+        }
     }
-    legend(&mut chart)?;
-    root.present()?;
-    Ok(true)
-}
-
-fn legend<'a, CT: plotters::coord::CoordTranslate>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
-) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)

@@ -79,6 +79,11 @@ running() {
 
 start() {
     if running; then echo "kafka already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return; fi
+    # Another checkout's broker (or anything else) on the port would make ours fail late and obscurely.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        echo "port 127.0.0.1:$PORT is taken by another process (another checkout's broker?); stop it first" >&2
+        exit 1
+    fi
     fetch
     configure
     local cp="$LIBS/*"

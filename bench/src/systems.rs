@@ -87,6 +87,8 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             bail!("port {port} is taken by another process; stop it first");
         }
     }
+    // Switchboard's processes log warnings unless SB_BENCH_LOG says otherwise.
+    let log_level = std::env::var("SB_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     let log = |name: &str| -> anyhow::Result<Stdio> {
         Ok(std::fs::File::create(paths.work.join(format!("{name}.log")))?.into())
     };
@@ -172,7 +174,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                     .args(["--port", "17021", "--jwt-secret", SECRET])
                     .arg("--db")
                     .arg(&db)
-                    .env("RUST_LOG", "warn"),
+                    .env("RUST_LOG", &log_level),
                 "switchboard",
             )?;
             system.front_pids.push(pid);
@@ -199,8 +201,8 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             run(Command::new(&sbctl).args(["topics", "--partitions=4", "--replication=1"]).args(&common[..2]))?;
             run(Command::new(&sbctl).arg("migrate").arg(&common[2]))?;
             let bin = |name: &str| paths.bin_dir.join(name);
-            spawn(&mut system, Command::new(bin("persister")).args(&common).env("RUST_LOG", "warn"), "persister")?;
-            spawn(&mut system, Command::new(bin("router")).args(&common[..2]).env("RUST_LOG", "warn"), "router")?;
+            spawn(&mut system, Command::new(bin("persister")).args(&common).env("RUST_LOG", &log_level), "persister")?;
+            spawn(&mut system, Command::new(bin("router")).args(&common[..2]).env("RUST_LOG", &log_level), "router")?;
             for (node, port) in [("edge-1", 17031), ("edge-2", 17032)] {
                 let pid = spawn(
                     &mut system,
@@ -208,7 +210,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                         .args(&common)
                         .args([format!("--node-id={node}"), format!("--listen=127.0.0.1:{port}")])
                         .args(["--jwt-secret", SECRET])
-                        .env("RUST_LOG", "warn"),
+                        .env("RUST_LOG", &log_level),
                     node,
                 )?;
                 system.front_pids.push(pid);

@@ -48,6 +48,16 @@ impl GroupMember {
         }
         Ok(())
     }
+
+    /// Stores each partition's offset for the next commit. A partition
+    /// revoked meanwhile is skipped: its new owner replays those records.
+    pub fn store_offsets<'t>(&self, offsets: impl IntoIterator<Item = ((&'t str, i32), i64)>) {
+        for ((topic, partition), offset) in offsets {
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
+                tracing::debug!(%topic, partition, error = %e, "could not store offset");
+            }
+        }
+    }
 }
 
 fn subscribe(

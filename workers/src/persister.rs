@@ -12,7 +12,6 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -136,16 +135,9 @@ impl Persister {
         if let Some(backlog) = &self.config.backlog {
             backlog.handled(records.iter().map(|r| r.payload_len()).sum());
         }
-        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in records {
-            last.insert(record.partition(), record.offset());
-        }
-        for (partition, offset) in last {
-            if let Err(e) = self.member.consumer().store_offset(&self.topics.inbound(), partition, offset) {
-                // The partition was revoked meanwhile: its new owner replays the batch.
-                tracing::debug!(partition, error = %e, "could not store offset");
-            }
-        }
+        let last: BTreeMap<(&str, i32), i64> =
+            records.iter().map(|r| ((r.topic(), r.partition()), r.offset())).collect();
+        self.member.store_offsets(last);
         true
     }
 

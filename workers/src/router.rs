@@ -105,11 +105,11 @@ impl Router {
             }
             let now = now_ms();
             let mut pending = Vec::with_capacity(records.len());
-            let mut last_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            let mut last_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
             // Partitions whose offset must not move: a record there could not be dead-lettered.
-            let mut held: HashSet<(String, i32)> = HashSet::new();
+            let mut held: HashSet<(&str, i32)> = HashSet::new();
             for record in &records {
-                let position = (record.topic().to_owned(), record.partition());
+                let position = (record.topic(), record.partition());
                 if !held.contains(&position) {
                     last_offsets.insert(position, record.offset());
                 }
@@ -118,7 +118,7 @@ impl Router {
                     Err(reason) => {
                         if let Err(e) = dead_letter.send(record, &reason).await {
                             tracing::error!(error = %e, "could not dead-letter; will retry on replay");
-                            let position = (record.topic().to_owned(), record.partition());
+                            let position = (record.topic(), record.partition());
                             last_offsets.remove(&position);
                             held.insert(position);
                         }
@@ -136,11 +136,7 @@ impl Router {
                     tracing::warn!(%topic, error = %e, "delivery produce failed");
                 }
             }
-            for ((topic, partition), offset) in last_offsets {
-                if let Err(e) = member.consumer().store_offset(&topic, partition, offset) {
-                    tracing::debug!(%topic, partition, error = %e, "could not store offset");
-                }
-            }
+            member.store_offsets(last_offsets);
         }
         follow.abort();
         tracing::info!("router stopped");

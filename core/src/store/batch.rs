@@ -28,7 +28,8 @@ struct Room {
     private: bool,
     epoch: u64,
     last_seq: i64,
-    first_new_seq: Option<i64>,
+    /// This batch assigned seqs in it, so `last_seq` is written back.
+    advanced: bool,
 }
 
 /// The idempotency key of a send.
@@ -46,8 +47,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
     let mut names = stored_names(tx, sends).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
-    let mut new_rows: Vec<MessageFrame> = Vec::new();
-    // Index into new_rows of each key stored by this batch, for repeats within it.
+    // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
     let mut named: HashMap<&str, &str> = HashMap::new();
     for send in sends {
@@ -66,8 +66,9 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
             continue;
         }
         if let Some(&index) = stored_now.get(&key(send)) {
-            let message = new_rows[index].clone();
-            outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: true });
+            let Outcome::Stored { message, .. } = &outcomes[index] else { unreachable!("indexes a stored send") };
+            let message = message.clone();
+            outcomes.push(Outcome::Stored { message, duplicate: true });
             continue;
         }
         // The token's name (stored for later), else the latest one known.
@@ -80,7 +81,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
             None => names.get(&send.sender).cloned().unwrap_or_else(|| send.sender.clone()),
         };
         room.last_seq += 1;
-        room.first_new_seq.get_or_insert(room.last_seq);
+        room.advanced = true;
         let message = MessageFrame {
             room: send.room.clone(),
             seq: room.last_seq as u64,
@@ -91,12 +92,18 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
             body: send.body.clone(),
             sent_at: now,
         };
-        stored_now.insert(key(send), new_rows.len());
-        new_rows.push(message.clone());
+        stored_now.insert(key(send), outcomes.len());
         outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: false });
     }
 
     upsert_names(tx, &named, now).await?;
+    let new_rows: Vec<&MessageFrame> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Stored { message, duplicate: false } => Some(&message.message),
+            _ => None,
+        })
+        .collect();
     insert_messages(tx, &new_rows).await?;
     write_room_seqs(tx, &rooms).await?;
     Ok(outcomes)
@@ -147,7 +154,7 @@ async fn lock_existing<'a>(
                 private: row.try_get::<String, _>("kind")? == PRIVATE,
                 epoch: row.try_get::<i64, _>("epoch")? as u64,
                 last_seq: row.try_get("last_seq")?,
-                first_new_seq: None,
+                advanced: false,
             };
             rooms.insert(name, room);
         }
@@ -244,7 +251,7 @@ async fn upsert_names(tx: &mut Tx, named: &HashMap<&str, &str>, now: i64) -> Res
     Ok(())
 }
 
-async fn insert_messages(tx: &mut Tx, rows: &[MessageFrame]) -> Result<(), StoreError> {
+async fn insert_messages(tx: &mut Tx, rows: &[&MessageFrame]) -> Result<(), StoreError> {
     for chunk in rows.chunks(MAX_BINDS / 8) {
         let sql = format!(
             "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) VALUES {}",
@@ -270,7 +277,7 @@ async fn insert_messages(tx: &mut Tx, rows: &[MessageFrame]) -> Result<(), Store
 /// `last_seq` of every room this batch stored messages in, in one UPDATE.
 async fn write_room_seqs(tx: &mut Tx, rooms: &HashMap<&str, Room>) -> Result<(), StoreError> {
     let advanced: Vec<(&str, i64)> =
-        rooms.iter().filter(|(_, room)| room.first_new_seq.is_some()).map(|(id, room)| (*id, room.last_seq)).collect();
+        rooms.iter().filter(|(_, room)| room.advanced).map(|(id, room)| (*id, room.last_seq)).collect();
     for chunk in advanced.chunks(MAX_BINDS / 3) {
         // CASE id WHEN $1 THEN $2 ... END, then the ids again for the WHERE.
         let cases: String = (0..chunk.len()).map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2)).collect();

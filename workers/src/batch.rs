@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
+
+/// How often an idle wait checks whether the consumer has failed for good.
+const FATAL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Returns an empty batch only when `shutdown` is cancelled or the consumer
 /// failed for good (the caller then joins again, see [`crate::membership`]).
@@ -21,6 +24,14 @@ pub async fn collect<'c>(
     let first = loop {
         tokio::select! {
             _ = shutdown.cancelled() => return batch,
+            // librdkafka may mark the consumer failed long before the error
+            // reaches `recv` (13 s seen after a broker restart); a failed
+            // consumer gets no records, so look for it while waiting.
+            _ = tokio::time::sleep(FATAL_CHECK_EVERY) => {
+                if consumer.client().fatal_error().is_some() {
+                    return batch;
+                }
+            }
             received = consumer.recv() => match received {
                 Ok(message) => break message,
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {

@@ -44,7 +44,8 @@ impl GroupMember {
     pub fn rejoin_if_failed(&mut self) -> Result<(), KafkaError> {
         if let Some((code, reason)) = self.consumer.client().fatal_error() {
             tracing::error!(group = %self.group, ?code, %reason, "group consumer failed for good; joining again");
-            self.consumer = subscribe(&self.kafka, &self.group, self.instance.as_deref(), &self.topics)?;
+            let fresh = subscribe(&self.kafka, &self.group, self.instance.as_deref(), &self.topics)?;
+            retire(std::mem::replace(&mut self.consumer, fresh), &self.group);
         }
         Ok(())
     }
@@ -57,6 +58,22 @@ impl GroupMember {
                 tracing::debug!(%topic, partition, error = %e, "could not store offset");
             }
         }
+    }
+}
+
+/// Drops a failed consumer on a thread of its own. Destroying a group
+/// consumer after a broker outage can block in librdkafka (issue #4674);
+/// on a runtime thread that would stall the worker's loop, here it can only
+/// hold this thread.
+fn retire(consumer: StreamConsumer, group: &str) {
+    let group = group.to_owned();
+    let spawned = std::thread::Builder::new().name("sb-retire-consumer".into()).spawn(move || {
+        drop(consumer);
+        tracing::info!(%group, "failed group consumer destroyed");
+    });
+    if let Err(e) = spawned {
+        // The consumer was dropped with the closure, on this thread.
+        tracing::error!(error = %e, "could not start a thread to destroy the failed consumer");
     }
 }
 

@@ -94,6 +94,7 @@ impl Router {
         let instance = config.instance_id.clone();
         let mut member = GroupMember::join(&kafka, group, instance, vec![topics.events(), topics.ephemeral()])?;
         tracing::info!(group = %member.group(), "router started");
+        let mut progress = Progress::new();
         loop {
             member.rejoin_if_failed()?;
             let records = batch::collect(member.consumer(), config.batch_max, config.batch_window, &shutdown).await;
@@ -126,6 +127,7 @@ impl Router {
                     }
                 };
                 let targets = table.read().expect("routing table lock poisoned").targets(room, now);
+                progress.count(targets.is_empty());
                 for node in targets {
                     pending.push(forward(&producer, topics.deliver(&node), record));
                 }
@@ -137,10 +139,46 @@ impl Router {
                 }
             }
             member.store_offsets(last_offsets);
+            progress.report_every(PROGRESS_EVERY, || {
+                table.read().expect("routing table lock poisoned").live_nodes(now).len()
+            });
         }
         follow.abort();
         tracing::info!("router stopped");
         Ok(())
+    }
+}
+
+/// How often the router logs what it routed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Records routed since the last report, for one info line per interval:
+/// enough to tell a router that gets no events from one whose table routes
+/// them nowhere (no live nodes).
+struct Progress {
+    since: std::time::Instant,
+    routed: u64,
+    unrouted: u64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { since: std::time::Instant::now(), routed: 0, unrouted: 0 }
+    }
+
+    fn count(&mut self, unrouted: bool) {
+        if unrouted {
+            self.unrouted += 1;
+        } else {
+            self.routed += 1;
+        }
+    }
+
+    fn report_every(&mut self, every: Duration, live_nodes: impl FnOnce() -> usize) {
+        if self.since.elapsed() >= every {
+            tracing::info!(routed = self.routed, without_target = self.unrouted, live_nodes = live_nodes(), "routing");
+            *self = Self::new();
+        }
     }
 }
 

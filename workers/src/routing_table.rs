@@ -3,6 +3,13 @@
 //! Rules: a route counts only in its node's current epoch (a restarted node's
 //! old routes are dead); a node whose last heartbeat is older than the stale
 //! timeout, that never sent one, or that is draining gets nothing.
+//!
+//! A heartbeat's age is measured against the newest heartbeat the table has
+//! read from any node (never later than the router's clock), not against the
+//! clock alone. A router cut off from `sb.nodes` (a broker restart) would
+//! otherwise take its own lag for dead nodes and drop every event it read
+//! before the heartbeats caught up; a node that really stopped still falls
+//! behind the others' heartbeats and is dropped.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,6 +28,8 @@ pub struct RoutingTable {
     rooms: HashMap<String, HashMap<String, u64>>,
     nodes: HashMap<String, NodeState>,
     stale_after_ms: i64,
+    /// Newest `heartbeat_at` read from any node: the table's own "now".
+    newest_heartbeat: i64,
 }
 
 impl RoutingTable {
@@ -55,6 +64,7 @@ impl RoutingTable {
             return;
         };
         let state = NodeState { epoch: record.epoch, heartbeat_at: record.heartbeat_at, draining: record.draining };
+        self.newest_heartbeat = self.newest_heartbeat.max(record.heartbeat_at);
         match self.nodes.get(node) {
             Some(known) if record.epoch < known.epoch => return,
             Some(known) if record.epoch > known.epoch => self.forget_routes_before(node, record.epoch),
@@ -77,9 +87,7 @@ impl RoutingTable {
         let mut targets: Vec<String> = nodes
             .iter()
             .filter(|(node, epoch)| {
-                self.nodes.get(*node).is_some_and(|state| {
-                    state.epoch == **epoch && !state.draining && now_ms - state.heartbeat_at <= self.stale_after_ms
-                })
+                self.nodes.get(*node).is_some_and(|state| state.epoch == **epoch && self.is_live(state, now_ms))
             })
             .map(|(node, _)| node.clone())
             .collect();
@@ -89,11 +97,12 @@ impl RoutingTable {
 
     /// Nodes alive at `now_ms` (for metrics and logs).
     pub fn live_nodes(&self, now_ms: i64) -> HashSet<String> {
-        self.nodes
-            .iter()
-            .filter(|(_, s)| !s.draining && now_ms - s.heartbeat_at <= self.stale_after_ms)
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.nodes.iter().filter(|(_, s)| self.is_live(s, now_ms)).map(|(n, _)| n.clone()).collect()
+    }
+
+    fn is_live(&self, state: &NodeState, now_ms: i64) -> bool {
+        let reference = now_ms.min(self.newest_heartbeat);
+        !state.draining && reference - state.heartbeat_at <= self.stale_after_ms
     }
 }
 
@@ -156,19 +165,44 @@ mod tests {
     fn stale_draining_and_unknown_nodes_get_nothing() {
         let mut t = RoutingTable::new(1_000);
         t.apply_node("a", Some(&node("a", 1, 0)));
+        t.apply_node("b", Some(&node("b", 1, 0)));
         let (k, v) = route("r", "a", 1);
         t.apply_route(&k, Some(&v));
         assert_eq!(t.targets("r", 1_000), vec!["a"]);
+        // b goes on beating, a does not.
+        t.apply_node("b", Some(&node("b", 1, 1_001)));
         assert!(t.targets("r", 1_001).is_empty(), "heartbeat too old");
         t.apply_node("a", Some(&node("a", 1, 2_000)));
         assert_eq!(t.targets("r", 2_500), vec!["a"], "fresh heartbeat revives it");
 
+        t.apply_node("b", Some(&node("b", 1, 2_400)));
         t.apply_node("a", Some(&NodeRecord { draining: true, ..node("a", 1, 2_500) }));
         assert!(t.targets("r", 2_500).is_empty(), "draining");
 
         let (k, v) = route("r", "ghost", 1);
         t.apply_route(&k, Some(&v));
         assert!(t.targets("r", 2_500).is_empty(), "never sent a heartbeat");
-        assert!(t.live_nodes(2_500).is_empty());
+        assert_eq!(t.live_nodes(2_500), HashSet::from(["b".to_string()]));
+    }
+
+    #[test]
+    fn a_router_behind_on_heartbeats_does_not_drop_nodes() {
+        let mut t = RoutingTable::new(1_000);
+        t.apply_node("a", Some(&node("a", 1, 10_000)));
+        t.apply_node("b", Some(&node("b", 1, 10_000)));
+        let (k, v) = route("r", "a", 1);
+        t.apply_route(&k, Some(&v));
+        let (k, v) = route("r", "b", 1);
+        t.apply_route(&k, Some(&v));
+        // The router read nothing from sb.nodes for a minute (broker down):
+        // no node beat later than the others, so none is taken for dead.
+        assert_eq!(t.targets("r", 70_000), vec!["a", "b"]);
+        // Heartbeats come back, only from b: a is now behind and dropped.
+        t.apply_node("b", Some(&node("b", 1, 70_000)));
+        assert_eq!(t.targets("r", 70_000), vec!["b"]);
+        // A heartbeat stamped ahead of the router's clock makes nobody stale early.
+        t.apply_node("b", Some(&node("b", 1, 90_000)));
+        t.apply_node("a", Some(&node("a", 1, 69_500)));
+        assert_eq!(t.targets("r", 70_000), vec!["a", "b"]);
     }
 }

@@ -51,7 +51,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
 
 async fn connection(stream: tokio::net::TcpStream, id: u64, rooms: Arc<Mutex<HashMap<String, Members>>>) {
     // The same read buffer as Switchboard's edge default, so both do the same reads.
-    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let config = WebSocketConfig::default().read_buffer_size(switchboard_edge::config::DEFAULT_READ_BUFFER_BYTES);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else { return };
     let (mut sink, mut source) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();

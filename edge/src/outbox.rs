@@ -64,6 +64,13 @@ impl OutboxReceiver {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
         Some(frame)
     }
+
+    /// A frame already queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.try_recv().ok()?;
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
 }
 
 impl Outbox {

@@ -86,7 +86,7 @@ pub async fn write_loop<S>(
         // A client that stops reading blocks this send; closing must still win.
         let sent = tokio::select! {
             _ = closing.token.cancelled() => break,
-            sent = sink.send(message) => sent,
+            sent = send_queued(&mut sink, message, &mut outbox) => sent,
         };
         if sent.is_err() {
             closing.close(None);
@@ -98,6 +98,24 @@ pub async fn write_loop<S>(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+/// Most frames written to the socket with one flush.
+const FRAMES_PER_FLUSH: usize = 64;
+
+/// Writes `first` and the frames already queued behind it (up to
+/// [`FRAMES_PER_FLUSH`]), then flushes once: a burst of deliveries costs one
+/// socket write instead of one per frame.
+async fn send_queued<S>(sink: &mut S, first: Message, outbox: &mut OutboxReceiver) -> Result<(), S::Error>
+where
+    S: Sink<Message> + Unpin,
+{
+    sink.feed(first).await?;
+    for _ in 1..FRAMES_PER_FLUSH {
+        let Some(frame) = outbox.try_recv() else { break };
+        sink.feed(Message::Text(frame)).await?;
+    }
+    sink.flush().await
 }
 
 struct Session {
@@ -168,7 +186,11 @@ impl Session {
         }
         match frame {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
-            ClientFrame::Join { reference, room, since, epoch } => self.join(reference, room, since, epoch).await,
+            // Boxed: a join awaits SQL queries whose futures are large, and
+            // inline they would size every idle connection's task for them.
+            ClientFrame::Join { reference, room, since, epoch } => {
+                Box::pin(self.join(reference, room, since, epoch)).await
+            }
             ClientFrame::Leave { reference, room } => {
                 if self.rooms.remove(&room) && self.state.hub.leave(&room, self.conn) {
                     self.reply(ServerFrame::Left { reference, room });
@@ -320,4 +342,69 @@ impl Session {
 fn is_too_big(error: axum::Error) -> bool {
     let inner = error.into_inner();
     matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A sink that records what was written and each flush.
+    #[derive(Default)]
+    struct Recorder {
+        written: Vec<Message>,
+        /// Number of frames written before each flush.
+        flushed_at: Vec<usize>,
+    }
+
+    impl Sink<Message> for Recorder {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.written.push(item);
+            Ok(())
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            let n = self.written.len();
+            if self.flushed_at.last() != Some(&n) {
+                self.flushed_at.push(n);
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_are_written_in_order_with_one_flush() {
+        let (outbox, receiver) = Outbox::new(200, 1 << 20);
+        for i in 0..70 {
+            assert!(outbox.push(Utf8Bytes::from(i.to_string())));
+        }
+        let mut sink = Recorder::default();
+        let closing = outbox.closing().clone();
+        let writer = write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(3600));
+        let stop = async {
+            tokio::task::yield_now().await;
+            closing.close(None);
+        };
+        tokio::join!(writer, stop);
+        let texts: Vec<String> = sink
+            .written
+            .iter()
+            .map(|m| match m {
+                Message::Text(t) => t.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, (0..70).map(|i| i.to_string()).collect::<Vec<_>>());
+        // 70 queued frames: one flush for the first 64, one for the rest.
+        assert_eq!(sink.flushed_at, vec![FRAMES_PER_FLUSH, 70]);
+    }
 }

@@ -1,6 +1,7 @@
 //! Reads a batch of records from a consumer: waits for the first one, then
-//! takes what arrives within a short window, up to a maximum. Batches amortize
-//! SQL transactions and producer acknowledgements.
+//! takes what is already fetched and what arrives within the window (none by
+//! default), up to a maximum. Batches amortize SQL transactions and producer
+//! acknowledgements.
 
 use std::time::Duration;
 

@@ -45,8 +45,12 @@ pub struct PersisterConfig {
     /// Most records per batch.
     #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = 500)]
     pub batch_max: usize,
-    /// How long to wait for more records once a batch has started.
-    #[arg(long = "persister-batch-window", env = "SB_PERSISTER_BATCH_WINDOW", default_value = "5ms",
+    /// How long to wait for more records once a batch has started. 0 takes
+    /// only what is already fetched: under load, records pile up while the
+    /// previous batch is stored, so batches grow by themselves, and a window
+    /// only added idle time to every cycle (on Kafka + PostgreSQL, 5 ms here
+    /// and 2 ms in the router held fan-out to 2,000 msg/s; at 0, 4,000 passed).
+    #[arg(long = "persister-batch-window", env = "SB_PERSISTER_BATCH_WINDOW", default_value = "0ms",
           value_parser = switchboard_core::config::parse_duration)]
     pub batch_window: Duration,
     /// Told what has been handled, so the edges can hold back (embedded default only).
@@ -56,7 +60,7 @@ pub struct PersisterConfig {
 
 impl Default for PersisterConfig {
     fn default() -> Self {
-        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::from_millis(5), backlog: None }
+        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::ZERO, backlog: None }
     }
 }
 

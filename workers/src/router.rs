@@ -38,13 +38,15 @@ pub struct RouterConfig {
     /// name): a restart with the same id resumes its partitions at once.
     #[arg(long = "router-instance-id", env = "SB_ROUTER_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    /// A node whose last heartbeat is older than this gets nothing.
+    /// A node whose last heartbeat is this much older than the newest
+    /// heartbeat read from any node gets nothing.
     #[arg(long = "node-stale-after", env = "SB_NODE_STALE_AFTER", default_value = "15s",
           value_parser = switchboard_core::config::parse_duration)]
     pub stale_after: Duration,
     #[arg(long = "router-batch-max", env = "SB_ROUTER_BATCH_MAX", default_value_t = 1000)]
     pub batch_max: usize,
-    #[arg(long = "router-batch-window", env = "SB_ROUTER_BATCH_WINDOW", default_value = "2ms",
+    /// How long a batch waits for more records (see `SB_PERSISTER_BATCH_WINDOW`).
+    #[arg(long = "router-batch-window", env = "SB_ROUTER_BATCH_WINDOW", default_value = "0ms",
           value_parser = switchboard_core::config::parse_duration)]
     pub batch_window: Duration,
 }
@@ -56,7 +58,7 @@ impl Default for RouterConfig {
             instance_id: None,
             stale_after: Duration::from_secs(15),
             batch_max: 1000,
-            batch_window: Duration::from_millis(2),
+            batch_window: Duration::ZERO,
         }
     }
 }

@@ -154,9 +154,9 @@ impl Router {
 /// How often the router logs what it routed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// Records routed since the last report, for one info line per interval:
-/// enough to tell a router that gets no events from one whose table routes
-/// them nowhere (no live nodes).
+/// Records routed since the last report, logged after the first batch that
+/// ends an interval: a router whose table sends events nowhere (no live
+/// nodes) shows as `without_target`.
 struct Progress {
     since: std::time::Instant,
     routed: u64,

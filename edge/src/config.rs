@@ -33,8 +33,7 @@ pub struct EdgeConfig {
     #[arg(long = "max-frame-bytes", env = "SB_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: usize,
     /// Read buffer of each WebSocket, in bytes. Every connection holds one,
-    /// so it sets most of an idle connection's memory; frames larger than it
-    /// still arrive, over several reads.
+    /// idle or not; frames larger than it still arrive, over several reads.
     #[arg(long = "read-buffer-bytes", env = "SB_READ_BUFFER_BYTES", default_value_t = DEFAULT_READ_BUFFER_BYTES)]
     pub read_buffer_bytes: usize,
     /// Largest message body in bytes.

@@ -159,7 +159,7 @@ async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
     let topics = &h.embedded.topics;
 
     let dlq: StreamConsumer = kafka.assigned_consumer().unwrap();
-    assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).unwrap();
+    assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).await.unwrap();
 
     let mut alice = Client::in_room(h.edge(0), "alice", "dl").await;
 

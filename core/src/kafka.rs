@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
+use backon::{ConstantBuilder, Retryable};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -102,25 +103,46 @@ impl KafkaConfig {
     }
 }
 
-/// Partition numbers of `topic`, from the cluster's metadata.
+/// Partition numbers of `topic`, from the cluster's metadata; an error while
+/// the cluster does not know the topic.
 pub fn partitions(consumer: &StreamConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    Ok(partitions)
+    let unknown = KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition);
+    let found = metadata.topics().iter().find(|t| t.name() == topic).ok_or(unknown.clone())?;
+    if let Some(code) = found.error() {
+        return Err(KafkaError::MetadataFetch(code.into()));
+    }
+    if found.partitions().is_empty() {
+        return Err(unknown);
+    }
+    Ok(found.partitions().iter().map(|p| p.id()).collect())
 }
 
-/// Assigns every partition of `topics` to `consumer`, starting at `offset`.
-/// Returns the (topic, partition) pairs assigned.
-pub fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offset) -> KafkaResult<Vec<(String, i32)>> {
+/// How often, and how many times, an assignment asks again for topics the
+/// cluster does not know yet (about 30 s in all).
+const TOPIC_RETRY_DELAY: Duration = Duration::from_millis(500);
+const TOPIC_RETRIES: usize = 60;
+
+/// Assigns every partition of `topics` to `consumer`, starting at `offset`,
+/// once the cluster knows all of them. Returns the (topic, partition) pairs
+/// assigned, or the metadata error after about 30 s.
+///
+/// A broker that has just started answers "unknown topic" for a while, and
+/// a topic just created takes a moment to appear. Assigning only what is
+/// known would leave the consumer reading nothing, silently and for good
+/// (a router started with a just-restarted broker routed no event at all).
+pub async fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offset) -> KafkaResult<Vec<(String, i32)>> {
+    let lookup = || async {
+        topics.iter().map(|topic| Ok((*topic, partitions(consumer, topic)?))).collect::<KafkaResult<Vec<_>>>()
+    };
+    let found = lookup
+        .retry(ConstantBuilder::new().with_delay(TOPIC_RETRY_DELAY).with_max_times(TOPIC_RETRIES))
+        .notify(|e, _| tracing::warn!(?topics, error = %e, "waiting for the cluster to know the topics"))
+        .await?;
     let mut list = TopicPartitionList::new();
     let mut assigned = Vec::new();
-    for topic in topics {
-        for partition in partitions(consumer, topic)? {
+    for (topic, partitions) in found {
+        for partition in partitions {
             list.add_partition_offset(topic, partition, offset)?;
             assigned.push((topic.to_string(), partition));
         }
@@ -146,4 +168,33 @@ pub fn record_headers(schema: &str, traceparent: Option<&str>) -> OwnedHeaders {
         headers = headers.insert(Header { key: switchboard_schemas::headers::TRACEPARENT, value: Some(tp) });
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_assignment_waits_for_a_topic_the_cluster_does_not_know_yet() {
+        let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+        cluster.create_topic("known", 2, 1).unwrap();
+        let consumer = KafkaConfig::new(cluster.bootstrap_servers()).assigned_consumer().unwrap();
+        assert!(partitions(&consumer, "later").is_err(), "the cluster does not know the topic yet");
+
+        let create_later = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.create_topic("later", 3, 1).unwrap();
+        };
+        let (assigned, ()) = tokio::join!(assign_all(&consumer, &["known", "later"], Offset::Beginning), create_later);
+
+        let mut assigned = assigned.unwrap();
+        assigned.sort();
+        let expected: Vec<(String, i32)> =
+            [("known", 0), ("known", 1), ("later", 0), ("later", 1), ("later", 2)].map(|(t, p)| (t.into(), p)).into();
+        assert_eq!(assigned, expected);
+        assert_eq!(consumer.assignment().unwrap().count(), 5);
+    }
 }

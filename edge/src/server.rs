@@ -40,8 +40,8 @@ pub enum EdgeError {
     Kafka(#[from] KafkaError),
     #[error("delivery topic: {0}")]
     DeliveryTopic(#[from] ProvisionError),
-    #[error("delivery topic {0} has no partitions")]
-    NoPartitions(String),
+    #[error("delivery topic {topic} unavailable: {source}")]
+    DeliveryTopicUnavailable { topic: String, source: KafkaError },
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -93,17 +93,9 @@ impl Edge {
             create_delivery_topic(kafka, &deliver_topic).await?;
         }
         let consumer = kafka.assigned_consumer()?;
-        let mut assigned = Vec::new();
-        for _ in 0..50 {
-            assigned = assign_all(&consumer, &[&deliver_topic], Offset::End)?;
-            if !assigned.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if assigned.is_empty() {
-            return Err(EdgeError::NoPartitions(deliver_topic));
-        }
+        assign_all(&consumer, &[&deliver_topic], Offset::End)
+            .await
+            .map_err(|source| EdgeError::DeliveryTopicUnavailable { topic: deliver_topic.clone(), source })?;
         let (hub, route_changes) = Hub::new();
         let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
         presence.publish(false).await?;

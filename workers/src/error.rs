@@ -10,6 +10,9 @@ pub enum WorkerError {
     /// Kafka refused a client setting or a subscription: configuration.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The cluster does not know a topic the worker reads by assignment.
+    #[error("topics {topics:?} unavailable: {source}")]
+    TopicsUnavailable { topics: Vec<String>, source: KafkaError },
     #[error("{0}")]
     Store(#[from] StoreError),
 }

@@ -231,7 +231,9 @@ async fn load_table(
 ) -> Result<(), WorkerError> {
     let routes = topics.routes();
     let nodes = topics.nodes();
-    let assigned = assign_all(state, &[&routes, &nodes], Offset::Beginning)?;
+    let assigned = assign_all(state, &[&routes, &nodes], Offset::Beginning)
+        .await
+        .map_err(|source| WorkerError::TopicsUnavailable { topics: vec![routes.clone(), nodes.clone()], source })?;
     let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
     for (topic, partition) in assigned {
         let (low, high) = state.fetch_watermarks(&topic, partition, METADATA_TIMEOUT)?;

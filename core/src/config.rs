@@ -87,7 +87,8 @@ pub struct KafkaArgs {
     /// Extra librdkafka settings as key=value (e.g. security.protocol=SASL_SSL), comma separated.
     #[arg(long = "kafka-option", env = "SB_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
-    /// How long producers wait to batch records.
+    /// How long the edge's producer waits to batch client sends (the workers
+    /// queue whole batches and do not wait).
     #[arg(long = "kafka-linger", env = "SB_KAFKA_LINGER", default_value = "2ms", value_parser = parse_duration)]
     pub linger: Duration,
 }

@@ -53,13 +53,26 @@ impl KafkaConfig {
     }
 
     /// Idempotent producer, acks from all in-sync replicas; order per
-    /// partition is kept even across retries.
+    /// partition is kept even across retries. Waits up to `linger` to batch
+    /// records that are sent one by one (the edge's client sends).
     pub fn producer(&self) -> KafkaResult<FutureProducer> {
+        self.producer_with_linger(self.linger)
+    }
+
+    /// The same producer without lingering, for a worker that queues a whole
+    /// batch and then waits for its acks: everything there is to send is
+    /// queued already, so a linger only delayed the acks (2 ms of a ~4.5 ms
+    /// persister cycle at 2,000 msg/s).
+    pub fn batch_producer(&self) -> KafkaResult<FutureProducer> {
+        self.producer_with_linger(Duration::ZERO)
+    }
+
+    fn producer_with_linger(&self, linger: Duration) -> KafkaResult<FutureProducer> {
         let mut config = self.base();
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", self.linger.as_millis().to_string())
+            .set("linger.ms", linger.as_millis().to_string())
             // A record not acknowledged within this time fails its delivery
             // future, which the edge turns into a typed `unavailable` error.
             .set("message.timeout.ms", "30000")

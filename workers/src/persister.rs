@@ -88,7 +88,7 @@ impl Persister {
     ) -> Result<Self, WorkerError> {
         let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
         let member = GroupMember::join(kafka, group, config.instance_id.clone(), vec![topics.inbound()])?;
-        let producer = kafka.producer()?;
+        let producer = kafka.batch_producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
         Ok(Self { member, producer, dead_letter, store, topics, config })
     }
@@ -150,8 +150,12 @@ impl Persister {
     /// event is acknowledged, false on shutdown.
     async fn persist_and_publish(&self, commands: &[Command], shutdown: &CancellationToken) -> bool {
         let attempt = || async {
+            let started = std::time::Instant::now();
             let outcomes = self.persist_with_retry(commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
-            if self.publish(commands, outcomes).await { Ok(()) } else { Err(Unfinished::NotPublished) }
+            let stored = started.elapsed();
+            let published = self.publish(commands, outcomes).await;
+            tracing::debug!(records = commands.len(), ?stored, acked = ?(started.elapsed() - stored), "batch");
+            if published { Ok(()) } else { Err(Unfinished::NotPublished) }
         };
         let retried = attempt
             .retry(

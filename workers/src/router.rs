@@ -75,7 +75,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
-        let producer = kafka.producer()?;
+        let producer = kafka.batch_producer()?;
         Ok(Self {
             kafka: kafka.clone(),
             state: kafka.assigned_consumer()?,

@@ -3,8 +3,9 @@
 //! columns, `ON CONFLICT`, `RETURNING`.
 //!
 //! Rooms own a gapless sequence (`rooms.last_seq`); messages are unique on
-//! their idempotency key (room, sender, client id), so persisting the same
-//! command twice returns the first stored message unchanged.
+//! their id, the UUID v5 of their idempotency key (room, sender, client id),
+//! so persisting the same command twice returns the first stored message
+//! unchanged.
 
 use std::time::Duration;
 

@@ -8,5 +8,6 @@ pub mod plots;
 pub mod procstat;
 pub mod protocol;
 pub mod report;
+pub mod run_state;
 pub mod scenarios;
 pub mod systems;

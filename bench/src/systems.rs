@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::protocol::{Codec, Protocol};
+use crate::run_state::RunState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +56,8 @@ pub struct System {
     /// one process is bound by that process's limit of 20,000 descriptors.
     pub max_connections: usize,
     children: Vec<Child>,
+    /// Topics and database of this run (Switchboard on Kafka + PostgreSQL).
+    run_state: Option<RunState>,
 }
 
 impl Drop for System {
@@ -62,6 +65,11 @@ impl Drop for System {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(state) = &self.run_state
+            && let Err(e) = state.remove()
+        {
+            eprintln!("warning: run {} not removed: {e:#}", state.prefix);
         }
     }
 }
@@ -100,6 +108,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
         database: None,
         max_connections: usize::MAX,
         children: Vec::new(),
+        run_state: None,
     };
     // Returns the process id.
     let spawn = |system: &mut System, command: &mut Command, name: &str| -> anyhow::Result<u32> {
@@ -190,8 +199,9 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             let admin_url =
                 std::env::var("SB_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into());
             let database_url = format!("{}/{prefix}", admin_url.rsplit_once('/').context("database URL")?.0);
-            run(Command::new("psql").arg(&admin_url).args(["-qc", &format!("CREATE DATABASE {prefix}")]))?;
             let kafka = std::env::var("SB_BENCH_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into());
+            run(Command::new("psql").arg(&admin_url).args(["-qc", &format!("CREATE DATABASE {prefix}")]))?;
+            system.run_state = Some(RunState { kafka: kafka.clone(), prefix: prefix.clone(), admin_url });
             let common = [
                 format!("--kafka-brokers={kafka}"),
                 format!("--topic-prefix={prefix}"),

@@ -20,6 +20,11 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Linger of [`KafkaConfig::batch_producer`]: long enough for a batch queued
+/// in one loop (microseconds) to leave as one request per partition, where 0
+/// sent its first records alone.
+const BATCH_LINGER: Duration = Duration::from_micros(200);
+
 /// Connection settings for every Kafka client of a process.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -64,7 +69,7 @@ impl KafkaConfig {
     /// queued already, so a linger only delayed the acks (2 ms of a ~4.5 ms
     /// persister cycle at 2,000 msg/s).
     pub fn batch_producer(&self) -> KafkaResult<FutureProducer> {
-        self.producer_with_linger(Duration::ZERO)
+        self.producer_with_linger(BATCH_LINGER)
     }
 
     fn producer_with_linger(&self, linger: Duration) -> KafkaResult<FutureProducer> {
@@ -72,7 +77,8 @@ impl KafkaConfig {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", linger.as_millis().to_string())
+            // librdkafka takes fractions of a millisecond.
+            .set("linger.ms", (linger.as_secs_f64() * 1000.0).to_string())
             // A record not acknowledged within this time fails its delivery
             // future, which the edge turns into a typed `unavailable` error.
             .set("message.timeout.ms", "30000")

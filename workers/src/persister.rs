@@ -33,6 +33,8 @@ use crate::membership::GroupMember;
 /// first, this guards against other producers.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+const DEFAULT_BATCH_MAX: usize = 1_000;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PersisterConfig {
     /// Consumer group shared by all persister instances [default: <topic-prefix>-persister].
@@ -42,8 +44,11 @@ pub struct PersisterConfig {
     /// name): a restart with the same id resumes its partitions at once.
     #[arg(long = "persister-instance-id", env = "SB_PERSISTER_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    /// Most records per batch.
-    #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = 500)]
+    /// Most records per batch. Batches this large form only while the
+    /// persister catches up on a backlog; there a batch's fixed statements
+    /// weigh less the more records share them (draining a backlog on
+    /// PostgreSQL: 17-18k msg/s at 500, 20-22k at 1,000).
+    #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
     /// How long to wait for more records once a batch has started. 0 takes
     /// only what is already fetched: under load, records pile up while the
@@ -60,7 +65,13 @@ pub struct PersisterConfig {
 
 impl Default for PersisterConfig {
     fn default() -> Self {
-        Self { group: None, instance_id: None, batch_max: 500, batch_window: Duration::ZERO, backlog: None }
+        Self {
+            group: None,
+            instance_id: None,
+            batch_max: DEFAULT_BATCH_MAX,
+            batch_window: Duration::ZERO,
+            backlog: None,
+        }
     }
 }
 

@@ -88,7 +88,7 @@ pub struct KafkaArgs {
     #[arg(long = "kafka-option", env = "SB_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
     /// How long the edge's producer waits to batch client sends (the workers
-    /// queue whole batches and do not wait).
+    /// queue whole batches and wait only 0.2 ms).
     #[arg(long = "kafka-linger", env = "SB_KAFKA_LINGER", default_value = "2ms", value_parser = parse_duration)]
     pub linger: Duration,
 }

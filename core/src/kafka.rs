@@ -20,6 +20,13 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pause after a consume error before reading on. librdkafka queues its
+/// notices (broker down, reconnecting) among the records and paces them by
+/// its reconnect backoff; the pause only keeps a consumer that returns
+/// nothing but errors from spinning. At 200 ms a notice, the ~55 notices
+/// queued during a broker restart held back the records behind them for 11 s.
+pub const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(5);
+
 /// Linger of [`KafkaConfig::batch_producer`]: long enough for a batch queued
 /// in one loop (microseconds) to leave as one request per partition, where 0
 /// sent its first records alone.

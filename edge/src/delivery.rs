@@ -17,6 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::kafka::CONSUME_ERROR_PAUSE;
 use switchboard_core::store::Store;
 use switchboard_schemas::envelope::Event;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
@@ -62,7 +63,7 @@ impl Delivery {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "delivery consume error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
                     }
                 },
             }

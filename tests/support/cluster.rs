@@ -75,6 +75,7 @@ impl Process {
         let child = Command::new(&self.program)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -286,6 +287,10 @@ impl Drop for Cluster {
             edge.kill();
         }
         if std::thread::panicking() {
+            let procs = [&self.persister, &self.router].into_iter().chain(&self.edge_procs);
+            for process in procs {
+                eprintln!("--- {}: last warnings and errors\n{}", process.name, problems(&process.log, 15));
+            }
             eprintln!("process logs of the failed test are in {}", self.dir.display());
         }
     }
@@ -317,6 +322,20 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The last `lines` warnings and errors of a process log, without
+/// librdkafka's connection chatter, which repeats whenever the broker is
+/// down: what a failure report in CI can show.
+fn problems(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let found: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("Global error") && !l.contains(": FAIL [")
+        })
+        .collect();
+    found[found.len().saturating_sub(lines)..].join("\n")
 }
 
 fn tail(path: &Path, lines: usize) -> String {

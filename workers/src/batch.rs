@@ -8,6 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use switchboard_core::kafka::CONSUME_ERROR_PAUSE;
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle wait checks whether the consumer has failed for good.
@@ -22,17 +23,20 @@ pub async fn collect<'c>(
     shutdown: &CancellationToken,
 ) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::new();
+    let mut fatal_check = tokio::time::interval(FATAL_CHECK_EVERY);
     let first = loop {
+        // librdkafka may mark the consumer failed long before the error
+        // reaches `recv` (10-13 s after a broker restart, behind the notices
+        // queued while the broker was down); a failed consumer gets no
+        // records, so look on every turn and at least every second. The
+        // interval is made once: a timer made afresh each turn never fired
+        // while errors came less than a second apart.
+        if consumer.client().fatal_error().is_some() {
+            return batch;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return batch,
-            // librdkafka may mark the consumer failed long before the error
-            // reaches `recv` (13 s seen after a broker restart); a failed
-            // consumer gets no records, so look for it while waiting.
-            _ = tokio::time::sleep(FATAL_CHECK_EVERY) => {
-                if consumer.client().fatal_error().is_some() {
-                    return batch;
-                }
-            }
+            _ = fatal_check.tick() => {}
             received = consumer.recv() => match received {
                 Ok(message) => break message,
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
@@ -60,8 +64,8 @@ pub async fn collect<'c>(
 }
 
 /// Other consumer errors (broker down, partition EOF notices) are transient: log,
-/// pause briefly so a dead broker does not spin the loop, and go on.
+/// pause briefly so a consumer returning nothing but errors does not spin, and go on.
 async fn log_consume_error(e: &KafkaError) {
     tracing::warn!(error = %e, "kafka consume error");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
 }

@@ -8,9 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::AdminOptions;
+use switchboard_core::kafka::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,7 +37,7 @@ impl RunState {
 }
 
 async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", kafka).create()?;
+    let admin = KafkaConfig::new(kafka).admin()?;
     let metadata = admin.inner().fetch_metadata(None, TIMEOUT)?;
     let ours = format!("{prefix}.");
     let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(&ours)).collect();

@@ -20,12 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pause after a consume error before reading on. librdkafka queues its
-/// notices (broker down, reconnecting) among the records and paces them by
-/// its reconnect backoff; the pause only keeps a consumer that returns
-/// nothing but errors from spinning. At 200 ms a notice, the ~55 notices
-/// queued during a broker restart held back the records behind them for 11 s.
-pub const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(5);
+/// Pause after a consume error before reading on (see [`consume_error`]).
+const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(5);
 
 /// Linger of [`KafkaConfig::batch_producer`]: long enough for a batch queued
 /// in one loop (microseconds) to leave as one request per partition, where 0
@@ -129,12 +125,23 @@ impl KafkaConfig {
     }
 }
 
+/// Logs an error a consumer returned instead of a record, then pauses
+/// briefly. librdkafka queues its notices (broker down, reconnecting) among
+/// the records and paces them by its reconnect backoff, so these are
+/// transient; the pause only keeps a consumer that returns nothing but
+/// errors from spinning. At 200 ms a notice, the ~55 notices queued during a
+/// broker restart held back the records behind them for 11 s.
+pub async fn consume_error(reading: &'static str, e: &KafkaError) {
+    tracing::warn!(reading, error = %e, "kafka consume error");
+    tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
+}
+
 /// Partition numbers of `topic`, from the cluster's metadata; an error while
 /// the cluster does not know the topic.
 pub fn partitions(consumer: &StreamConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     let unknown = KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition);
-    let found = metadata.topics().iter().find(|t| t.name() == topic).ok_or(unknown.clone())?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(|| unknown.clone())?;
     if let Some(code) = found.error() {
         return Err(KafkaError::MetadataFetch(code.into()));
     }

@@ -17,7 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::CONSUME_ERROR_PAUSE;
+use switchboard_core::kafka::consume_error;
 use switchboard_core::store::Store;
 use switchboard_schemas::envelope::Event;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
@@ -61,10 +61,7 @@ impl Delivery {
                             None => self.reject(&record, "empty payload").await,
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "delivery consume error");
-                        tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
-                    }
+                    Err(e) => consume_error("deliveries", &e).await,
                 },
             }
         }

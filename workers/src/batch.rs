@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use switchboard_core::kafka::CONSUME_ERROR_PAUSE;
+use switchboard_core::kafka::consume_error;
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle wait checks whether the consumer has failed for good.
@@ -40,10 +40,10 @@ pub async fn collect<'c>(
             received = consumer.recv() => match received {
                 Ok(message) => break message,
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
-                    log_consume_error(&e).await;
+                    consume_error("records", &e).await;
                     return batch;
                 }
-                Err(e) => log_consume_error(&e).await,
+                Err(e) => consume_error("records", &e).await,
             },
         }
     };
@@ -54,18 +54,11 @@ pub async fn collect<'c>(
             Ok(Ok(message)) => batch.push(message),
             // A fatal error is noticed before the next batch, once this one is handled.
             Ok(Err(e)) => {
-                log_consume_error(&e).await;
+                consume_error("records", &e).await;
                 break;
             }
             Err(_) => break,
         }
     }
     batch
-}
-
-/// Other consumer errors (broker down, partition EOF notices) are transient: log,
-/// pause briefly so a consumer returning nothing but errors does not spin, and go on.
-async fn log_consume_error(e: &KafkaError) {
-    tracing::warn!(error = %e, "kafka consume error");
-    tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
 }

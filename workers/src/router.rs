@@ -16,7 +16,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset};
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::{CONSUME_ERROR_PAUSE, KafkaConfig, METADATA_TIMEOUT, assign_all, header_str};
+use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str};
 use switchboard_core::topics::Topics;
 use switchboard_schemas::envelope::EVENT_V1;
 use switchboard_schemas::headers::{SCHEMA, TRACEPARENT, TraceParent};
@@ -255,10 +255,7 @@ async fn load_table(
                     remaining.remove(&key);
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading routing state");
-                tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
-            }
+            Err(e) => consume_error("routing state", &e).await,
         }
     }
     tracing::info!(partitions = total, "routing table loaded");
@@ -277,10 +274,7 @@ async fn follow_table(
             _ = shutdown.cancelled() => return,
             record = state.recv() => match record {
                 Ok(record) => apply(&mut table.write().expect("routing table lock poisoned"), &topics, &record),
-                Err(e) => {
-                    tracing::warn!(error = %e, "following routing state");
-                    tokio::time::sleep(CONSUME_ERROR_PAUSE).await;
-                }
+                Err(e) => consume_error("routing state", &e).await,
             },
         }
     }

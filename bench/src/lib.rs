@@ -1,6 +1,7 @@
 //! The benchmark: a load driver that speaks Switchboard's protocol,
 //! Socket.IO's and a bare server's; the bare ceiling server; the systems'
-//! start-up; the scenarios; the summary. `sbbench` (main.rs) runs them.
+//! start-up; the scenarios; the summary; the store alone. `sbbench`
+//! (main.rs) runs them.
 
 pub mod ceiling;
 pub mod driver;
@@ -10,4 +11,5 @@ pub mod protocol;
 pub mod report;
 pub mod run_state;
 pub mod scenarios;
+pub mod store;
 pub mod systems;

@@ -8,6 +8,8 @@
 //!       one load against servers that are already running
 //!   sbbench ceiling --listen 127.0.0.1:17001
 //!       the bare broadcast server (started by `all`)
+//!   sbbench store [--database postgres|sqlite] [--batches 60] [--batch-size 1000]
+//!       the persister's SQL alone: batches written straight to a fresh database
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use clap::{Parser, Subcommand};
 use switchboard_bench::protocol::{Codec, Protocol};
 use switchboard_bench::scenarios::{Plan, Scenario, Selection};
 use switchboard_bench::systems::{Paths, SystemKind};
-use switchboard_bench::{ceiling, driver, plots, report, scenarios};
+use switchboard_bench::{ceiling, driver, plots, report, scenarios, store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,11 +99,34 @@ enum Command {
         #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
         jwt_secret: String,
     },
+    /// The persister's SQL alone: full batches written straight to a fresh
+    /// database (removed afterwards), timed per batch.
+    Store {
+        #[arg(long, value_enum, default_value = "postgres")]
+        database: Database,
+        /// A URL of the PostgreSQL server with rights to create databases.
+        #[arg(long, env = "SB_BENCH_POSTGRES_URL", default_value = "postgres://sb:sb@127.0.0.1:15432/sb")]
+        postgres_url: String,
+        #[arg(long, default_value_t = 60)]
+        batches: usize,
+        /// Sends per batch: the persister's largest batch, as at saturation.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// Rooms the sends are spread over, one sender each.
+        #[arg(long, default_value_t = 2000)]
+        rooms: usize,
+    },
     /// The bare room-broadcast server.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:17001")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Database {
+    Postgres,
+    Sqlite,
 }
 
 #[tokio::main]
@@ -169,6 +194,12 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
             };
             driver::hold(codec, load, first, ready, stdin_closed).await;
+        }
+        Command::Store { database, postgres_url, batches, batch_size, rooms } => {
+            let load = store::StoreLoad { batches, batch_size, rooms, warmup: 5 };
+            let admin_url = matches!(database, Database::Postgres).then_some(postgres_url.as_str());
+            println!("{batches} batches of {batch_size} sends over {rooms} rooms ({database:?})");
+            println!("{}", store::run(admin_url, &load).await?);
         }
         Command::Ceiling { listen } => ceiling::serve(listen).await?,
     }

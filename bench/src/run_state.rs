@@ -53,14 +53,19 @@ async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let output = Command::new("psql")
-        .arg(admin_url)
-        .args(["-qc", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
-        .output()
-        .context("run psql")?;
+/// Creates database `name` on the server `admin_url` names.
+pub fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    psql(admin_url, &format!("CREATE DATABASE {name}"))
+}
+
+pub fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    psql(admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+}
+
+fn psql(admin_url: &str, statement: &str) -> anyhow::Result<()> {
+    let output = Command::new("psql").arg(admin_url).args(["-qc", statement]).output().context("run psql")?;
     if !output.status.success() {
-        bail!("dropping database {name}: {}", String::from_utf8_lossy(&output.stderr));
+        bail!("{statement}: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::protocol::{Codec, Protocol};
-use crate::run_state::RunState;
+use crate::run_state::{RunState, create_database};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,7 +200,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
                 std::env::var("SB_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into());
             let database_url = format!("{}/{prefix}", admin_url.rsplit_once('/').context("database URL")?.0);
             let kafka = std::env::var("SB_BENCH_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into());
-            run(Command::new("psql").arg(&admin_url).args(["-qc", &format!("CREATE DATABASE {prefix}")]))?;
+            create_database(&admin_url, &prefix)?;
             system.run_state = Some(RunState { kafka: kafka.clone(), prefix: prefix.clone(), admin_url });
             let common = [
                 format!("--kafka-brokers={kafka}"),

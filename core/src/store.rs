@@ -1,6 +1,9 @@
 //! The SQL store (sqlx `Any`: PostgreSQL in production, SQLite for the
 //! embedded default). One dialect serves both: `$N` parameters, TEXT/BIGINT
-//! columns, `ON CONFLICT`, `RETURNING`.
+//! columns, `ON CONFLICT`, `RETURNING`. Two things differ: a batch's large
+//! statements mark parameters as each backend parses fastest
+//! (`store/batch.rs`), and PostgreSQL leaves room in the rooms table's pages
+//! ([`Store::migrate`]).
 //!
 //! Rooms own a gapless sequence (`rooms.last_seq`); messages are unique on
 //! their id, the UUID v5 of their idempotency key (room, sender, client id),
@@ -105,7 +108,7 @@ const PRIVATE: &str = "private";
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// PostgreSQL, not SQLite: the few statements outside the shared dialect.
+    /// PostgreSQL, not SQLite: see the module's note on what differs.
     postgres: bool,
 }
 
@@ -244,7 +247,8 @@ impl Store {
     /// The round trips are per batch, not per message (see `store/batch.rs`).
     pub async fn persist(&self, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = batch::persist(&mut tx, sends).await?;
+        let marks = if self.postgres { batch::Marks::Numbered } else { batch::Marks::Positional };
+        let outcomes = batch::persist(&mut tx, marks, sends).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

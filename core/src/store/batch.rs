@@ -4,8 +4,8 @@
 //! one multi-row INSERT. A statement per message made the store the
 //! pipeline's bottleneck (about 2 round trips per message plus 2 per room).
 //!
-//! Statements are built with `$N` placeholders, which both PostgreSQL and
-//! SQLite accept, and split so no statement binds more than `MAX_BINDS`.
+//! Statements are built with the backend's parameter marks (see [`Marks`])
+//! and split so no statement binds more than `MAX_BINDS`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -40,12 +40,12 @@ fn key(send: &InboundSend) -> Key<'_> {
     (&send.room, &send.sender, &send.client_id)
 }
 
-pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+pub(super) async fn persist(tx: &mut Tx, marks: Marks, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
     let now = now_ms();
-    let mut rooms = reserve_seqs(tx, sends, now).await?;
-    let members = private_members(tx, sends, &rooms).await?;
-    let stored = already_stored(tx, sends).await?;
-    let mut names = stored_names(tx, sends).await?;
+    let mut rooms = reserve_seqs(tx, marks, sends, now).await?;
+    let members = private_members(tx, marks, sends, &rooms).await?;
+    let stored = already_stored(tx, marks, sends).await?;
+    let mut names = stored_names(tx, marks, sends).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
     // Index into outcomes of each send this batch stores, for repeats within it.
@@ -96,7 +96,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
         outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: false });
     }
 
-    upsert_names(tx, &named, now).await?;
+    upsert_names(tx, marks, &named, now).await?;
     let new_rows: Vec<&MessageFrame> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -104,8 +104,8 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
             _ => None,
         })
         .collect();
-    insert_messages(tx, &new_rows).await?;
-    give_back_unused_seqs(tx, &rooms).await?;
+    insert_messages(tx, marks, &new_rows).await?;
+    give_back_unused_seqs(tx, marks, &rooms).await?;
     Ok(outcomes)
 }
 
@@ -119,6 +119,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
 /// into being with their first message.
 async fn reserve_seqs<'a>(
     tx: &mut Tx,
+    marks: Marks,
     sends: &'a [InboundSend],
     now: i64,
 ) -> Result<HashMap<&'a str, Room>, StoreError> {
@@ -129,13 +130,13 @@ async fn reserve_seqs<'a>(
     let wanted: Vec<(&str, i64)> =
         distinct(sends.iter().map(|s| s.room.as_str())).into_iter().map(|r| (r, counts[r])).collect();
     let mut rooms = HashMap::with_capacity(wanted.len());
-    advance_existing(tx, &wanted, &mut rooms).await?;
+    advance_existing(tx, marks, &wanted, &mut rooms).await?;
     let missing: Vec<(&str, i64)> = wanted.iter().copied().filter(|(r, _)| !rooms.contains_key(r)).collect();
     if !missing.is_empty() {
         for chunk in missing.chunks(MAX_BINDS / 3) {
             let sql = format!(
                 "INSERT INTO rooms (id, kind, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-                tuples(chunk.len(), 3)
+                marks.tuples(chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
             for (room, _) in chunk {
@@ -143,7 +144,7 @@ async fn reserve_seqs<'a>(
             }
             query.execute(&mut **tx).await?;
         }
-        advance_existing(tx, &missing, &mut rooms).await?;
+        advance_existing(tx, marks, &missing, &mut rooms).await?;
     }
     Ok(rooms)
 }
@@ -151,6 +152,7 @@ async fn reserve_seqs<'a>(
 /// Advances each existing room of `wanted` (room, sends) and records it in `rooms`.
 async fn advance_existing<'a>(
     tx: &mut Tx,
+    marks: Marks,
     wanted: &[(&'a str, i64)],
     rooms: &mut HashMap<&'a str, Room>,
 ) -> Result<(), StoreError> {
@@ -160,7 +162,7 @@ async fn advance_existing<'a>(
         let sql = format!(
             "UPDATE rooms SET last_seq = last_seq + v.column2 FROM (VALUES {}) AS v WHERE rooms.id = v.column1 \
              RETURNING id, kind, epoch, last_seq",
-            tuples(chunk.len(), 2)
+            marks.tuples(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
         for (room, count) in chunk {
@@ -185,6 +187,7 @@ async fn advance_existing<'a>(
 /// (room, user) pairs of the batch's senders that are members of its private rooms.
 async fn private_members<'a>(
     tx: &mut Tx,
+    marks: Marks,
     sends: &'a [InboundSend],
     rooms: &HashMap<&str, Room>,
 ) -> Result<HashSet<(&'a str, &'a str)>, StoreError> {
@@ -196,8 +199,8 @@ async fn private_members<'a>(
         let users: Vec<&str> = distinct(chunk.iter().map(|(_, user)| *user));
         let sql = format!(
             "SELECT room, user_id FROM room_members WHERE room IN ({}) AND user_id IN ({})",
-            list(1, private.len()),
-            list(1 + private.len(), users.len())
+            marks.list(1, private.len()),
+            marks.list(1 + private.len(), users.len())
         );
         let rows = bind_all(bind_all(sqlx::query(&sql), &private), &users).fetch_all(&mut **tx).await?;
         for row in rows {
@@ -213,6 +216,7 @@ async fn private_members<'a>(
 /// Messages of the batch that an earlier attempt already stored, by key.
 async fn already_stored<'a>(
     tx: &mut Tx,
+    marks: Marks,
     sends: &'a [InboundSend],
 ) -> Result<HashMap<Key<'a>, MessageFrame>, StoreError> {
     let by_id: HashMap<String, Key<'a>> =
@@ -222,7 +226,7 @@ async fn already_stored<'a>(
     for chunk in ids.chunks(MAX_BINDS) {
         let sql = format!(
             "SELECT room, seq, id, client_id, sender, sender_name, body, sent_at FROM messages WHERE id IN ({})",
-            list(1, chunk.len())
+            marks.list(1, chunk.len())
         );
         let rows = bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await?;
         for row in rows {
@@ -240,11 +244,11 @@ async fn already_stored<'a>(
 }
 
 /// Stored display names of the senders that send without one.
-async fn stored_names(tx: &mut Tx, sends: &[InboundSend]) -> Result<HashMap<String, String>, StoreError> {
+async fn stored_names(tx: &mut Tx, marks: Marks, sends: &[InboundSend]) -> Result<HashMap<String, String>, StoreError> {
     let unnamed: Vec<&str> = distinct(sends.iter().filter(|s| s.sender_name.is_none()).map(|s| s.sender.as_str()));
     let mut names = HashMap::new();
     for chunk in unnamed.chunks(MAX_BINDS) {
-        let sql = format!("SELECT id, display_name FROM users WHERE id IN ({})", list(1, chunk.len()));
+        let sql = format!("SELECT id, display_name FROM users WHERE id IN ({})", marks.list(1, chunk.len()));
         for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
             names.insert(row.try_get("id")?, row.try_get("display_name")?);
         }
@@ -256,14 +260,14 @@ async fn stored_names(tx: &mut Tx, sends: &[InboundSend]) -> Result<HashMap<Stri
 /// statement: PostgreSQL refuses to update a row twice in one INSERT. A name
 /// that did not change is not written again (senders send with the same
 /// name message after message), so `updated_at` is when it last changed.
-async fn upsert_names(tx: &mut Tx, named: &HashMap<&str, &str>, now: i64) -> Result<(), StoreError> {
+async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>, now: i64) -> Result<(), StoreError> {
     let named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
     for chunk in named.chunks(MAX_BINDS / 3) {
         let sql = format!(
             "INSERT INTO users (id, display_name, updated_at) VALUES {} ON CONFLICT (id) DO UPDATE \
              SET display_name = excluded.display_name, updated_at = excluded.updated_at \
              WHERE users.display_name <> excluded.display_name",
-            tuples(chunk.len(), 3)
+            marks.tuples(chunk.len(), 3)
         );
         let mut query = sqlx::query(&sql);
         for (user, name) in chunk {
@@ -274,11 +278,11 @@ async fn upsert_names(tx: &mut Tx, named: &HashMap<&str, &str>, now: i64) -> Res
     Ok(())
 }
 
-async fn insert_messages(tx: &mut Tx, rows: &[&MessageFrame]) -> Result<(), StoreError> {
+async fn insert_messages(tx: &mut Tx, marks: Marks, rows: &[&MessageFrame]) -> Result<(), StoreError> {
     for chunk in rows.chunks(MAX_BINDS / 8) {
         let sql = format!(
             "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) VALUES {}",
-            tuples(chunk.len(), 8)
+            marks.tuples(chunk.len(), 8)
         );
         let mut query = sqlx::query(&sql);
         for m in chunk {
@@ -300,7 +304,7 @@ async fn insert_messages(tx: &mut Tx, rows: &[&MessageFrame]) -> Result<(), Stor
 /// Sets `last_seq` back to the last seq handed out, in the rooms where
 /// some sends were not stored (repeats, refusals), so seqs stay gapless. At
 /// steady load no room needs it and this is no statement at all.
-async fn give_back_unused_seqs(tx: &mut Tx, rooms: &HashMap<&str, Room>) -> Result<(), StoreError> {
+async fn give_back_unused_seqs(tx: &mut Tx, marks: Marks, rooms: &HashMap<&str, Room>) -> Result<(), StoreError> {
     let unused: Vec<(&str, i64)> = rooms
         .iter()
         .filter(|(_, room)| room.last_seq != room.reserved)
@@ -309,7 +313,7 @@ async fn give_back_unused_seqs(tx: &mut Tx, rooms: &HashMap<&str, Room>) -> Resu
     for chunk in unused.chunks(MAX_BINDS / 2) {
         let sql = format!(
             "UPDATE rooms SET last_seq = v.column2 FROM (VALUES {}) AS v WHERE rooms.id = v.column1",
-            tuples(chunk.len(), 2)
+            marks.tuples(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
         for (room, seq) in chunk {
@@ -329,14 +333,32 @@ fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
     query
 }
 
-/// `$first, $first+1, ...` (`count` placeholders).
-fn list(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+/// How a statement marks its parameters: `$1, $2, ...` for PostgreSQL,
+/// plain `?` for SQLite. SQLite looks each `$N` up among the names before
+/// it, when it parses the statement and again when sqlx binds it, so a
+/// 1,000-parameter statement cost half a million string comparisons twice
+/// (7% of the embedded default's CPU at saturation, perf). Every statement
+/// here binds its values in order, so `?` says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Marks {
+    Numbered,
+    Positional,
 }
 
-/// `($1, $2, $3), ($4, $5, $6), ...`: `rows` tuples of `width` placeholders.
-fn tuples(rows: usize, width: usize) -> String {
-    (0..rows).map(|r| format!("({})", list(1 + r * width, width))).collect::<Vec<_>>().join(", ")
+impl Marks {
+    /// `count` parameters, numbered from `first`: `$3, $4` or `?, ?`.
+    fn list(self, first: usize, count: usize) -> String {
+        let mark = |n: usize| match self {
+            Marks::Numbered => format!("${n}"),
+            Marks::Positional => "?".to_owned(),
+        };
+        (first..first + count).map(mark).collect::<Vec<_>>().join(", ")
+    }
+
+    /// `rows` tuples of `width` parameters: `($1, $2), ($3, $4)` or `(?, ?), (?, ?)`.
+    fn tuples(self, rows: usize, width: usize) -> String {
+        (0..rows).map(|r| format!("({})", self.list(1 + r * width, width))).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// The distinct values, in first-seen order.
@@ -350,8 +372,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_number_from_one() {
-        assert_eq!(list(3, 2), "$3, $4");
-        assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    fn parameter_marks() {
+        assert_eq!(Marks::Numbered.list(3, 2), "$3, $4");
+        assert_eq!(Marks::Numbered.tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Marks::Positional.tuples(2, 2), "(?, ?), (?, ?)");
     }
 }

@@ -95,7 +95,7 @@ pub struct KafkaArgs {
 
 impl KafkaArgs {
     pub fn config(&self) -> KafkaConfig {
-        KafkaConfig { brokers: self.brokers.clone(), options: self.options.clone(), linger: self.linger }
+        KafkaConfig { options: self.options.clone(), linger: self.linger, ..KafkaConfig::new(self.brokers.clone()) }
     }
 
     pub fn topics(&self) -> Topics {

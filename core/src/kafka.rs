@@ -35,11 +35,18 @@ pub struct KafkaConfig {
     /// Pass-through librdkafka settings (security, tuning); applied last.
     pub options: Vec<(String, String)>,
     pub linger: Duration,
+    /// How long a consumer's fetch waits at the broker for records to arrive.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), options: Vec::new(), linger: Duration::from_millis(2) }
+        Self {
+            brokers: brokers.into(),
+            options: Vec::new(),
+            linger: Duration::from_millis(2),
+            fetch_wait: Duration::from_millis(10),
+        }
     }
 
     fn base(&self) -> ClientConfig {
@@ -108,7 +115,7 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
         self.finish(config).create()
     }
 
@@ -120,7 +127,7 @@ impl KafkaConfig {
             .set("group.id", "sb-unused")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
         self.finish(config).create()
     }
 }

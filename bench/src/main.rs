@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use switchboard_bench::protocol::{Codec, Protocol};
+use switchboard_bench::run_state::DEFAULT_POSTGRES_URL;
 use switchboard_bench::scenarios::{Plan, Scenario, Selection};
 use switchboard_bench::systems::{Paths, SystemKind};
 use switchboard_bench::{ceiling, driver, plots, report, scenarios, store};
@@ -105,7 +106,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "postgres")]
         database: Database,
         /// A URL of the PostgreSQL server with rights to create databases.
-        #[arg(long, env = "SB_BENCH_POSTGRES_URL", default_value = "postgres://sb:sb@127.0.0.1:15432/sb")]
+        #[arg(long, env = "SB_BENCH_POSTGRES_URL", default_value = DEFAULT_POSTGRES_URL)]
         postgres_url: String,
         #[arg(long, default_value_t = 60)]
         batches: usize,

@@ -13,6 +13,10 @@ use switchboard_core::kafka::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The PostgreSQL server of `scripts/postgres.sh`, as a user that may
+/// create databases (overridden by `SB_BENCH_POSTGRES_URL`).
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://sb:sb@127.0.0.1:15432/sb";
+
 pub struct RunState {
     pub kafka: String,
     pub prefix: String,
@@ -53,9 +57,11 @@ async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates database `name` on the server `admin_url` names.
-pub fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    psql(admin_url, &format!("CREATE DATABASE {name}"))
+/// Creates database `name` on the server `admin_url` names and returns its URL.
+pub fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let server = admin_url.rsplit_once('/').context("database URL ends in /<database>")?.0;
+    psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+    Ok(format!("{server}/{name}"))
 }
 
 pub fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use switchboard_core::store::Store;
 use switchboard_schemas::envelope::{InboundSend, Origin};
 
@@ -54,10 +53,7 @@ pub async fn run(admin_url: Option<&str>, load: &StoreLoad) -> anyhow::Result<St
     let name = format!("sbstore{stamp}");
     let sqlite_file = std::env::temp_dir().join(format!("{name}.db"));
     let url = match admin_url {
-        Some(admin_url) => {
-            create_database(admin_url, &name)?;
-            format!("{}/{name}", admin_url.rsplit_once('/').context("database URL")?.0)
-        }
+        Some(admin_url) => create_database(admin_url, &name)?,
         None => format!("sqlite://{}?mode=rwc", sqlite_file.display()),
     };
     let result = measure(&url, load).await;
@@ -77,7 +73,6 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
     let store = Store::connect(url, 2).await?;
     store.migrate().await?;
     let mut times = Vec::with_capacity(load.batches);
-    let mut measured = Duration::ZERO;
     let mut next = 0usize;
     for index in 0..load.warmup + load.batches {
         let sends: Vec<InboundSend> = (0..load.batch_size)
@@ -99,10 +94,10 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
         store.persist(&sends).await?;
         if index >= load.warmup {
             times.push(started.elapsed());
-            measured += started.elapsed();
         }
     }
     store.close().await;
+    let measured: Duration = times.iter().sum();
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     Ok(StoreReport {

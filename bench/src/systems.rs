@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::protocol::{Codec, Protocol};
-use crate::run_state::{RunState, create_database};
+use crate::run_state::{DEFAULT_POSTGRES_URL, RunState, create_database};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,11 +196,9 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             // A fresh topic prefix and database for every start.
             let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
             let prefix = format!("bench{stamp}");
-            let admin_url =
-                std::env::var("SB_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into());
-            let database_url = format!("{}/{prefix}", admin_url.rsplit_once('/').context("database URL")?.0);
+            let admin_url = std::env::var("SB_BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
             let kafka = std::env::var("SB_BENCH_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into());
-            create_database(&admin_url, &prefix)?;
+            let database_url = create_database(&admin_url, &prefix)?;
             system.run_state = Some(RunState { kafka: kafka.clone(), prefix: prefix.clone(), admin_url });
             let common = [
                 format!("--kafka-brokers={kafka}"),

@@ -123,15 +123,15 @@ async fn reserve_seqs<'a>(
     sends: &'a [InboundSend],
     now: i64,
 ) -> Result<HashMap<&'a str, Room>, StoreError> {
-    let mut counts: HashMap<&str, i64> = HashMap::new();
+    // Sends per room: how far each room's `last_seq` moves.
+    let mut counts: HashMap<&'a str, i64> = HashMap::new();
     for send in sends {
         *counts.entry(send.room.as_str()).or_default() += 1;
     }
-    let wanted: Vec<(&str, i64)> =
-        distinct(sends.iter().map(|s| s.room.as_str())).into_iter().map(|r| (r, counts[r])).collect();
+    let wanted: Vec<&str> = distinct(sends.iter().map(|s| s.room.as_str()));
     let mut rooms = HashMap::with_capacity(wanted.len());
-    advance_existing(tx, marks, &wanted, &mut rooms).await?;
-    let missing: Vec<(&str, i64)> = wanted.iter().copied().filter(|(r, _)| !rooms.contains_key(r)).collect();
+    advance_existing(tx, marks, &wanted, &counts, &mut rooms).await?;
+    let missing: Vec<&str> = wanted.iter().copied().filter(|r| !rooms.contains_key(r)).collect();
     if !missing.is_empty() {
         for chunk in missing.chunks(MAX_BINDS / 3) {
             let sql = format!(
@@ -139,24 +139,24 @@ async fn reserve_seqs<'a>(
                 marks.tuples(chunk.len(), 3)
             );
             let mut query = sqlx::query(&sql);
-            for (room, _) in chunk {
+            for room in chunk {
                 query = query.bind(*room).bind(PUBLIC).bind(now);
             }
             query.execute(&mut **tx).await?;
         }
-        advance_existing(tx, marks, &missing, &mut rooms).await?;
+        advance_existing(tx, marks, &missing, &counts, &mut rooms).await?;
     }
     Ok(rooms)
 }
 
-/// Advances each existing room of `wanted` (room, sends) and records it in `rooms`.
+/// Advances each existing room of `wanted` by its count of sends and records it in `rooms`.
 async fn advance_existing<'a>(
     tx: &mut Tx,
     marks: Marks,
-    wanted: &[(&'a str, i64)],
+    wanted: &[&'a str],
+    counts: &HashMap<&'a str, i64>,
     rooms: &mut HashMap<&'a str, Room>,
 ) -> Result<(), StoreError> {
-    let by_name: HashMap<&str, (&'a str, i64)> = wanted.iter().map(|(r, n)| (*r, (*r, *n))).collect();
     for chunk in wanted.chunks(MAX_BINDS / 2) {
         // VALUES columns are named column1, column2 in both PostgreSQL and SQLite.
         let sql = format!(
@@ -165,12 +165,12 @@ async fn advance_existing<'a>(
             marks.tuples(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
-        for (room, count) in chunk {
-            query = query.bind(*room).bind(*count);
+        for room in chunk {
+            query = query.bind(*room).bind(counts[room]);
         }
         for row in query.fetch_all(&mut **tx).await? {
             let id: String = row.try_get("id")?;
-            let Some(&(name, count)) = by_name.get(id.as_str()) else { continue };
+            let Some((&name, &count)) = counts.get_key_value(id.as_str()) else { continue };
             let reserved: i64 = row.try_get("last_seq")?;
             let room = Room {
                 private: row.try_get::<String, _>("kind")? == PRIVATE,

@@ -38,7 +38,8 @@ pub struct Plan {
     pub persist_connections: usize,
     /// Offered messages/s of the persistence runs; the best stored rate of
     /// any counts. More than the system stores saturates it, but an offer far
-    /// beyond it mostly loads the driver, which shares the cores.
+    /// beyond it mostly loads the driver, which shares the cores, so the
+    /// steps are close enough to find where storing levels off.
     pub persist_rates: Vec<f64>,
     pub persist_run: Duration,
 }
@@ -65,7 +66,7 @@ impl Plan {
             latency_run: Duration::from_secs(10),
             p99_limit_ms: 100.0,
             persist_connections: 2_000,
-            persist_rates: vec![6_000.0, 12_000.0, 24_000.0],
+            persist_rates: vec![12_000.0, 16_000.0, 20_000.0, 24_000.0],
             persist_run: Duration::from_secs(10),
         }
     }

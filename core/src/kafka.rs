@@ -55,6 +55,13 @@ impl KafkaConfig {
         config
     }
 
+    /// What every consumer shares: how long its fetches wait at the broker.
+    fn consumer_base(&self) -> ClientConfig {
+        let mut config = self.base();
+        config.set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
+        config
+    }
+
     fn finish(&self, mut config: ClientConfig) -> ClientConfig {
         for (key, value) in &self.options {
             config.set(key, value);
@@ -103,7 +110,7 @@ impl KafkaConfig {
     /// same instance id takes its partitions back at once, instead of the
     /// group waiting out the dead member's session first.
     pub fn group_consumer(&self, group: &str, instance: Option<&str>) -> KafkaResult<StreamConsumer> {
-        let mut config = self.base();
+        let mut config = self.consumer_base();
         if let Some(instance) = instance {
             config.set("group.instance.id", instance);
         }
@@ -114,20 +121,18 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
+            .set("heartbeat.interval.ms", "1000");
         self.finish(config).create()
     }
 
     /// Consumer without a group, driven by explicit assignment.
     pub fn assigned_consumer(&self) -> KafkaResult<StreamConsumer> {
-        let mut config = self.base();
+        let mut config = self.consumer_base();
         config
             // librdkafka wants a group id even when only assign() is used; it is never joined.
             .set("group.id", "sb-unused")
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string());
+            .set("enable.auto.offset.store", "false");
         self.finish(config).create()
     }
 }

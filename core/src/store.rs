@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use switchboard_schemas::envelope::{InboundSend, StoredMessage};
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 use thiserror::Error;
@@ -102,14 +102,17 @@ pub enum Outcome {
     Rejected { code: ErrorCode, message: String },
 }
 
+/// SQLite, not PostgreSQL: see the module's note on what differs.
+fn is_sqlite(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("sqlite")
+}
+
 const PUBLIC: &str = "public";
 const PRIVATE: &str = "private";
 
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// PostgreSQL, not SQLite: see the module's note on what differs.
-    postgres: bool,
 }
 
 impl Store {
@@ -123,7 +126,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                    if is_sqlite(conn) {
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
@@ -134,20 +137,21 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(Self { pool, postgres: url.starts_with("postgres:") || url.starts_with("postgresql:") })
+        Ok(Self { pool })
     }
 
     /// Applies the migrations in `core/migrations` (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations").run(&self.pool).await?;
-        if self.postgres {
+        let mut conn = self.pool.acquire().await?;
+        if !is_sqlite(&conn) {
             // Every batch rewrites its rooms' `last_seq`. With full pages
             // PostgreSQL put each new row version on another page and
             // indexed it again: 4% of room updates were in place, and a
             // 1,000-room update took 9 ms. Half-full pages keep 87% in place
             // and took it to 6 ms. PostgreSQL-only syntax, so not in the
             // shared migrations; setting it again is harmless.
-            sqlx::query("ALTER TABLE rooms SET (fillfactor = 50)").execute(&self.pool).await?;
+            sqlx::query("ALTER TABLE rooms SET (fillfactor = 50)").execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -247,8 +251,7 @@ impl Store {
     /// The round trips are per batch, not per message (see `store/batch.rs`).
     pub async fn persist(&self, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let marks = if self.postgres { batch::Marks::Numbered } else { batch::Marks::Positional };
-        let outcomes = batch::persist(&mut tx, marks, sends).await?;
+        let outcomes = batch::persist(&mut tx, sends).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

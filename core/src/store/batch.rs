@@ -14,7 +14,7 @@ use switchboard_schemas::envelope::{InboundSend, StoredMessage};
 use switchboard_schemas::ids::message_id;
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 
-use super::{Outcome, PRIVATE, PUBLIC, StoreError, message_from_row};
+use super::{Outcome, PRIVATE, PUBLIC, StoreError, is_sqlite, message_from_row};
 use crate::clock::now_ms;
 
 /// Below SQLite's limit of 32,766 bound values (PostgreSQL allows 65,535).
@@ -40,8 +40,9 @@ fn key(send: &InboundSend) -> Key<'_> {
     (&send.room, &send.sender, &send.client_id)
 }
 
-pub(super) async fn persist(tx: &mut Tx, marks: Marks, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
     let now = now_ms();
+    let marks = if is_sqlite(tx) { Marks::Positional } else { Marks::Numbered };
     let mut rooms = reserve_seqs(tx, marks, sends, now).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
     let stored = already_stored(tx, marks, sends).await?;
@@ -340,7 +341,7 @@ fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
 /// (7% of the embedded default's CPU at saturation, perf). Every statement
 /// here binds its values in order, so `?` says the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Marks {
+enum Marks {
     Numbered,
     Positional,
 }
@@ -348,11 +349,10 @@ pub(super) enum Marks {
 impl Marks {
     /// `count` parameters, numbered from `first`: `$3, $4` or `?, ?`.
     fn list(self, first: usize, count: usize) -> String {
-        let mark = |n: usize| match self {
-            Marks::Numbered => format!("${n}"),
-            Marks::Positional => "?".to_owned(),
-        };
-        (first..first + count).map(mark).collect::<Vec<_>>().join(", ")
+        match self {
+            Marks::Numbered => (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", "),
+            Marks::Positional => vec!["?"; count].join(", "),
+        }
     }
 
     /// `rows` tuples of `width` parameters: `($1, $2), ($3, $4)` or `(?, ?), (?, ?)`.

@@ -60,7 +60,9 @@ impl Plan {
             fanout_connections: 2_000,
             room_size: 10,
             payload: 128,
-            rates: vec![250.0, 500.0, 1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 12_000.0, 16_000.0, 24_000.0],
+            rates: vec![
+                250.0, 500.0, 1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 10_000.0, 12_000.0, 16_000.0, 24_000.0,
+            ],
             warmup: Duration::from_secs(2),
             step: Duration::from_secs(5),
             latency_run: Duration::from_secs(10),

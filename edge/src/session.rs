@@ -57,7 +57,7 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
 
     outbox.closing().close(None);
     let _ = writer.await;
-    state.hub.unregister(conn);
+    state.hub.unregister(conn, &session.rooms);
     drop(slot);
     tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
 }

@@ -99,11 +99,10 @@ impl Hub {
         self.lock().conns.insert(conn, outbox);
     }
 
-    /// Removes a closed connection from `rooms`, the rooms its session
-    /// joined. Only those: walking every room of the node per close made a
-    /// mass disconnect quadratic (24,000 closes over 12,000 rooms held the
-    /// lock that delivery needs for 5.6 s), and the session already knows its
-    /// rooms, so the hub keeps no second copy per connection.
+    /// Removes a closed connection from `rooms`, the rooms its session is
+    /// in. Only those: walking every room of the node per close made a mass
+    /// disconnect quadratic, under the lock that delivery needs; the session
+    /// already knows its rooms, so the hub keeps no second copy.
     pub fn unregister<'r>(&self, conn: u64, rooms: impl IntoIterator<Item = &'r String>) {
         let mut state = self.lock();
         state.conns.remove(&conn);

@@ -123,6 +123,7 @@ struct Session {
     conn: u64,
     claims: Claims,
     outbox: Outbox,
+    /// Rooms this connection is in; the hub is told exactly these at close.
     rooms: HashSet<String>,
     limiter: DefaultDirectRateLimiter,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.

@@ -54,8 +54,14 @@ pub struct EmbeddedConfig {
     pub listen: [SocketAddr; 2],
     /// Partitions of each shared topic.
     pub partitions: i32,
-    /// Secret signing dev tokens; random unless a test fixes it.
+    /// Secret signing client tokens; random unless the operator or a test gives one.
     pub jwt_secret: String,
+    /// Development conveniences: the demo page and `/dev/token`, which signs
+    /// a token for any user name. Safe only while nobody else can reach the
+    /// ports; the binary turns it on by default only with a random secret.
+    pub dev_mode: bool,
+    /// Browser origins the edges accept (`*`: any).
+    pub allowed_origins: Vec<String>,
     /// Settings applied to both edges after the defaults (tests tighten limits).
     pub tune_edge: fn(&mut EdgeConfig),
     /// See [`BACKLOG_LIMIT_BYTES`].
@@ -69,9 +75,39 @@ impl EmbeddedConfig {
             listen,
             partitions: 4,
             jwt_secret: format!("dev-{:032x}", fastrand::u128(..)),
+            dev_mode: true,
+            allowed_origins: vec!["*".into()],
             tune_edge: |_| {},
             backlog_limit_bytes: BACKLOG_LIMIT_BYTES,
         }
+    }
+}
+
+impl EmbeddedConfig {
+    /// Who may connect. Dev mode (the demo page, `/dev/token`, any browser
+    /// origin) is what a first run wants, so it is on when no secret is given
+    /// (the random secret then signs nothing but dev tokens); a given secret
+    /// means real clients with real tokens, so dev mode is then off unless
+    /// asked for. Origins default to any in dev mode and to none otherwise.
+    pub fn with_access(
+        mut self,
+        jwt_secret: Option<String>,
+        dev: bool,
+        allowed_origins: Option<Vec<String>>,
+    ) -> Result<Self, String> {
+        self.dev_mode = dev || jwt_secret.is_none();
+        if let Some(secret) = jwt_secret {
+            if secret.len() < 32 {
+                return Err("--jwt-secret must be at least 32 bytes".into());
+            }
+            self.jwt_secret = secret;
+        }
+        self.allowed_origins = match allowed_origins {
+            Some(origins) => origins,
+            None if self.dev_mode => vec!["*".into()],
+            None => Vec::new(),
+        };
+        Ok(self)
     }
 }
 
@@ -135,7 +171,8 @@ impl Embedded {
             let listener = TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
             let mut edge_config = EdgeConfig::for_node(node, addr, &config.jwt_secret);
-            edge_config.dev_mode = true;
+            edge_config.dev_mode = config.dev_mode;
+            edge_config.allowed_origins = config.allowed_origins.clone();
             edge_config.backlog = Some(backlog.clone());
             // One process, nothing to hand clients over to: drain quickly.
             edge_config.drain_grace = std::time::Duration::from_secs(1);

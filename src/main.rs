@@ -20,10 +20,20 @@ struct Cli {
     /// Port of the first edge; the second edge uses the next one.
     #[arg(long, env = "SB_EMBEDDED_PORT", default_value_t = 8080)]
     port: u16,
-    /// HS256 secret for client tokens, at least 32 bytes (default: random;
-    /// the demo page gets its tokens from the dev-only /dev/token).
+    /// HS256 secret for client tokens, at least 32 bytes (default: random,
+    /// and dev mode is on: the demo page gets its tokens from /dev/token).
     #[arg(long = "jwt-secret", env = "SB_JWT_SECRET")]
     jwt_secret: Option<String>,
+    /// Dev mode: serve the demo page and /dev/token (signs a token for any
+    /// user name) and accept any browser origin. On by default only when no
+    /// --jwt-secret is given; with a secret, only when asked for.
+    #[arg(long, env = "SB_DEV")]
+    dev: bool,
+    /// Browser origins allowed to connect, comma separated; `*` allows any.
+    /// Default: any in dev mode, none otherwise. Clients that send no Origin
+    /// header (native apps, servers) are always allowed.
+    #[arg(long = "allowed-origins", env = "SB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
 }
 
 #[tokio::main]
@@ -31,21 +41,34 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     switchboard_core::telemetry::init();
     let listen = [SocketAddr::new(cli.host, cli.port), SocketAddr::new(cli.host, cli.port.wrapping_add(1))];
-    let mut config = EmbeddedConfig::new(cli.db.clone(), listen);
-    if let Some(secret) = cli.jwt_secret {
-        if secret.len() < 32 {
-            exit_bad_config("--jwt-secret must be at least 32 bytes");
-        }
-        config.jwt_secret = secret;
+    let config = EmbeddedConfig::new(cli.db.clone(), listen)
+        .with_access(cli.jwt_secret, cli.dev, cli.allowed_origins)
+        .unwrap_or_else(|e| exit_bad_config(e));
+    let dev_mode = config.dev_mode;
+    if dev_mode {
+        tracing::warn!("dev mode: /dev/token signs a token for anyone; do not expose these ports");
     }
     let embedded = Embedded::start(config).await?;
     println!("Switchboard embedded default is running.");
     for (node, addr) in NODES.iter().zip(&embedded.edges) {
-        println!("  {node}: demo chat at http://{addr}/   (WebSocket: ws://{addr}/ws)");
+        if dev_mode {
+            println!("  {node}: demo chat at http://{addr}/   (WebSocket: ws://{addr}/ws)");
+        } else {
+            println!("  {node}: WebSocket at ws://{addr}/ws");
+        }
+    }
+    if dev_mode {
+        println!("  DEV MODE: GET /dev/token signs a 24-hour token for any user name, and browser pages from");
+        println!("  any origin may connect. Never expose these ports. Give --jwt-secret (without --dev) to");
+        println!("  turn both off; clients then need tokens signed with that secret.");
     }
     println!("  mock Kafka cluster bootstrap: {} (in memory; lost on exit)", embedded.bootstrap);
     println!("  chat history: {} (SQLite; kept across restarts)", cli.db.display());
-    println!("Open the two pages in two tabs, pick names, join a room and chat. Ctrl-C stops.");
+    if dev_mode {
+        println!("Open the two pages in two tabs, pick names, join a room and chat. Ctrl-C stops.");
+    } else {
+        println!("Ctrl-C stops.");
+    }
     embedded.run_until_stopped().await;
     Ok(())
 }

@@ -132,19 +132,26 @@ async fn frames_over_the_rate_limit_are_dropped_with_an_error() {
     }
     assert_eq!(pongs, 3, "the burst passes");
     assert_eq!(limited, vec!["p3", "p4", "p5"]);
+    // Malformed frames count too: they cost a parse and a reply each.
+    c.send_text(r#"{"type":"dance","ref":"d"}"#).await;
+    let frame = c.recv().await;
+    assert_eq!((frame["code"].as_str(), frame["ref"].as_str()), (Some("rate_limited"), Some("d")), "{frame}");
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
+async fn a_client_that_stops_reading_gets_4008_when_it_reads_again_and_costs_bounded_memory() {
+    // The default send queue (1 MiB): large enough that a burst of
+    // deliveries does not overflow it while the socket still drains, so it
+    // overflows only once the client has stopped reading and every buffer
+    // on the way to it is full.
     let h = start_with(|c| {
-        c.send_queue_frames = 16;
-        c.send_queue_bytes = 32 * 1024;
         c.rate_per_second = 10_000;
         c.rate_burst = 10_000;
     })
     .await;
-    // The slow client has a tiny receive buffer and never reads after joining.
+    let config = &h.embedded.edge_states[1].config;
+    // The slow client has a tiny receive buffer and stops reading after joining.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(h.edge(1)).await.unwrap();
@@ -161,7 +168,7 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     sink.send(Message::text(r#"{"type":"join","ref":"j","room":"flood"}"#)).await.unwrap();
     let body = "y".repeat(3000);
     let flood = tokio::spawn(async move {
-        for i in 0..3000 {
+        for i in 0..6000 {
             let frame = json!({"type": "send", "ref": format!("s{i}"), "room": "flood", "client_id": format!("f{i}"), "body": body});
             if sink.send(Message::text(frame.to_string())).await.is_err() {
                 break;
@@ -170,10 +177,39 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
         sink
     });
 
-    // Read the slow socket only now: queued frames first, then the close code.
-    let mut slow = Client::from_stream(slow);
-    assert_eq!(slow.recv_close().await, 4008);
+    // The server notices the overflow while the client still is not reading...
+    let stats = h.embedded.edge_states[1].stats.clone();
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while stats.slow_consumers() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow client was never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     flood.abort();
+    // ...and the client goes on not reading for a while, as a stalled app
+    // would (within the close timeout).
+    tokio::time::sleep(config.close_timeout / 3).await;
+
+    // Reading again: what was already on its way, then the close code.
+    let mut received = 0;
+    let code = loop {
+        let message = tokio::time::timeout(support::TIMEOUT, futures_util::StreamExt::next(&mut slow))
+            .await
+            .expect("close within timeout");
+        match message {
+            Some(Ok(Message::Text(text))) => received += text.len(),
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code after {received} bytes"),
+            Some(Err(e)) => panic!("error instead of a close frame after {received} bytes: {e}"),
+            Some(Ok(_)) => continue,
+        }
+    };
+    assert_eq!(code, 4008);
+    // What the client still got is what was already on its way: the
+    // WebSocket write buffer (128 KiB and a frame), the kernel's send buffer
+    // (twice SO_SNDBUF) and the client's own receive buffer, not the queued
+    // frames, nor megabytes of an autotuned kernel buffer.
+    let bound = 128 * 1024 + 16 * 1024 + 2 * config.socket_send_buffer_bytes + 64 * 1024;
+    assert!(received <= bound, "{received} bytes arrived after the client stopped reading (bound {bound})");
     reader.abort();
     h.stop().await;
 }
@@ -203,4 +239,81 @@ async fn a_connection_that_never_finishes_its_handshake_is_dropped() {
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "unexpected reply {reply:?}");
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let h = start().await;
+    let mut c = Client::connect(h.edge(0), "alice").await;
+    let payload = b"{\"type\":\"ping\",\"ref\":\"\xff\xfe\xfd\"}".to_vec();
+    c.ws_send(Message::Frame(Frame::message(payload, OpCode::Data(Data::Text), true))).await;
+    assert_eq!(c.recv_close().await, 1007, "RFC 6455: invalid UTF-8 in a text message");
+    // The node goes on serving others.
+    let mut other = Client::connect(h.edge(0), "bob").await;
+    other.send_json(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(other.recv().await, json!({"type": "pong", "ref": "p"}));
+    h.stop().await;
+}
+
+/// The status code of a plain HTTP GET.
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    reply.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_real_secret_the_dev_token_endpoint_and_open_origins_are_off() {
+    let h = support::start_configured(|c| {
+        *c = c.clone().with_access(Some(support::SECRET.into()), false, None).unwrap();
+    })
+    .await;
+    let addr = h.edge(0);
+    assert_eq!(http_status(addr, "/dev/token?user=mallory").await, 404, "no tokens for anyone");
+    assert_eq!(http_status(addr, "/").await, 404, "no demo page");
+    let url = format!("ws://{addr}/ws?token={}", support::token("alice"));
+    for origin in ["null", "https://evil.example.com"] {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        assert_eq!(handshake_status(request).await, 403, "origin {origin}");
+    }
+    // Native clients send no Origin and are served as before.
+    Client::connect(addr, "alice").await;
+    h.stop().await;
+
+    // Dev mode (the embedded default without a secret) keeps both, and asks for them loudly.
+    let h = start().await;
+    assert_eq!(http_status(h.edge(0), "/dev/token?user=alice").await, 200);
+    h.stop().await;
+}
+
+#[test]
+fn dev_mode_is_on_only_with_the_generated_secret_or_when_asked_for() {
+    use switchboard::embedded::EmbeddedConfig;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let base = || EmbeddedConfig::new("x.db".into(), [any, any]);
+    let secret = Some(support::SECRET.to_owned());
+
+    let generated = base().with_access(None, false, None).unwrap();
+    assert!(generated.dev_mode);
+    assert_eq!(generated.allowed_origins, vec!["*"]);
+
+    let real = base().with_access(secret.clone(), false, None).unwrap();
+    assert!(!real.dev_mode);
+    assert!(real.allowed_origins.is_empty(), "browsers refused unless origins are listed");
+    assert_eq!(real.jwt_secret, support::SECRET);
+
+    let listed = base().with_access(secret.clone(), false, Some(vec!["https://chat.example.com".into()])).unwrap();
+    assert_eq!(listed.allowed_origins, vec!["https://chat.example.com"]);
+
+    let asked = base().with_access(secret, true, None).unwrap();
+    assert!(asked.dev_mode);
+
+    assert!(base().with_access(Some("short".into()), false, None).is_err(), "a short secret is refused");
 }

@@ -295,3 +295,69 @@ async fn sends_wait_for_a_persister_that_is_behind_and_none_is_lost() {
     assert_eq!(h.embedded.store.count_messages("busy").await.unwrap(), 30);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connections_sends_are_stored_and_delivered_in_the_order_it_sent_them() {
+    let h = start_configured(|c| {
+        c.tune_edge = |e| {
+            e.rate_per_second = 10_000;
+            e.rate_burst = 10_000;
+        }
+    })
+    .await;
+    let mut sender = Client::in_room(h.edge(0), "sender", "ordered").await;
+    let mut reader = Client::in_room(h.edge(1), "reader", "ordered").await;
+    // Back to back, without waiting for acks: what a chat client does when
+    // a user pastes several lines, and where the order used to break.
+    const N: usize = 200;
+    let mut refs = Vec::new();
+    for i in 0..N {
+        refs.push(sender.say_no_wait("ordered", &format!("o{i}"), &format!("line {i}")).await);
+    }
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < N {
+        let ack = sender.recv_type("ack").await;
+        assert_eq!(ack["status"], "accepted", "{ack}");
+        acked.insert(ack["ref"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("line {i}")).collect();
+    let bodies = |messages: &[serde_json::Value]| -> Vec<String> {
+        messages.iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect()
+    };
+    let live = reader.messages("ordered", N).await;
+    assert_eq!(seqs(&live), (1..=N as u64).collect::<Vec<_>>(), "delivered by seq");
+    assert_eq!(bodies(&live), expected, "the reader on the other node sees the lines in the order they were sent");
+    // A client joining later reads the same order back from SQL.
+    let mut late = Client::connect(h.edge(1), "late").await;
+    late.join("ordered", Some(0)).await;
+    assert_eq!(bodies(&late.messages("ordered", N).await), expected, "stored in send order");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_with_a_since_beyond_the_rooms_end_is_not_recovered() {
+    let h = start().await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "short").await;
+    for i in 1..=3 {
+        alice.say("short", &format!("s{i}"), &format!("line {i}")).await;
+    }
+    alice.messages("short", 3).await;
+    // A client that believes it saw seq 10 of a room that has 3 messages
+    // (e.g. the room's database was restored from an older backup).
+    let mut bob = Client::connect(h.edge(1), "bob").await;
+    let joined = bob.join("short", Some(10)).await;
+    assert_eq!(joined["last_seq"], 3);
+    assert_eq!(joined["recovered"], false, "the client's copy is not this room's history: reload");
+    assert_eq!(seqs(&bob.messages("short", 3).await), vec![1, 2, 3], "the most recent messages follow");
+    // Up to date: nothing to replay, recovered.
+    let mut carol = Client::connect(h.edge(1), "carol").await;
+    let joined = carol.join("short", Some(3)).await;
+    assert_eq!(joined["recovered"], true);
+    // Joining again is its own error, and the first join stays in effect.
+    carol.send_json(json!({"type": "join", "ref": "again", "room": "short"})).await;
+    let err = carol.recv_type("error").await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("already_joined"), Some("again")));
+    alice.say("short", "s4", "line 4").await;
+    assert_eq!(seqs(&carol.messages("short", 1).await), vec![4]);
+    h.stop().await;
+}

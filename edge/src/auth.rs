@@ -39,10 +39,12 @@ pub struct Authenticator {
 const MAX_NAME_LEN: usize = 64;
 
 impl Authenticator {
-    pub fn hs256(secret: &[u8]) -> Self {
+    /// `leeway` is the clock skew allowed on `exp` and `nbf` (whole seconds).
+    pub fn hs256(secret: &[u8], leeway: std::time::Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = leeway.as_secs();
         Self { key: DecodingKey::from_secret(secret), validation }
     }
 
@@ -77,6 +79,16 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123";
+    const LEEWAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn now() -> u64 {
+        switchboard_core::clock::now_ms() as u64 / 1000
+    }
+
+    /// Signs arbitrary claims (e.g. with `nbf`, which [`Claims`] does not carry).
+    fn sign(claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
 
     fn claims(sub: &str, exp: u64) -> Claims {
         Claims { sub: sub.into(), name: Some("Alice".into()), exp }
@@ -88,14 +100,14 @@ mod tests {
 
     #[test]
     fn accepts_a_good_token() {
-        let auth = Authenticator::hs256(SECRET);
+        let auth = Authenticator::hs256(SECRET, LEEWAY);
         let token = issue_hs256(SECRET, &claims("alice", far_future()));
         assert_eq!(auth.verify(&token).unwrap().sub, "alice");
     }
 
     #[test]
     fn refuses_bad_tokens() {
-        let auth = Authenticator::hs256(SECRET);
+        let auth = Authenticator::hs256(SECRET, LEEWAY);
         assert!(auth.verify("not-a-jwt").is_err());
         let wrong_key = issue_hs256(b"another-secret-0000000", &claims("alice", far_future()));
         assert!(auth.verify(&wrong_key).is_err());
@@ -103,5 +115,20 @@ mod tests {
         assert!(auth.verify(&expired).is_err());
         let bad_sub = issue_hs256(SECRET, &claims("a/b", far_future()));
         assert!(auth.verify(&bad_sub).is_err());
+    }
+
+    #[test]
+    fn expiry_and_not_before_are_checked_with_the_configured_leeway() {
+        let auth = Authenticator::hs256(SECRET, LEEWAY);
+        let t = now();
+        let ok = |claims| auth.verify(&sign(claims)).is_ok();
+        assert!(ok(serde_json::json!({"sub": "a", "exp": t + 60})));
+        assert!(ok(serde_json::json!({"sub": "a", "exp": t - 2})), "expired within the leeway");
+        assert!(!ok(serde_json::json!({"sub": "a", "exp": t - 30})), "expired 30 s ago, beyond a 5 s leeway");
+        assert!(ok(serde_json::json!({"sub": "a", "exp": t + 60, "nbf": t + 2})), "not yet valid, within the leeway");
+        assert!(!ok(serde_json::json!({"sub": "a", "exp": t + 60, "nbf": t + 30})), "nbf is honoured");
+        assert!(!ok(serde_json::json!({"sub": "a"})), "exp is required");
+        let lenient = Authenticator::hs256(SECRET, std::time::Duration::from_secs(60));
+        assert!(lenient.verify(&sign(serde_json::json!({"sub": "a", "exp": t - 30}))).is_ok());
     }
 }

@@ -9,6 +9,13 @@ use switchboard_core::backlog::Backlog;
 use switchboard_core::config::{Secret, parse_duration};
 use switchboard_schemas::protocol::Limits;
 
+/// Default kernel send buffer of each client socket (`SO_SNDBUF`; Linux
+/// reserves twice this). Left to autotuning, the kernel grew the buffer of a
+/// client that stopped reading to ~2.8 MB before the send queue could notice
+/// it was slow; a fixed size keeps a slow client's memory bounded and its
+/// close code close behind what it already has.
+pub const DEFAULT_SOCKET_SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Default read buffer per WebSocket. A chat frame (a few hundred bytes)
 /// arrives in one read; 1 KiB instead of 4 KiB took an idle connection from
 /// 10.8 to 7.8 KiB of edge memory (bench/run.sh, idle scenario).
@@ -54,6 +61,19 @@ pub struct EdgeConfig {
     /// Bytes queued for one connection before it is closed as a slow consumer.
     #[arg(long = "send-queue-bytes", env = "SB_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub send_queue_bytes: usize,
+    /// Kernel send buffer of each client socket in bytes (`SO_SNDBUF`; Linux
+    /// reserves twice this). Bounds what a client that stops reading costs
+    /// beyond its send queue; 0 leaves the kernel's autotuning (up to 4 MiB).
+    #[arg(long = "socket-send-buffer-bytes", env = "SB_SOCKET_SEND_BUFFER_BYTES", default_value_t = DEFAULT_SOCKET_SEND_BUFFER_BYTES)]
+    pub socket_send_buffer_bytes: usize,
+    /// How long a closing connection waits for its client to read the close
+    /// frame (it queues behind what the client has not read yet) before the
+    /// TCP connection is dropped.
+    #[arg(long = "close-timeout", env = "SB_CLOSE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Clock skew allowed when checking a token's `exp` and `nbf`.
+    #[arg(long = "token-leeway", env = "SB_TOKEN_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub token_leeway: Duration,
     /// Sends of one connection waiting for Kafka's ack at once; more pause reading.
     #[arg(long = "max-in-flight", env = "SB_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
@@ -136,6 +156,9 @@ impl EdgeConfig {
             max_connections_per_user: 16,
             send_queue_frames: 1024,
             send_queue_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: DEFAULT_SOCKET_SEND_BUFFER_BYTES,
+            close_timeout: Duration::from_secs(10),
+            token_leeway: Duration::from_secs(5),
             max_in_flight: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -14,7 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Accepts connections until `stop` is cancelled. Connections already
 /// accepted finish on their own (upgraded WebSockets are drained by the edge).
-pub async fn serve(listener: TcpListener, app: Router, handshake_timeout: Duration, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    handshake_timeout: Duration,
+    send_buffer_bytes: usize,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -29,6 +35,11 @@ pub async fn serve(listener: TcpListener, app: Router, handshake_timeout: Durati
             },
         };
         let _ = stream.set_nodelay(true);
+        if send_buffer_bytes > 0
+            && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer_bytes)
+        {
+            tracing::debug!(%peer, error = %e, "could not set the socket's send buffer");
+        }
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let connection = http1::Builder::new()

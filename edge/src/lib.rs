@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod node;
 pub mod outbox;
+pub mod publish;
 pub mod server;
 pub mod session;
 pub mod stats;

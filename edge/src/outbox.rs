@@ -20,6 +20,8 @@ pub struct CloseReason {
 impl CloseReason {
     pub const SLOW_CONSUMER: Self = Self { code: close::SLOW_CONSUMER, reason: "slow consumer" };
     pub const TOO_BIG: Self = Self { code: close::MESSAGE_TOO_BIG, reason: "frame too large" };
+    pub const INVALID_UTF8: Self = Self { code: close::INVALID_PAYLOAD, reason: "text frame is not valid UTF-8" };
+    pub const PROTOCOL_ERROR: Self = Self { code: close::PROTOCOL_ERROR, reason: "websocket protocol error" };
     pub const IDLE: Self = Self { code: close::IDLE_TIMEOUT, reason: "idle timeout" };
     pub const RESTART: Self = Self { code: close::SERVICE_RESTART, reason: "node draining; reconnect" };
 }
@@ -70,6 +72,14 @@ impl OutboxReceiver {
         let frame = self.rx.try_recv().ok()?;
         self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
         Some(frame)
+    }
+
+    /// Takes no more frames and frees those still queued: a closing
+    /// connection sends its close frame next, and holds no memory for
+    /// frames it will never send while that close waits for a slow reader.
+    pub fn discard(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_some() {}
     }
 }
 

@@ -109,7 +109,7 @@ impl Edge {
             stats: stats.clone(),
         };
         let state = Arc::new(EdgeState {
-            auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes()),
+            auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes(), config.token_leeway),
             config,
             node,
             epoch,
@@ -164,7 +164,13 @@ impl Edge {
         let routes_task = tokio::spawn(presence.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
 
         let stop_accepting = CancellationToken::new();
-        let server = tokio::spawn(http::serve(listener, app, state.config.handshake_timeout, stop_accepting.clone()));
+        let server = tokio::spawn(http::serve(
+            listener,
+            app,
+            state.config.handshake_timeout,
+            state.config.socket_send_buffer_bytes,
+            stop_accepting.clone(),
+        ));
         shutdown.cancelled().await;
 
         tracing::info!(node = %state.node, connections = state.hub.connection_count(), "draining");

@@ -10,7 +10,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use switchboard_core::clock::now_ms;
 use switchboard_core::kafka::record_headers;
 use switchboard_core::store::Access;
@@ -25,6 +24,7 @@ use tracing::Instrument;
 use crate::auth::Claims;
 use crate::hub::UserSlot;
 use crate::outbox::{CloseReason, Closing, Outbox, OutboxReceiver};
+use crate::publish;
 use crate::server::EdgeState;
 
 /// Rooms one connection may be in at once.
@@ -51,11 +51,15 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
         limits: config.limits(),
     });
 
-    let writer = tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval));
+    let writer =
+        tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval, config.close_timeout));
     let mut session = Session::new(state.clone(), conn, claims, outbox.clone());
     session.read_loop(stream).await;
 
     outbox.closing().close(None);
+    if outbox.closing().reason() == Some(CloseReason::SLOW_CONSUMER) {
+        state.stats.slow_consumer_closed();
+    }
     let _ = writer.await;
     state.hub.unregister(conn, &session.rooms);
     drop(slot);
@@ -64,11 +68,19 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
 
 /// Sends queued frames and pings; on close, sends the close frame with the
 /// recorded reason.
+///
+/// The close frame goes out behind the bytes already handed to the socket
+/// (the WebSocket write buffer and the kernel's send buffer), never behind
+/// the frames still queued: those are dropped at once. A client that stopped
+/// reading therefore finds the close code as soon as it reads again, as
+/// long as it does so within `close_timeout`; after that the TCP connection
+/// is dropped (the client then sees no code, 1006).
 pub async fn write_loop<S>(
     mut sink: S,
     mut outbox: OutboxReceiver,
     closing: Arc<Closing>,
     ping_every: std::time::Duration,
+    close_timeout: std::time::Duration,
 ) where
     S: Sink<Message> + Unpin,
 {
@@ -93,11 +105,20 @@ pub async fn write_loop<S>(
             return;
         }
     }
-    if let Some(reason) = closing.reason() {
-        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    outbox.discard();
+    let Some(reason) = closing.reason() else {
+        // The peer is gone: nothing to tell it.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+        return;
+    };
+    let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+    let close = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        sink.close().await
+    };
+    if tokio::time::timeout(close_timeout, close).await.is_err() {
+        tracing::debug!(code = reason.code, "close frame not read within the close timeout; dropping the connection");
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
 }
 
 /// Most frames written to the socket with one flush.
@@ -154,14 +175,18 @@ impl Session {
                 Err(_) => return self.outbox.close(CloseReason::IDLE),
                 Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
                 Ok(Some(Err(e))) => {
-                    if is_too_big(e) {
-                        self.outbox.close(CloseReason::TOO_BIG);
+                    if let Some(reason) = close_reason_for(e) {
+                        self.outbox.close(reason);
                     }
                     return;
                 }
                 Ok(Some(Ok(Message::Text(text)))) => self.on_text(&text).await,
                 Ok(Some(Ok(Message::Binary(_)))) => {
-                    self.reply(ServerFrame::error(None, ErrorCode::BinaryFrame, "protocol v1 uses text frames only"));
+                    let (code, message) = match self.limiter.check() {
+                        Ok(()) => (ErrorCode::BinaryFrame, "protocol v1 uses text frames only"),
+                        Err(_) => (ErrorCode::RateLimited, "rate limit exceeded; frame dropped"),
+                    };
+                    self.reply(ServerFrame::error(None, code, message));
                 }
                 // Pings are answered by the WebSocket layer; any frame counts as activity.
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
@@ -178,13 +203,24 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) {
-        let frame = match ClientFrame::parse(text) {
+        let parsed = ClientFrame::parse(text);
+        // Every frame counts toward the rate, malformed ones too: each costs
+        // the server a parse and a reply.
+        if self.limiter.check().is_err() {
+            let reference = match &parsed {
+                Ok(frame) => Some(frame.reference().to_owned()),
+                Err(e) => e.reference.clone(),
+            };
+            return self.reply(ServerFrame::error(
+                reference,
+                ErrorCode::RateLimited,
+                "rate limit exceeded; frame dropped",
+            ));
+        }
+        let frame = match parsed {
             Ok(frame) => frame,
             Err(e) => return self.reply(ServerFrame::error(e.reference, e.code, e.message)),
         };
-        if self.limiter.check().is_err() {
-            return self.fail(frame.reference(), ErrorCode::RateLimited, "rate limit exceeded; frame dropped");
-        }
         match frame {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
             // Boxed: a join awaits SQL queries whose futures are large, and
@@ -209,10 +245,14 @@ impl Session {
             return self.fail(&reference, ErrorCode::InvalidRoom, format!("room: {e}"));
         }
         if self.rooms.contains(&room) {
-            return self.fail(&reference, ErrorCode::InvalidFrame, format!("already in room {room:?}"));
+            return self.fail(&reference, ErrorCode::AlreadyJoined, format!("already in room {room:?}"));
         }
         if self.rooms.len() >= MAX_ROOMS_PER_CONNECTION {
-            return self.fail(&reference, ErrorCode::InvalidFrame, "too many rooms on one connection");
+            return self.fail(
+                &reference,
+                ErrorCode::TooManyRooms,
+                format!("at most {MAX_ROOMS_PER_CONNECTION} rooms per connection; leave one first"),
+            );
         }
         let store = &self.state.store;
         let room_state = match store.access(&room, &self.claims.sub).await {
@@ -229,10 +269,14 @@ impl Session {
         let last = room_state.last_seq;
         // What to replay: everything after `since` if it fits and the epoch
         // matches; otherwise the most recent `max_replay`, flagged unrecovered.
+        // A `since` beyond the room's end is a history this room never had
+        // (or no longer has): the client must reload, not keep its copy and
+        // drop the room's next messages as duplicates of seqs it thinks it saw.
         let (replay_after, recovered) = match since {
             None => (last, true),
             Some(_) if epoch.is_some_and(|e| e != room_state.epoch) => (last.saturating_sub(max_replay), false),
-            Some(since) if since >= last => (last, true),
+            Some(since) if since > last => (last.saturating_sub(max_replay), false),
+            Some(since) if since == last => (last, true),
             Some(since) if last - since <= max_replay => (since, true),
             Some(_) => (last.saturating_sub(max_replay), false),
         };
@@ -289,24 +333,35 @@ impl Session {
             origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
             received_at: now_ms(),
         };
-        let state = self.state.clone();
+        let payload = envelope.to_json();
+        let traceparent = TraceParent::new_root(fastrand::u128(..), fastrand::u64(..)).to_string();
+        let topic = self.state.topics.inbound();
+        let record = FutureRecord::to(&topic)
+            .key(envelope.room.as_str())
+            .payload(payload.as_slice())
+            .headers(record_headers(INBOUND_V1, Some(&traceparent)));
+        // Enqueued here, before the next frame is read: this is what keeps
+        // the connection's sends in order (see `publish`).
+        let delivery = match publish::enqueue(&self.state.producer, record, self.state.config.produce_queue_timeout)
+            .await
+        {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                tracing::warn!(error = %e, "send not enqueued for kafka");
+                return self.fail(&reference, ErrorCode::Unavailable, "not accepted; retry with the same client_id");
+            }
+        };
+        let backlog = self.state.config.backlog.clone();
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
-            let payload = envelope.to_json();
-            let traceparent = TraceParent::new_root(fastrand::u128(..), fastrand::u64(..)).to_string();
-            let topic = state.topics.inbound();
-            let record = FutureRecord::to(&topic)
-                .key(&envelope.room)
-                .payload(&payload)
-                .headers(record_headers(INBOUND_V1, Some(&traceparent)));
-            let reply = match state.producer.send(record, Timeout::After(state.config.produce_queue_timeout)).await {
-                Ok(_) => {
-                    if let Some(backlog) = &state.config.backlog {
+            let reply = match delivery.await {
+                Ok(Ok(_)) => {
+                    if let Some(backlog) = backlog {
                         backlog.accepted(payload.len());
                     }
                     ServerFrame::Ack { reference, status: AckStatus::Accepted, id }
                 }
-                Err((e, _)) => {
+                Ok(Err((e, _))) => {
                     tracing::warn!(error = %e, "send not accepted by kafka");
                     ServerFrame::error(
                         Some(reference),
@@ -314,6 +369,7 @@ impl Session {
                         "not accepted; retry with the same client_id",
                     )
                 }
+                Err(_) => ServerFrame::error(Some(reference), ErrorCode::Unavailable, "producer stopped; retry"),
             };
             outbox.push_frame(&reply);
             drop(permit);
@@ -325,24 +381,29 @@ impl Session {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
         let event = Event::Typing { room, user: self.claims.sub.clone() };
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let payload = event.to_json();
-            let topic = state.topics.ephemeral();
-            let record =
-                FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
-            // Ephemeral: a lost typing notice is not worth an error to the client.
-            if let Err((e, _)) = state.producer.send(record, Timeout::After(std::time::Duration::ZERO)).await {
-                tracing::debug!(error = %e, "typing notice dropped");
-            }
-        });
+        let payload = event.to_json();
+        let topic = self.state.topics.ephemeral();
+        let record =
+            FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
+        // Ephemeral: a lost typing notice is not worth an error to the
+        // client, nor a task to wait for its acknowledgement.
+        if let Err((e, _)) = self.state.producer.send_result(record) {
+            tracing::debug!(error = %e, "typing notice dropped");
+        }
     }
 }
 
-/// True when the WebSocket layer refused a frame or message for its size.
-fn is_too_big(error: axum::Error) -> bool {
-    let inner = error.into_inner();
-    matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+/// The close code owed to a client whose frame the WebSocket layer refused;
+/// `None` when the connection itself failed (nobody to tell).
+fn close_reason_for(error: axum::Error) -> Option<CloseReason> {
+    use tungstenite::error::{Error, ProtocolError};
+    match error.into_inner().downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some(CloseReason::TOO_BIG),
+        Error::Utf8(_) => Some(CloseReason::INVALID_UTF8),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some(CloseReason::PROTOCOL_ERROR),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -390,7 +451,8 @@ mod tests {
         }
         let mut sink = Recorder::default();
         let closing = outbox.closing().clone();
-        let writer = write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(3600));
+        let writer =
+            write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(3600), Duration::from_secs(1));
         let stop = async {
             tokio::task::yield_now().await;
             closing.close(None);

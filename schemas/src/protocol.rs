@@ -171,6 +171,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The connection has not joined the room it sends to.
     NotJoined,
+    /// The connection is already in the room it asked to join; it stays in.
+    AlreadyJoined,
+    /// The connection is in as many rooms as it may be; leave one first.
+    TooManyRooms,
     /// The user may not read or write this room.
     Forbidden,
     /// Kafka or the database could not take the request; retry with the same `client_id`.
@@ -181,6 +185,11 @@ pub enum ErrorCode {
 
 /// WebSocket close codes the server uses.
 pub mod close {
+    /// The client broke the WebSocket protocol (RFC 6455 "protocol error"),
+    /// e.g. an unmasked frame or reserved bits set.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8 (RFC 6455 "invalid frame payload data").
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame exceeded `max_frame_bytes` (RFC 6455 "message too big").
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The node is draining; reconnect (to another node) after a short jittered delay.

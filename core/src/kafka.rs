@@ -16,6 +16,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use switchboard_schemas::headers::TraceParent;
 
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -203,6 +204,21 @@ where
 {
     let headers = message.headers()?;
     headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The trace context a record carries (its `traceparent` header), if valid.
+pub fn trace_of<M: Message>(message: &M) -> Option<TraceParent> {
+    header_str(message, switchboard_schemas::headers::TRACEPARENT).and_then(|v| TraceParent::parse(v).ok())
+}
+
+/// Starts a trace, for a record that begins one (a client's send).
+pub fn new_trace() -> TraceParent {
+    TraceParent::new_root(fastrand::u128(..), fastrand::u64(..))
+}
+
+/// The context the next hop's record carries: the same trace, a new span.
+pub fn next_span(trace: &TraceParent) -> TraceParent {
+    trace.child(fastrand::u64(..))
 }
 
 /// Headers for a new record: schema version and trace context.

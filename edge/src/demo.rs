@@ -12,7 +12,7 @@ use axum::routing::get;
 use switchboard_schemas::ids::validate_id;
 
 use crate::auth::{Claims, issue_hs256};
-use crate::server::EdgeState;
+use crate::state::EdgeState;
 
 const PAGE: &str = include_str!("demo.html");
 /// Dev tokens live for a day.

@@ -13,8 +13,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::auth::AuthError;
-use crate::server::EdgeState;
 use crate::session;
+use crate::state::EdgeState;
 
 /// Why a handshake was refused. The response names the reason, never internals.
 #[derive(Debug, Error)]

@@ -16,4 +16,5 @@ pub mod outbox;
 pub mod publish;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod stats;

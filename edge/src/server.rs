@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use rdkafka::Offset;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{KafkaConfig, assign_all};
@@ -31,6 +31,7 @@ use crate::delivery::Delivery;
 use crate::hub::{Hub, RouteChange};
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
+use crate::state::EdgeState;
 use crate::stats::EdgeStats;
 use crate::{demo, handshake, http};
 
@@ -44,30 +45,6 @@ pub enum EdgeError {
     DeliveryTopicUnavailable { topic: String, source: KafkaError },
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// State shared by every request and connection of this node.
-pub struct EdgeState {
-    pub config: EdgeConfig,
-    pub node: String,
-    pub epoch: u64,
-    pub hub: Arc<Hub>,
-    pub producer: FutureProducer,
-    pub topics: Topics,
-    pub store: Store,
-    pub auth: Authenticator,
-    /// Set on shutdown: readiness fails and new upgrades are refused.
-    pub draining: AtomicBool,
-    /// Connection tasks, so draining can wait for them.
-    pub tracker: TaskTracker,
-    pub stats: Arc<EdgeStats>,
-    conn_ids: AtomicU64,
-}
-
-impl EdgeState {
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 pub struct Edge {

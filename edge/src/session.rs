@@ -11,11 +11,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rdkafka::producer::FutureRecord;
 use switchboard_core::clock::now_ms;
-use switchboard_core::kafka::record_headers;
+use switchboard_core::kafka::{new_trace, record_headers};
 use switchboard_core::store::Access;
 use switchboard_schemas::PROTOCOL_VERSION;
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend, Origin};
-use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::ids::{message_id, validate_id};
 use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::Semaphore;
@@ -25,7 +24,7 @@ use crate::auth::Claims;
 use crate::hub::UserSlot;
 use crate::outbox::{CloseReason, Closing, Outbox, OutboxReceiver};
 use crate::publish;
-use crate::server::EdgeState;
+use crate::state::EdgeState;
 
 /// Rooms one connection may be in at once.
 pub const MAX_ROOMS_PER_CONNECTION: usize = 256;
@@ -334,7 +333,7 @@ impl Session {
             received_at: now_ms(),
         };
         let payload = envelope.to_json();
-        let traceparent = TraceParent::new_root(fastrand::u128(..), fastrand::u64(..)).to_string();
+        let traceparent = new_trace().to_string();
         let topic = self.state.topics.inbound();
         let record = FutureRecord::to(&topic)
             .key(envelope.room.as_str())

@@ -17,11 +17,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::{header_str, record_headers};
+use switchboard_core::kafka::{header_str, next_span, record_headers, trace_of};
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
-use switchboard_schemas::headers::{SCHEMA, TRACEPARENT, TraceParent};
+use switchboard_schemas::headers::{SCHEMA, TraceParent};
 use switchboard_schemas::ids::validate_id;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +88,9 @@ pub struct Persister {
 struct Command {
     send: InboundSend,
     traceparent: Option<TraceParent>,
+    /// Index of the command's record in its batch, to dead-letter the
+    /// record itself (headers and origin intact) if SQL refuses it.
+    record: usize,
 }
 
 impl Persister {
@@ -134,8 +137,8 @@ impl Persister {
     /// interrupted the batch before it was durable.
     async fn handle_batch(&self, records: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> bool {
         let mut commands = Vec::with_capacity(records.len());
-        for record in records {
-            match decode(record) {
+        for (index, record) in records.iter().enumerate() {
+            match decode(record, index) {
                 Ok(command) => commands.push(command),
                 Err(reason) => {
                     if !self.dead_letter_until_done(record, &reason, shutdown).await {
@@ -144,7 +147,7 @@ impl Persister {
                 }
             }
         }
-        if !commands.is_empty() && !self.persist_and_publish(&commands, shutdown).await {
+        if !commands.is_empty() && !self.persist_and_publish(records, &commands, shutdown).await {
             return false;
         }
         if let Some(backlog) = &self.config.backlog {
@@ -159,10 +162,15 @@ impl Persister {
     /// Persists, then publishes; a failed publish redoes both (the insert is
     /// idempotent, so the retry yields the same seqs). Returns true once every
     /// event is acknowledged, false on shutdown.
-    async fn persist_and_publish(&self, commands: &[Command], shutdown: &CancellationToken) -> bool {
+    async fn persist_and_publish(
+        &self,
+        records: &[BorrowedMessage<'_>],
+        commands: &[Command],
+        shutdown: &CancellationToken,
+    ) -> bool {
         let attempt = || async {
             let started = std::time::Instant::now();
-            let outcomes = self.persist_with_retry(commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
+            let outcomes = self.persist_with_retry(records, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
             let stored = started.elapsed();
             let published = self.publish(commands, outcomes).await;
             tracing::debug!(records = commands.len(), ?stored, acked = ?(started.elapsed() - stored), "batch");
@@ -188,6 +196,7 @@ impl Persister {
     /// time, so one poison record is dead-lettered alone.
     async fn persist_with_retry(
         &self,
+        records: &[BorrowedMessage<'_>],
         commands: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Option<Outcome>>> {
@@ -197,12 +206,15 @@ impl Persister {
             Err(batch_error) => {
                 tracing::warn!(error = %batch_error, "batch failed; persisting records one by one");
                 let mut outcomes = Vec::with_capacity(sends.len());
-                for send in &sends {
+                for (send, command) in sends.iter().zip(commands) {
                     match self.retry_store(std::slice::from_ref(send), shutdown).await? {
                         Ok(mut one) => outcomes.push(one.pop()),
                         Err(e) => {
                             tracing::error!(room = %send.room, error = %e, "record cannot be stored; dead-lettering");
-                            self.dead_letter_send(send, &format!("cannot be stored: {e}")).await;
+                            let reason = format!("cannot be stored: {e}");
+                            if !self.dead_letter_until_done(&records[command.record], &reason, shutdown).await {
+                                return None;
+                            }
                             outcomes.push(None);
                         }
                     }
@@ -258,7 +270,7 @@ impl Persister {
                     },
                 ),
             };
-            let traceparent = command.traceparent.map(|tp| tp.child(fastrand::u64(..)).to_string());
+            let traceparent = command.traceparent.as_ref().map(|tp| next_span(tp).to_string());
             let payload = event.to_json();
             let room = &command.send.room;
             pending.push(async move {
@@ -296,21 +308,6 @@ impl Persister {
             result = retried => result.is_ok(),
         }
     }
-
-    /// Dead-letters a decoded send that SQL refused.
-    async fn dead_letter_send(&self, send: &InboundSend, reason: &str) {
-        let payload = send.to_json();
-        let topic = self.topics.dead_letter();
-        let record = FutureRecord::to(&topic).key(&send.room).payload(&payload).headers(
-            record_headers(INBOUND_V1, None).insert(rdkafka::message::Header {
-                key: switchboard_schemas::headers::DLQ_REASON,
-                value: Some(reason),
-            }),
-        );
-        if let Err((e, _)) = self.producer.send(record, Timeout::Never).await {
-            tracing::error!(error = %e, "could not dead-letter a send");
-        }
-    }
 }
 
 /// Why a batch is not finished yet.
@@ -321,7 +318,7 @@ enum Unfinished {
 }
 
 /// Decodes and checks one `sb.inbound` record; the error is the dead-letter reason.
-fn decode(record: &BorrowedMessage<'_>) -> Result<Command, String> {
+fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String> {
     match header_str(record, SCHEMA) {
         Some(INBOUND_V1) => {}
         Some(other) => return Err(format!("unknown schema {other:?}")),
@@ -337,6 +334,6 @@ fn decode(record: &BorrowedMessage<'_>) -> Result<Command, String> {
     if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
         return Err("body empty, too large or containing NUL".into());
     }
-    let traceparent = header_str(record, TRACEPARENT).and_then(|v| TraceParent::parse(v).ok());
-    Ok(Command { send, traceparent })
+    let traceparent = trace_of(record);
+    Ok(Command { send, traceparent, record: index })
 }

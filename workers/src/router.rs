@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset};
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str};
+use switchboard_core::kafka::{
+    KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str, next_span, record_headers, trace_of,
+};
 use switchboard_core::topics::Topics;
 use switchboard_schemas::envelope::EVENT_V1;
-use switchboard_schemas::headers::{SCHEMA, TRACEPARENT, TraceParent};
+use switchboard_schemas::headers::SCHEMA;
 use switchboard_schemas::ids::validate_id;
 use switchboard_schemas::routing::{NodeRecord, RouteKey, RouteRecord};
 use tokio_util::sync::CancellationToken;
@@ -207,16 +209,11 @@ async fn forward(
     topic: String,
     record: &BorrowedMessage<'_>,
 ) -> Result<(), (String, rdkafka::error::KafkaError)> {
-    let traceparent = header_str(record, TRACEPARENT)
-        .and_then(|v| TraceParent::parse(v).ok())
-        .map(|tp| tp.child(fastrand::u64(..)).to_string());
-    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header { key: SCHEMA, value: Some(EVENT_V1) });
-    if let Some(tp) = &traceparent {
-        headers = headers.insert(Header { key: TRACEPARENT, value: Some(tp) });
-    }
+    let traceparent = trace_of(record).map(|tp| next_span(&tp).to_string());
     let key = record.key().unwrap_or_default();
     let payload = record.payload().unwrap_or_default();
-    let out = FutureRecord::to(&topic).key(key).payload(payload).headers(headers);
+    let out =
+        FutureRecord::to(&topic).key(key).payload(payload).headers(record_headers(EVENT_V1, traceparent.as_deref()));
     let result = producer.send(out, Timeout::Never).await;
     result.map(|_| ()).map_err(|(e, _)| (topic, e))
 }

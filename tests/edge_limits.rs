@@ -178,9 +178,9 @@ async fn a_client_that_stops_reading_gets_4008_when_it_reads_again_and_costs_bou
     });
 
     // The server notices the overflow while the client still is not reading...
-    let stats = h.embedded.edge_states[1].stats.clone();
+    let slow_closed = r#"switchboard_edge_disconnects_total{reason="slow_consumer"}"#;
     let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    while stats.slow_consumers() == 0 {
+    while support::metric(h.edge(1), slow_closed).await == 0.0 {
         assert!(tokio::time::Instant::now() < deadline, "the slow client was never closed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -147,7 +147,8 @@ async fn a_gap_in_live_delivery_is_filled_from_sql_in_order() {
     let got = receiver.messages("gappy", 6).await;
     assert_eq!(seqs(&got), vec![2, 3, 4, 5, 6, 7]);
     assert_eq!(got[0]["body"], "unrouted 1");
-    assert!(h.embedded.edge_states[1].stats.backfilled() >= 5, "the gap came from SQL");
+    let backfilled = support::metric(h.edge(1), "switchboard_edge_backfilled_messages_total").await;
+    assert!(backfilled >= 5.0, "the gap came from SQL ({backfilled} messages read from it)");
     drop(producer);
     h.stop().await;
 }
@@ -359,5 +360,47 @@ async fn joining_with_a_since_beyond_the_rooms_end_is_not_recovered() {
     assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("already_joined"), Some("again")));
     alice.say("short", "s4", "line 4").await;
     assert_eq!(seqs(&carol.messages("short", 1).await), vec![4]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_edges_metrics_count_what_its_clients_did_and_got() {
+    use support::metric;
+    let h = start().await;
+    let (a, b) = (h.edge(0), h.edge(1));
+    let mut sender = Client::in_room(a, "sender", "counted").await;
+    let mut reader = Client::in_room(b, "reader", "counted").await;
+    const N: usize = 12;
+    for i in 0..N {
+        sender.say("counted", &format!("c{i}"), "counted line").await;
+    }
+    assert_eq!(reader.messages("counted", N).await.len(), N);
+    assert_eq!(sender.messages("counted", N).await.len(), N);
+    sender.send_text("{not json").await;
+    assert_eq!(sender.recv_type("error").await["code"], "bad_json");
+
+    assert_eq!(metric(a, "switchboard_edge_connections").await, 1.0);
+    assert_eq!(metric(a, r#"switchboard_edge_handshakes_total{outcome="ok"}"#).await, 1.0);
+    assert_eq!(metric(a, "switchboard_edge_sends_accepted_total").await, N as f64, "acked sends");
+    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="send"}"#).await, N as f64);
+    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="join"}"#).await, 1.0);
+    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="invalid"}"#).await, 1.0);
+    assert_eq!(metric(a, r#"switchboard_edge_errors_sent_total{code="bad_json"}"#).await, 1.0);
+    // Each node counts what it pushed to its own clients.
+    assert_eq!(metric(a, "switchboard_edge_deliveries_total").await, N as f64);
+    assert_eq!(metric(b, "switchboard_edge_deliveries_total").await, N as f64);
+    assert_eq!(metric(b, "switchboard_edge_sends_accepted_total").await, 0.0);
+
+    // A refused handshake and a closed connection are counted by reason.
+    let forged = format!("ws://{b}/ws?token=not-a-token");
+    assert!(tokio_tungstenite::connect_async(forged).await.is_err());
+    assert_eq!(metric(b, r#"switchboard_edge_handshakes_total{outcome="unauthorized"}"#).await, 1.0);
+    drop(reader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(b, "switchboard_edge_connections").await != 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the closed connection is still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(b, r#"switchboard_edge_disconnects_total{reason="peer"}"#).await, 1.0);
     h.stop().await;
 }

@@ -9,7 +9,6 @@
 //! for messages that were routed before the route existed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -24,8 +23,8 @@ use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::EdgeEvents;
 use crate::hub::Hub;
-use crate::stats::EdgeStats;
 
 /// Most rows read from SQL per backfill query.
 const BACKFILL_CHUNK: u32 = 500;
@@ -43,7 +42,7 @@ pub struct Delivery {
     pub store: Store,
     pub node: String,
     pub dead_letter: DeadLetter,
-    pub stats: Arc<EdgeStats>,
+    pub events: Arc<EdgeEvents>,
 }
 
 impl Delivery {
@@ -98,7 +97,7 @@ impl Delivery {
             self.backfill(&message.room, lowest, message.seq - 1).await;
         }
         let (room, seq) = (message.room.clone(), message.seq);
-        self.hub.deliver(&room, seq, &encode(message));
+        self.events.delivered(self.hub.deliver(&room, seq, &encode(message)));
     }
 
     async fn catch_up(&self, room: &str) {
@@ -116,10 +115,10 @@ impl Delivery {
             };
             let Some(last) = rows.last().map(|m| m.seq) else { return };
             tracing::debug!(room, after, upto = last, rows = rows.len(), "backfilled from SQL");
-            self.stats.backfilled.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            self.events.backfilled(rows.len());
             for message in rows {
                 let seq = message.seq;
-                self.hub.deliver(room, seq, &encode(message));
+                self.events.delivered(self.hub.deliver(room, seq, &encode(message)));
             }
             after = last;
         }

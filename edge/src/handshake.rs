@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Claims};
+use crate::events::Handshake;
+use crate::hub::UserSlot;
 use crate::session;
 use crate::state::EdgeState;
 
@@ -47,6 +49,17 @@ impl IntoResponse for HandshakeError {
     }
 }
 
+impl HandshakeError {
+    fn outcome(&self) -> Handshake {
+        match self {
+            HandshakeError::Unauthorized(_) => Handshake::Unauthorized,
+            HandshakeError::OriginNotAllowed(_) => Handshake::OriginNotAllowed,
+            HandshakeError::TooManyConnections => Handshake::TooManyConnections,
+            HandshakeError::Draining => Handshake::Draining,
+        }
+    }
+}
+
 /// `GET /ws?token=...`
 pub async fn upgrade(
     State(state): State<Arc<EdgeState>>,
@@ -54,6 +67,23 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HandshakeError> {
+    let (claims, slot) = admit(&state, &query, &headers).inspect_err(|e| state.events.handshake(e.outcome()))?;
+    state.events.handshake(Handshake::Ok);
+    let limit = state.config.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(state.config.read_buffer_bytes)
+        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, claims, slot))))
+}
+
+/// Everything that can refuse a client, in order: draining, origin, token, cap.
+fn admit(
+    state: &Arc<EdgeState>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Claims, UserSlot), HandshakeError> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(HandshakeError::Draining);
     }
@@ -62,19 +92,13 @@ pub async fn upgrade(
     {
         return Err(HandshakeError::OriginNotAllowed(origin.to_owned()));
     }
-    let token = query.get("token").map(String::as_str).or_else(|| bearer(&headers)).ok_or(AuthError::Missing)?;
+    let token = query.get("token").map(String::as_str).or_else(|| bearer(headers)).ok_or(AuthError::Missing)?;
     let claims = state.auth.verify(token)?;
     let slot = state
         .hub
         .reserve_user(&claims.sub, state.config.max_connections_per_user)
         .ok_or(HandshakeError::TooManyConnections)?;
-    let limit = state.config.max_frame_bytes;
-    let tracker = state.tracker.clone();
-    Ok(ws
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(state.config.read_buffer_bytes)
-        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, claims, slot))))
+    Ok((claims, slot))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use rdkafka::Offset;
 use rdkafka::error::KafkaError;
@@ -28,11 +29,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::EdgeConfig;
 use crate::delivery::Delivery;
+use crate::events::EdgeEvents;
 use crate::hub::{Hub, RouteChange};
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
 use crate::state::EdgeState;
-use crate::stats::EdgeStats;
 use crate::{demo, handshake, http};
 
 #[derive(Debug, Error)]
@@ -76,14 +77,14 @@ impl Edge {
         let (hub, route_changes) = Hub::new();
         let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
         presence.publish(false).await?;
-        let stats = Arc::new(EdgeStats::default());
+        let events = Arc::new(EdgeEvents::new());
         let delivery = Delivery {
             consumer,
             hub: hub.clone(),
             store: store.clone(),
             node: node.clone(),
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
-            stats: stats.clone(),
+            events: events.clone(),
         };
         let state = Arc::new(EdgeState {
             auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes(), config.token_leeway),
@@ -96,7 +97,7 @@ impl Edge {
             store,
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
-            stats,
+            events,
             // Random start, so a rejection meant for a previous life's connection finds nobody.
             conn_ids: AtomicU64::new(fastrand::u64(1..u64::MAX / 2)),
         });
@@ -113,7 +114,8 @@ impl Edge {
         let mut router = Router::new()
             .route("/ws", get(handshake::upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(ready));
+            .route("/readyz", get(ready))
+            .route("/metrics", get(metrics));
         if self.state.config.dev_mode {
             router = router.merge(demo::routes());
         }
@@ -181,6 +183,12 @@ async fn ready(State(state): State<Arc<EdgeState>>) -> (StatusCode, &'static str
     } else {
         (StatusCode::OK, "ready")
     }
+}
+
+/// `GET /metrics`: this node's metrics in the Prometheus text format.
+async fn metrics(State(state): State<Arc<EdgeState>>) -> impl IntoResponse {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], state.events.render())
 }
 
 /// Closes every connection with 1012 at a random moment within `window`,

@@ -41,6 +41,7 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
     let config = &state.config;
     let (outbox, receiver) = Outbox::new(config.send_queue_frames, config.send_queue_bytes);
     state.hub.register(conn, outbox.clone());
+    state.events.connected();
     tracing::debug!("connected");
 
     outbox.push_frame(&ServerFrame::Welcome {
@@ -56,9 +57,7 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
     session.read_loop(stream).await;
 
     outbox.closing().close(None);
-    if outbox.closing().reason() == Some(CloseReason::SLOW_CONSUMER) {
-        state.stats.slow_consumer_closed();
-    }
+    state.events.disconnected(outbox.closing().reason());
     let _ = writer.await;
     state.hub.unregister(conn, &session.rooms);
     drop(slot);
@@ -194,6 +193,9 @@ impl Session {
     }
 
     fn reply(&self, frame: ServerFrame) {
+        if let ServerFrame::Error { code, .. } = &frame {
+            self.state.events.error_sent(*code);
+        }
         self.outbox.push_frame(&frame);
     }
 
@@ -203,6 +205,7 @@ impl Session {
 
     async fn on_text(&mut self, text: &str) {
         let parsed = ClientFrame::parse(text);
+        self.state.events.frame_in(parsed.as_ref().ok().map(ClientFrame::kind));
         // Every frame counts toward the rate, malformed ones too: each costs
         // the server a parse and a reply.
         if self.limiter.check().is_err() {
@@ -346,29 +349,35 @@ impl Session {
         {
             Ok(delivery) => delivery,
             Err(e) => {
-                tracing::warn!(error = %e, "send not enqueued for kafka");
+                self.state.events.send_failed(&e);
                 return self.fail(&reference, ErrorCode::Unavailable, "not accepted; retry with the same client_id");
             }
         };
-        let backlog = self.state.config.backlog.clone();
+        let state = self.state.clone();
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
-            let reply = match delivery.await {
-                Ok(Ok(_)) => {
-                    if let Some(backlog) = backlog {
+            let failure = match delivery.await {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(e.to_string()),
+                Err(_) => Some("the producer stopped".to_owned()),
+            };
+            let reply = match failure {
+                None => {
+                    if let Some(backlog) = &state.config.backlog {
                         backlog.accepted(payload.len());
                     }
+                    state.events.send_accepted();
                     ServerFrame::Ack { reference, status: AckStatus::Accepted, id }
                 }
-                Ok(Err((e, _))) => {
-                    tracing::warn!(error = %e, "send not accepted by kafka");
+                Some(error) => {
+                    state.events.send_failed(&error);
+                    state.events.error_sent(ErrorCode::Unavailable);
                     ServerFrame::error(
                         Some(reference),
                         ErrorCode::Unavailable,
                         "not accepted; retry with the same client_id",
                     )
                 }
-                Err(_) => ServerFrame::error(Some(reference), ErrorCode::Unavailable, "producer stopped; retry"),
             };
             outbox.push_frame(&reply);
             drop(permit);

@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::EdgeConfig;
+use crate::events::EdgeEvents;
 use crate::hub::Hub;
-use crate::stats::EdgeStats;
 
 /// State shared by every request and connection of this node.
 pub struct EdgeState {
@@ -21,7 +21,8 @@ pub struct EdgeState {
     pub node: String,
     /// This start of the node (a fresh epoch at every start).
     pub epoch: u64,
-    pub stats: Arc<EdgeStats>,
+    /// Counted events; their metrics are served at `/metrics`.
+    pub events: Arc<EdgeEvents>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) producer: FutureProducer,
     pub(crate) topics: Topics,

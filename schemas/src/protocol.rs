@@ -249,6 +249,17 @@ impl ClientFrame {
         Ok(frame)
     }
 
+    /// The frame's `type`, as on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Typing { .. } => "typing",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+
     /// The request `ref` to echo in the reply.
     pub fn reference(&self) -> &str {
         match self {
@@ -257,6 +268,27 @@ impl ClientFrame {
             | ClientFrame::Send { reference, .. }
             | ClientFrame::Typing { reference, .. }
             | ClientFrame::Ping { reference } => reference,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidFrame => "invalid_frame",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
         }
     }
 }
@@ -323,6 +355,37 @@ mod tests {
         let err = ClientFrame::parse(&format!(r#"{{"type":"ping","ref":"{long_ref}"}}"#)).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
         assert_eq!(err.reference, None);
+    }
+
+    #[test]
+    fn each_error_code_names_itself_as_on_the_wire() {
+        let schema = serde_json::to_value(schemars::schema_for!(ErrorCode)).unwrap();
+        let names: Vec<String> = serde_json::from_value(schema["enum"].clone())
+            .or_else(|_| {
+                // One variant per `oneOf` entry when the enum has docs.
+                schema["oneOf"].as_array().unwrap().iter().map(|v| serde_json::from_value(v["const"].clone())).collect()
+            })
+            .unwrap();
+        assert!(names.len() >= 13, "{names:?}");
+        for name in names {
+            let code: ErrorCode = serde_json::from_value(serde_json::Value::String(name.clone())).unwrap();
+            assert_eq!(code.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn client_frames_name_their_type_as_on_the_wire() {
+        for text in [
+            r#"{"type":"join","ref":"1","room":"r"}"#,
+            r#"{"type":"leave","ref":"1","room":"r"}"#,
+            r#"{"type":"send","ref":"1","room":"r","client_id":"c","body":"b"}"#,
+            r#"{"type":"typing","ref":"1","room":"r"}"#,
+            r#"{"type":"ping","ref":"1"}"#,
+        ] {
+            let frame = ClientFrame::parse(text).unwrap();
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(frame.kind(), value["type"]);
+        }
     }
 
     #[test]

@@ -210,3 +210,23 @@ impl Client {
 pub fn seqs(messages: &[Value]) -> Vec<u64> {
     messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect()
 }
+
+/// The body of a plain HTTP GET to one of the edges (status must be 200).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8(reply).expect("a text reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as exported)
+/// scraped from an edge's `/metrics`; 0 when the series is absent.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = http_get(addr, "/metrics").await;
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}

@@ -1,0 +1,244 @@
+//! The edge's named events. Each event moves its metric and, where an
+//! operator wants a line, writes its log line, here and nowhere else, so a
+//! count and its log never disagree.
+//!
+//! Metrics are `prometheus-client` handles in a registry of this node's own
+//! (several edges share one process in the embedded default and the tests).
+//! Every handle is made once, at start: the per-frame and per-delivery paths
+//! increment a counter they already hold and never look a label up. Labels
+//! come from small fixed sets, never a room, user or connection id.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use switchboard_schemas::protocol::{CLIENT_FRAME_TYPES, ErrorCode};
+
+use crate::outbox::CloseReason;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrameType {
+    r#type: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// How a `/ws` handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Ok,
+    Unauthorized,
+    OriginNotAllowed,
+    TooManyConnections,
+    Draining,
+}
+
+impl Handshake {
+    const ALL: [Handshake; 5] =
+        [Self::Ok, Self::Unauthorized, Self::OriginNotAllowed, Self::TooManyConnections, Self::Draining];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unauthorized => "unauthorized",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::TooManyConnections => "too_many_connections",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Label of a frame that could not be parsed.
+const INVALID_FRAME: &str = "invalid";
+
+/// Why a connection ended, as a label: the close code's reason, or `peer`
+/// when the client closed or went away.
+fn disconnect_label(reason: Option<CloseReason>) -> &'static str {
+    match reason {
+        None => "peer",
+        Some(CloseReason::SLOW_CONSUMER) => "slow_consumer",
+        Some(CloseReason::IDLE) => "idle",
+        Some(CloseReason::TOO_BIG) => "too_big",
+        Some(CloseReason::INVALID_UTF8) => "invalid_utf8",
+        Some(CloseReason::PROTOCOL_ERROR) => "protocol_error",
+        Some(CloseReason::RESTART) => "draining",
+        Some(_) => "other",
+    }
+}
+
+/// The edge's events and their metrics.
+pub struct EdgeEvents {
+    registry: Registry,
+    connections: Gauge,
+    handshakes: [Counter; 5],
+    /// By the index of the type in [`CLIENT_FRAME_TYPES`]; the last one counts unparsable frames.
+    frames_in: Vec<Counter>,
+    errors_sent: Family<Code, Counter>,
+    sends_accepted: Counter,
+    sends_failed: Counter,
+    deliveries: Counter,
+    disconnects: Family<Reason, Counter>,
+    backfills: Counter,
+    backfilled_messages: Counter,
+}
+
+impl Default for EdgeEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EdgeEvents {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard_edge");
+        let connections = Gauge::default();
+        registry.register("connections", "Open client connections", connections.clone());
+        let handshake_family = Family::<Outcome, Counter>::default();
+        registry.register("handshakes", "WebSocket handshakes by outcome", handshake_family.clone());
+        let handshakes =
+            Handshake::ALL.map(|h| handshake_family.get_or_create(&Outcome { outcome: h.label() }).clone());
+        let frame_family = Family::<FrameType, Counter>::default();
+        registry.register("frames_in", "Client frames by type (`invalid`: not parsable)", frame_family.clone());
+        let frames_in = CLIENT_FRAME_TYPES
+            .iter()
+            .chain(std::iter::once(&INVALID_FRAME))
+            .map(|t| frame_family.get_or_create(&FrameType { r#type: t }).clone())
+            .collect();
+        let errors_sent = Family::<Code, Counter>::default();
+        registry.register("errors_sent", "Error frames sent to clients, by code", errors_sent.clone());
+        let sends_accepted = Counter::default();
+        registry.register("sends_accepted", "Client sends acknowledged by Kafka", sends_accepted.clone());
+        let sends_failed = Counter::default();
+        registry.register(
+            "sends_failed",
+            "Client sends Kafka did not take (answered unavailable)",
+            sends_failed.clone(),
+        );
+        let deliveries = Counter::default();
+        registry.register("deliveries", "Messages queued to local connections", deliveries.clone());
+        let disconnects = Family::<Reason, Counter>::default();
+        registry.register("disconnects", "Closed connections, by reason", disconnects.clone());
+        let backfills = Counter::default();
+        registry.register("backfills", "Gaps filled from SQL before a newer message", backfills.clone());
+        let backfilled_messages = Counter::default();
+        registry.register("backfilled_messages", "Messages read from SQL to fill gaps", backfilled_messages.clone());
+        Self {
+            registry,
+            connections,
+            handshakes,
+            frames_in,
+            errors_sent,
+            sends_accepted,
+            sends_failed,
+            deliveries,
+            disconnects,
+            backfills,
+            backfilled_messages,
+        }
+    }
+
+    /// The registry in Prometheus text format (OpenMetrics flavour).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing metrics to a String cannot fail");
+        text
+    }
+
+    pub(crate) fn handshake(&self, outcome: Handshake) {
+        self.handshakes[Handshake::ALL.iter().position(|h| *h == outcome).unwrap_or(0)].inc();
+    }
+
+    pub(crate) fn connected(&self) {
+        self.connections.inc();
+    }
+
+    pub(crate) fn disconnected(&self, reason: Option<CloseReason>) {
+        self.connections.dec();
+        let label = disconnect_label(reason);
+        self.disconnects.get_or_create(&Reason { reason: label }).inc();
+        if reason == Some(CloseReason::SLOW_CONSUMER) {
+            tracing::debug!("closed a slow consumer (4008)");
+        }
+    }
+
+    /// A client frame was read; `kind` is its `type`, `None` if it did not parse.
+    pub(crate) fn frame_in(&self, kind: Option<&str>) {
+        let index = kind.and_then(|k| CLIENT_FRAME_TYPES.iter().position(|t| *t == k));
+        self.frames_in[index.unwrap_or(CLIENT_FRAME_TYPES.len())].inc();
+    }
+
+    pub(crate) fn error_sent(&self, code: ErrorCode) {
+        self.errors_sent.get_or_create(&Code { code: code.as_str() }).inc();
+    }
+
+    pub(crate) fn send_accepted(&self) {
+        self.sends_accepted.inc();
+    }
+
+    pub(crate) fn send_failed(&self, error: &dyn std::fmt::Display) {
+        self.sends_failed.inc();
+        tracing::warn!(%error, "send not accepted by kafka");
+    }
+
+    pub(crate) fn delivered(&self, connections: usize) {
+        self.deliveries.inc_by(connections as u64);
+    }
+
+    pub(crate) fn backfilled(&self, messages: usize) {
+        self.backfills.inc();
+        self.backfilled_messages.inc_by(messages as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_show_in_the_text_format_with_fixed_labels() {
+        let events = EdgeEvents::new();
+        events.handshake(Handshake::Ok);
+        events.handshake(Handshake::OriginNotAllowed);
+        events.connected();
+        events.frame_in(Some("send"));
+        events.frame_in(Some("send"));
+        events.frame_in(None);
+        events.error_sent(ErrorCode::RateLimited);
+        events.send_accepted();
+        events.delivered(7);
+        events.disconnected(Some(CloseReason::SLOW_CONSUMER));
+        events.backfilled(3);
+        let text = events.render();
+        for line in [
+            "switchboard_edge_connections 0",
+            r#"switchboard_edge_handshakes_total{outcome="ok"} 1"#,
+            r#"switchboard_edge_handshakes_total{outcome="origin_not_allowed"} 1"#,
+            r#"switchboard_edge_handshakes_total{outcome="draining"} 0"#,
+            r#"switchboard_edge_frames_in_total{type="send"} 2"#,
+            r#"switchboard_edge_frames_in_total{type="invalid"} 1"#,
+            r#"switchboard_edge_errors_sent_total{code="rate_limited"} 1"#,
+            "switchboard_edge_sends_accepted_total 1",
+            "switchboard_edge_deliveries_total 7",
+            r#"switchboard_edge_disconnects_total{reason="slow_consumer"} 1"#,
+            "switchboard_edge_backfills_total 1",
+            "switchboard_edge_backfilled_messages_total 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

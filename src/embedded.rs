@@ -9,9 +9,11 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::metrics::Metrics;
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
 use switchboard_edge::config::EdgeConfig;
+use switchboard_edge::events::EdgeEvents;
 use switchboard_edge::server::Edge;
 use switchboard_edge::state::EdgeState;
 use switchboard_workers::persister::{Persister, PersisterConfig};
@@ -151,14 +153,16 @@ impl Embedded {
 
         let backlog = Arc::new(Backlog::new(config.backlog_limit_bytes));
         let persister_config = PersisterConfig { backlog: Some(backlog.clone()), ..PersisterConfig::default() };
-        let persister = Persister::new(&kafka, topics.clone(), store.clone(), persister_config)?;
+        // One set of metrics for the whole process, served by both edges.
+        let metrics = Metrics::default();
+        let persister = Persister::new(&kafka, topics.clone(), store.clone(), persister_config, &metrics)?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = persister.run(token).await {
                 tracing::error!(error = %e, "persister failed");
             }
         });
-        let router = Router::new(&kafka, topics.clone(), RouterConfig::default())?;
+        let router = Router::new(&kafka, topics.clone(), RouterConfig::default(), &metrics)?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = router.run(token).await {
@@ -166,6 +170,7 @@ impl Embedded {
             }
         });
 
+        let edge_events = Arc::new(EdgeEvents::new(&metrics));
         let mut edges = Vec::new();
         let mut edge_states = Vec::new();
         for (node, listen) in NODES.iter().zip(config.listen) {
@@ -178,7 +183,7 @@ impl Embedded {
             // One process, nothing to hand clients over to: drain quickly.
             edge_config.drain_grace = std::time::Duration::from_secs(1);
             (config.tune_edge)(&mut edge_config);
-            let edge = Edge::start(edge_config, &kafka, topics.clone(), store.clone()).await?;
+            let edge = Edge::start(edge_config, &kafka, topics.clone(), store.clone(), edge_events.clone()).await?;
             edge_states.push(edge.state().clone());
             let token = shutdown.clone();
             tasks.spawn(async move {

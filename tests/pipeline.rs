@@ -364,7 +364,7 @@ async fn joining_with_a_since_beyond_the_rooms_end_is_not_recovered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_edges_metrics_count_what_its_clients_did_and_got() {
+async fn the_process_metrics_count_what_its_clients_did_and_got() {
     use support::metric;
     let h = start().await;
     let (a, b) = (h.edge(0), h.edge(1));
@@ -379,17 +379,24 @@ async fn each_edges_metrics_count_what_its_clients_did_and_got() {
     sender.send_text("{not json").await;
     assert_eq!(sender.recv_type("error").await["code"], "bad_json");
 
-    assert_eq!(metric(a, "switchboard_edge_connections").await, 1.0);
-    assert_eq!(metric(a, r#"switchboard_edge_handshakes_total{outcome="ok"}"#).await, 1.0);
-    assert_eq!(metric(a, "switchboard_edge_sends_accepted_total").await, N as f64, "acked sends");
-    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="send"}"#).await, N as f64);
-    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="join"}"#).await, 1.0);
+    let n = N as f64;
+    // The embedded default serves one set for the whole process, on both ports.
+    for edge in [a, b] {
+        assert_eq!(metric(edge, "switchboard_edge_sends_accepted_total").await, n, "acked sends");
+    }
+    assert_eq!(metric(a, "switchboard_edge_connections").await, 2.0);
+    assert_eq!(metric(a, r#"switchboard_edge_handshakes_total{outcome="ok"}"#).await, 2.0);
+    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="send"}"#).await, n);
+    assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="join"}"#).await, 2.0);
     assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="invalid"}"#).await, 1.0);
     assert_eq!(metric(a, r#"switchboard_edge_errors_sent_total{code="bad_json"}"#).await, 1.0);
-    // Each node counts what it pushed to its own clients.
-    assert_eq!(metric(a, "switchboard_edge_deliveries_total").await, N as f64);
-    assert_eq!(metric(b, "switchboard_edge_deliveries_total").await, N as f64);
-    assert_eq!(metric(b, "switchboard_edge_sends_accepted_total").await, 0.0);
+    assert_eq!(metric(a, "switchboard_edge_deliveries_total").await, 2.0 * n, "each client got each message");
+    assert_eq!(metric(a, "switchboard_persister_messages_stored_total").await, n);
+    assert_eq!(metric(a, "switchboard_persister_repeats_total").await, 0.0);
+    assert!(metric(a, "switchboard_persister_batches_total").await >= 1.0);
+    assert!(metric(a, "switchboard_persister_batch_duration_seconds_count").await >= 1.0);
+    assert_eq!(metric(a, "switchboard_router_events_routed_total").await, n);
+    assert_eq!(metric(a, "switchboard_router_deliveries_produced_total").await, 2.0 * n, "both nodes have members");
 
     // A refused handshake and a closed connection are counted by reason.
     let forged = format!("ws://{b}/ws?token=not-a-token");
@@ -397,10 +404,12 @@ async fn each_edges_metrics_count_what_its_clients_did_and_got() {
     assert_eq!(metric(b, r#"switchboard_edge_handshakes_total{outcome="unauthorized"}"#).await, 1.0);
     drop(reader);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(b, "switchboard_edge_connections").await != 0.0 {
+    while metric(b, "switchboard_edge_connections").await != 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "the closed connection is still counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(b, r#"switchboard_edge_disconnects_total{reason="peer"}"#).await, 1.0);
+    assert_eq!(support::http_get(a, "/readyz").await, "ready");
+    assert_eq!(support::http_get(a, "/healthz").await, "ok");
     h.stop().await;
 }

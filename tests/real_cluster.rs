@@ -45,6 +45,19 @@ async fn fan_out_across_edges_matches_postgres() {
         (1..=20).map(|i| (i, ids[i as usize - 1].clone(), format!("hello {i}"))).collect();
     assert_eq!(stored, delivered);
 
+    // Each process's metrics count what the clients did and got.
+    let metric = support::metric;
+    assert_eq!(metric(cluster.edges[0], "switchboard_edge_sends_accepted_total").await, 10.0, "alice's acks");
+    assert_eq!(metric(cluster.edges[1], "switchboard_edge_sends_accepted_total").await, 10.0, "bob's acks");
+    assert_eq!(metric(cluster.edges[0], "switchboard_edge_deliveries_total").await, 20.0, "alice got 20");
+    assert_eq!(metric(cluster.edges[1], "switchboard_edge_deliveries_total").await, 40.0, "bob and carol got 20 each");
+    assert_eq!(metric(cluster.persister_ops, "switchboard_persister_messages_stored_total").await, 20.0);
+    assert_eq!(metric(cluster.router_ops, "switchboard_router_events_routed_total").await, 20.0);
+    assert_eq!(metric(cluster.router_ops, "switchboard_router_deliveries_produced_total").await, 40.0, "two nodes");
+    for ops in [cluster.persister_ops, cluster.router_ops] {
+        assert_eq!(support::http_get(ops, "/readyz").await, "ready");
+    }
+
     // A bigger stream from several senders in several rooms, no faults.
     let running = workload::start(&cluster.edges, "calm", Workload::default()).await;
     let outcome = running.finish(&mut db).await;

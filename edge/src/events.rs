@@ -2,17 +2,17 @@
 //! operator wants a line, writes its log line, here and nowhere else, so a
 //! count and its log never disagree.
 //!
-//! Metrics are `prometheus-client` handles in a registry of this node's own
-//! (several edges share one process in the embedded default and the tests).
-//! Every handle is made once, at start: the per-frame and per-delivery paths
-//! increment a counter they already hold and never look a label up. Labels
-//! come from small fixed sets, never a room, user or connection id.
+//! Metrics are `prometheus-client` handles registered once, at start, in the
+//! process's registry (`switchboard_core::metrics`); the embedded default's
+//! two edges share one set. The per-frame and per-delivery paths increment a
+//! counter they already hold and never look a label up. Labels come from
+//! small fixed sets, never a room, user or connection id.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use switchboard_core::metrics::Metrics;
 use switchboard_schemas::protocol::{CLIENT_FRAME_TYPES, ErrorCode};
 
 use crate::outbox::CloseReason;
@@ -82,7 +82,7 @@ fn disconnect_label(reason: Option<CloseReason>) -> &'static str {
 
 /// The edge's events and their metrics.
 pub struct EdgeEvents {
-    registry: Registry,
+    metrics: Metrics,
     connections: Gauge,
     handshakes: [Counter; 5],
     /// By the index of the type in [`CLIENT_FRAME_TYPES`]; the last one counts unparsable frames.
@@ -96,15 +96,15 @@ pub struct EdgeEvents {
     backfilled_messages: Counter,
 }
 
-impl Default for EdgeEvents {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl EdgeEvents {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("switchboard_edge");
+    /// Registers the edge's series in `metrics` (once per process).
+    pub fn new(metrics: &Metrics) -> Self {
+        let mut events = None;
+        metrics.register("edge", |registry| events = Some(Self::register(metrics.clone(), registry)));
+        events.expect("register calls back once")
+    }
+
+    fn register(metrics: Metrics, registry: &mut prometheus_client::registry::Registry) -> Self {
         let connections = Gauge::default();
         registry.register("connections", "Open client connections", connections.clone());
         let handshake_family = Family::<Outcome, Counter>::default();
@@ -137,7 +137,7 @@ impl EdgeEvents {
         let backfilled_messages = Counter::default();
         registry.register("backfilled_messages", "Messages read from SQL to fill gaps", backfilled_messages.clone());
         Self {
-            registry,
+            metrics,
             connections,
             handshakes,
             frames_in,
@@ -151,12 +151,9 @@ impl EdgeEvents {
         }
     }
 
-    /// The registry in Prometheus text format (OpenMetrics flavour).
-    pub fn render(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing metrics to a String cannot fail");
-        text
+    /// The process's metrics, which these are part of.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn handshake(&self, outcome: Handshake) {
@@ -211,7 +208,7 @@ mod tests {
 
     #[test]
     fn events_show_in_the_text_format_with_fixed_labels() {
-        let events = EdgeEvents::new();
+        let events = EdgeEvents::new(&Metrics::default());
         events.handshake(Handshake::Ok);
         events.handshake(Handshake::OriginNotAllowed);
         events.connected();
@@ -223,7 +220,7 @@ mod tests {
         events.delivered(7);
         events.disconnected(Some(CloseReason::SLOW_CONSUMER));
         events.backfilled(3);
-        let text = events.render();
+        let text = events.metrics().render();
         for line in [
             "switchboard_edge_connections 0",
             r#"switchboard_edge_handshakes_total{outcome="ok"} 1"#,

@@ -1,8 +1,12 @@
 //! `edge`: the WebSocket edge node of a production deployment.
 
+use std::sync::Arc;
 use switchboard_core::config::{exit_bad_config, parse_or_exit};
+
+use switchboard_core::metrics::Metrics;
 use switchboard_core::store::Store;
 use switchboard_edge::cli::Cli;
+use switchboard_edge::events::EdgeEvents;
 use switchboard_edge::server::Edge;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.edge.listen).await?;
     let shutdown = CancellationToken::new();
     switchboard_core::shutdown::cancel_on_signal(shutdown.clone());
-    let edge = Edge::start(cli.edge, &cli.kafka.config(), topics, store).await?;
+    let events = Arc::new(EdgeEvents::new(&Metrics::default()));
+    let edge = Edge::start(cli.edge, &cli.kafka.config(), topics, store, events).await?;
     edge.serve(listener, shutdown).await?;
     Ok(())
 }

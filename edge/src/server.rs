@@ -7,9 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use rdkafka::Offset;
 use rdkafka::error::KafkaError;
@@ -17,6 +14,7 @@ use rdkafka::producer::Producer;
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{KafkaConfig, assign_all};
+use switchboard_core::ops::{self, Readiness};
 use switchboard_core::provision::{ProvisionError, TopicSpec, TopicStatus, provision};
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
@@ -62,6 +60,7 @@ impl Edge {
         kafka: &KafkaConfig,
         topics: Topics,
         store: Store,
+        events: Arc<EdgeEvents>,
     ) -> Result<Self, EdgeError> {
         let node = config.node_id.clone();
         let epoch = now_ms() as u64;
@@ -77,7 +76,6 @@ impl Edge {
         let (hub, route_changes) = Hub::new();
         let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
         presence.publish(false).await?;
-        let events = Arc::new(EdgeEvents::new());
         let delivery = Delivery {
             consumer,
             hub: hub.clone(),
@@ -96,11 +94,13 @@ impl Edge {
             topics,
             store,
             draining: AtomicBool::new(false),
+            ready: Readiness::default(),
             tracker: TaskTracker::new(),
             events,
             // Random start, so a rejection meant for a previous life's connection finds nobody.
             conn_ids: AtomicU64::new(fastrand::u64(1..u64::MAX / 2)),
         });
+        state.ready.set(true);
         tracing::info!(node = %state.node, epoch, topic = %deliver_topic, "edge started");
         Ok(Self { state, delivery, route_changes })
     }
@@ -111,15 +111,12 @@ impl Edge {
 
     /// The HTTP routes of this node.
     pub fn router(&self) -> Router {
-        let mut router = Router::new()
-            .route("/ws", get(handshake::upgrade))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(metrics));
+        let mut router = Router::new().route("/ws", get(handshake::upgrade));
         if self.state.config.dev_mode {
             router = router.merge(demo::routes());
         }
-        router.with_state(self.state.clone())
+        let ops = ops::routes(self.state.events.metrics().clone(), self.state.ready.clone());
+        router.with_state(self.state.clone()).merge(ops)
     }
 
     /// Serves until `shutdown`, then drains: fail readiness, refuse new
@@ -154,6 +151,7 @@ impl Edge {
 
         tracing::info!(node = %state.node, connections = state.hub.connection_count(), "draining");
         state.draining.store(true, Ordering::Relaxed);
+        state.ready.set(false);
         heartbeat_task.abort();
         if let Err(e) = presence.publish(true).await {
             tracing::warn!(error = %e, "could not announce draining");
@@ -175,20 +173,6 @@ impl Edge {
         tracing::info!(node = %state.node, "drained");
         Ok(())
     }
-}
-
-async fn ready(State(state): State<Arc<EdgeState>>) -> (StatusCode, &'static str) {
-    if state.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else {
-        (StatusCode::OK, "ready")
-    }
-}
-
-/// `GET /metrics`: this node's metrics in the Prometheus text format.
-async fn metrics(State(state): State<Arc<EdgeState>>) -> impl IntoResponse {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], state.events.render())
 }
 
 /// Closes every connection with 1012 at a random moment within `window`,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rdkafka::producer::FutureProducer;
+use switchboard_core::ops::Readiness;
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
 use tokio_util::task::TaskTracker;
@@ -28,8 +29,10 @@ pub struct EdgeState {
     pub(crate) topics: Topics,
     pub(crate) store: Store,
     pub(crate) auth: Authenticator,
-    /// Set on shutdown: readiness fails and new upgrades are refused.
+    /// Set on shutdown: new upgrades are refused.
     pub(crate) draining: AtomicBool,
+    /// `/readyz`: set once the delivery topic is assigned, cleared on drain.
+    pub(crate) ready: Readiness,
     /// Connection tasks, so draining can wait for them.
     pub(crate) tracker: TaskTracker,
     pub(crate) conn_ids: AtomicU64,

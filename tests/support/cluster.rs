@@ -132,6 +132,9 @@ pub struct Cluster {
     pub edge_procs: Vec<Process>,
     pub persister: Process,
     pub router: Process,
+    /// Ops listeners (`/metrics`, `/healthz`, `/readyz`) of the persister and the router.
+    pub persister_ops: SocketAddr,
+    pub router_ops: SocketAddr,
     pub dir: PathBuf,
 }
 
@@ -191,16 +194,27 @@ impl Cluster {
             edges.push(addr);
             edge_procs.push(process(node, "edge", args));
         }
+        let (persister_ops, router_ops) = (free_port(), free_port());
         let mut persister_args = common.clone();
-        persister_args.extend(["--migrate=false".into(), "--persister-instance-id=persister-1".into()]);
+        persister_args.extend([
+            "--migrate=false".into(),
+            "--persister-instance-id=persister-1".into(),
+            format!("--ops-listen={persister_ops}"),
+        ]);
         let router_args: Vec<String> = kafka_flags
             .iter()
             .cloned()
-            .chain(["--node-stale-after=5s".into(), "--router-instance-id=router-1".into()])
+            .chain([
+                "--node-stale-after=5s".into(),
+                "--router-instance-id=router-1".into(),
+                format!("--ops-listen={router_ops}"),
+            ])
             .collect();
         let mut cluster = Cluster {
             persister: process("persister", "persister", persister_args),
             router: process("router", "router", router_args),
+            persister_ops,
+            router_ops,
             edge_procs,
             edges,
             prefix,

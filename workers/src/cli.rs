@@ -1,6 +1,8 @@
 //! The command lines of the `persister` and `router` binaries. Every flag is
 //! also an `SB_*` environment variable.
 
+use std::net::SocketAddr;
+
 use clap::Parser;
 use switchboard_core::config::{DatabaseArgs, KafkaArgs};
 
@@ -16,6 +18,9 @@ pub struct PersisterCli {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub persister: PersisterConfig,
+    /// Address of the ops listener: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long = "ops-listen", env = "SB_OPS_LISTEN", default_value = "127.0.0.1:9091")]
+    pub ops_listen: SocketAddr,
     /// Apply database migrations before starting.
     #[arg(long, env = "SB_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -28,4 +33,7 @@ pub struct RouterCli {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub router: RouterConfig,
+    /// Address of the ops listener: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long = "ops-listen", env = "SB_OPS_LISTEN", default_value = "127.0.0.1:9092")]
+    pub ops_listen: SocketAddr,
 }

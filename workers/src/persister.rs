@@ -18,6 +18,8 @@ use rdkafka::util::Timeout;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{header_str, next_span, record_headers, trace_of};
+use switchboard_core::metrics::Metrics;
+use switchboard_core::ops::Readiness;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
+use crate::events::PersisterEvents;
 use crate::membership::GroupMember;
 
 /// Largest body the persister stores; the edge enforces a (smaller) limit
@@ -82,6 +85,8 @@ pub struct Persister {
     store: Store,
     topics: Topics,
     config: PersisterConfig,
+    events: PersisterEvents,
+    ready: Readiness,
 }
 
 /// One decoded inbound record.
@@ -99,18 +104,26 @@ impl Persister {
         topics: Topics,
         store: Store,
         config: PersisterConfig,
+        metrics: &Metrics,
     ) -> Result<Self, WorkerError> {
         let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
         let member = GroupMember::join(kafka, group, config.instance_id.clone(), vec![topics.inbound()])?;
         let producer = kafka.batch_producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
-        Ok(Self { member, producer, dead_letter, store, topics, config })
+        let events = PersisterEvents::new(metrics);
+        Ok(Self { member, producer, dead_letter, store, topics, config, events, ready: Readiness::default() })
+    }
+
+    /// Ready once its loop runs (group joined, database reachable at start).
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// Runs until `shutdown` is cancelled; a batch in flight is finished or
     /// left unacknowledged (it will be replayed), never half-committed.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         tracing::info!(topic = %self.topics.inbound(), group = %self.member.group(), "persister started");
+        self.ready.set(true);
         loop {
             self.member.rejoin_if_failed()?;
             let records =
@@ -127,6 +140,7 @@ impl Persister {
                 return Ok(());
             }
         }
+        self.ready.set(false);
         tracing::info!("persister stopped");
         Ok(())
     }
@@ -171,10 +185,19 @@ impl Persister {
         let attempt = || async {
             let started = std::time::Instant::now();
             let outcomes = self.persist_with_retry(records, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
-            let stored = started.elapsed();
-            let published = self.publish(commands, outcomes).await;
-            tracing::debug!(records = commands.len(), ?stored, acked = ?(started.elapsed() - stored), "batch");
-            if published { Ok(()) } else { Err(Unfinished::NotPublished) }
+            let (mut stored, mut repeats, mut refused) = (0, 0, 0);
+            for outcome in outcomes.iter().flatten() {
+                match outcome {
+                    Outcome::Stored { duplicate: false, .. } => stored += 1,
+                    Outcome::Stored { duplicate: true, .. } => repeats += 1,
+                    Outcome::Rejected { .. } => refused += 1,
+                }
+            }
+            if !self.publish(commands, outcomes).await {
+                return Err(Unfinished::NotPublished);
+            }
+            self.events.batch_done(started.elapsed(), stored, repeats, refused);
+            Ok(())
         };
         let retried = attempt
             .retry(
@@ -184,7 +207,7 @@ impl Persister {
                     .without_max_times(),
             )
             .when(|e| matches!(e, Unfinished::NotPublished))
-            .notify(|_, wait| tracing::warn!(?wait, "events not acknowledged; redoing the batch"));
+            .notify(|_, wait| self.events.batch_retried(wait));
         tokio::select! {
             _ = shutdown.cancelled() => false,
             result = retried => result.is_ok(),
@@ -303,10 +326,14 @@ impl Persister {
         let retried = attempt
             .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
             .notify(|e, _| tracing::warn!(error = %e, "dead-letter produce failed; retrying"));
-        tokio::select! {
+        let done = tokio::select! {
             _ = shutdown.cancelled() => false,
             result = retried => result.is_ok(),
+        };
+        if done {
+            self.events.dead_lettered();
         }
+        done
     }
 }
 

@@ -19,6 +19,8 @@ use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{
     KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str, next_span, record_headers, trace_of,
 };
+use switchboard_core::metrics::Metrics;
+use switchboard_core::ops::Readiness;
 use switchboard_core::topics::Topics;
 use switchboard_schemas::envelope::EVENT_V1;
 use switchboard_schemas::headers::SCHEMA;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
+use crate::events::RouterEvents;
 use crate::membership::GroupMember;
 use crate::routing_table::RoutingTable;
 
@@ -73,10 +76,17 @@ pub struct Router {
     topics: Topics,
     table: Arc<RwLock<RoutingTable>>,
     config: RouterConfig,
+    events: RouterEvents,
+    ready: Readiness,
 }
 
 impl Router {
-    pub fn new(kafka: &KafkaConfig, topics: Topics, config: RouterConfig) -> Result<Self, WorkerError> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        topics: Topics,
+        config: RouterConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, WorkerError> {
         let producer = kafka.batch_producer()?;
         Ok(Self {
             kafka: kafka.clone(),
@@ -86,11 +96,18 @@ impl Router {
             table: Arc::new(RwLock::new(RoutingTable::new(config.stale_after.as_millis() as i64))),
             topics,
             config,
+            events: RouterEvents::new(metrics),
+            ready: Readiness::default(),
         })
     }
 
+    /// Ready once the routing table is loaded and the group joined.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let Router { kafka, state, producer, dead_letter, topics, table, config } = self;
+        let Router { kafka, state, producer, dead_letter, topics, table, config, events, ready } = self;
         load_table(&state, &topics, &table, &shutdown).await?;
         let follow = tokio::spawn(follow_table(state, topics.clone(), table.clone(), shutdown.clone()));
         // Join the group only once the table is loaded, so nothing is routed on a partial table.
@@ -98,7 +115,8 @@ impl Router {
         let instance = config.instance_id.clone();
         let mut member = GroupMember::join(&kafka, group, instance, vec![topics.events(), topics.ephemeral()])?;
         tracing::info!(group = %member.group(), "router started");
-        let mut progress = Progress::new();
+        ready.set(true);
+        let mut progress = Progress::new(&events);
         loop {
             member.rejoin_if_failed()?;
             let records = batch::collect(member.consumer(), config.batch_max, config.batch_window, &shutdown).await;
@@ -121,17 +139,20 @@ impl Router {
                 let room = match check(record) {
                     Ok(room) => room,
                     Err(reason) => {
-                        if let Err(e) = dead_letter.send(record, &reason).await {
-                            tracing::error!(error = %e, "could not dead-letter; will retry on replay");
-                            let position = (record.topic(), record.partition());
-                            last_offsets.remove(&position);
-                            held.insert(position);
+                        match dead_letter.send(record, &reason).await {
+                            Ok(()) => events.dead_lettered(),
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not dead-letter; will retry on replay");
+                                let position = (record.topic(), record.partition());
+                                last_offsets.remove(&position);
+                                held.insert(position);
+                            }
                         }
                         continue;
                     }
                 };
                 let targets = table.read().expect("routing table lock poisoned").targets(room, now);
-                progress.count(targets.is_empty());
+                events.routed(targets.len());
                 for node in targets {
                     pending.push(forward(&producer, topics.deliver(&node), record));
                 }
@@ -139,15 +160,16 @@ impl Router {
             for result in join_all(pending).await {
                 if let Err((topic, e)) = result {
                     // Not retried: the edge backfills what it missed from SQL.
-                    tracing::warn!(%topic, error = %e, "delivery produce failed");
+                    events.forward_failed(&topic, &e);
                 }
             }
             member.store_offsets(last_offsets);
-            progress.report_every(PROGRESS_EVERY, || {
+            progress.report_every(&events, PROGRESS_EVERY, || {
                 table.read().expect("routing table lock poisoned").live_nodes(now).len()
             });
         }
         follow.abort();
+        ready.set(false);
         tracing::info!("router stopped");
         Ok(())
     }
@@ -156,32 +178,26 @@ impl Router {
 /// How often the router logs what it routed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// Records routed since the last report, logged after the first batch that
-/// ends an interval: a router whose table sends events nowhere (no live
-/// nodes) shows as `without_target`.
+/// The routing line, logged after the first batch that ends an interval,
+/// from the router's counters: a router whose table sends events nowhere (no
+/// live nodes) shows as `without_target`.
 struct Progress {
     since: std::time::Instant,
-    routed: u64,
-    unrouted: u64,
+    /// Counters (routed, without target) at the last line.
+    at_last: (u64, u64),
 }
 
 impl Progress {
-    fn new() -> Self {
-        Self { since: std::time::Instant::now(), routed: 0, unrouted: 0 }
+    fn new(events: &RouterEvents) -> Self {
+        Self { since: std::time::Instant::now(), at_last: events.totals() }
     }
 
-    fn count(&mut self, unrouted: bool) {
-        if unrouted {
-            self.unrouted += 1;
-        } else {
-            self.routed += 1;
-        }
-    }
-
-    fn report_every(&mut self, every: Duration, live_nodes: impl FnOnce() -> usize) {
+    fn report_every(&mut self, events: &RouterEvents, every: Duration, live_nodes: impl FnOnce() -> usize) {
         if self.since.elapsed() >= every {
-            tracing::info!(routed = self.routed, without_target = self.unrouted, live_nodes = live_nodes(), "routing");
-            *self = Self::new();
+            let (routed, unrouted) = events.totals();
+            let (routed, unrouted) = (routed - self.at_last.0, unrouted - self.at_last.1);
+            tracing::info!(routed, without_target = unrouted, live_nodes = live_nodes(), "routing");
+            *self = Self::new(events);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `persister`: consumes `sb.inbound`, stores messages in SQL, publishes `sb.events`.
 
 use switchboard_core::config::parse_or_exit;
+use switchboard_core::metrics::Metrics;
+use switchboard_core::ops;
 use switchboard_core::store::Store;
 use switchboard_workers::cli::PersisterCli;
 use switchboard_workers::persister::Persister;
@@ -10,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cli: PersisterCli = parse_or_exit();
     switchboard_core::telemetry::init();
+    let ops_listener = tokio::net::TcpListener::bind(cli.ops_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--ops-listen {}: {e}", cli.ops_listen))?;
     let topics = cli.kafka.topics();
     let store = Store::connect(cli.database.url.expose(), cli.database.max_connections).await?;
     if cli.migrate {
@@ -17,6 +22,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     switchboard_core::shutdown::cancel_on_signal(shutdown.clone());
-    Persister::new(&cli.kafka.config(), topics, store, cli.persister)?.run(shutdown).await?;
+    let metrics = Metrics::default();
+    let persister = Persister::new(&cli.kafka.config(), topics, store, cli.persister, &metrics)?;
+    let ops = tokio::spawn(ops::serve(ops_listener, metrics, persister.readiness(), shutdown.clone()));
+    persister.run(shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = ops.await;
     Ok(())
 }

@@ -1,0 +1,141 @@
+//! The workers' named events. Each event moves its metric and, where an
+//! operator wants a line, writes its log line, here and nowhere else.
+//! Handles are made once, at start (see `switchboard_core::metrics`); labels
+//! come from small fixed sets, never a room or user id.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use switchboard_core::metrics::Metrics;
+
+/// Buckets from 1 ms to ~16 s, doubling.
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 15)
+}
+
+/// What the persister did.
+pub struct PersisterEvents {
+    batches: Counter,
+    batch_seconds: Histogram,
+    stored: Counter,
+    repeats: Counter,
+    refused: Counter,
+    dead_lettered: Counter,
+    batch_retries: Counter,
+}
+
+impl PersisterEvents {
+    pub fn new(metrics: &Metrics) -> Self {
+        let events = Self {
+            batches: Counter::default(),
+            batch_seconds: Histogram::new(seconds_buckets()),
+            stored: Counter::default(),
+            repeats: Counter::default(),
+            refused: Counter::default(),
+            dead_lettered: Counter::default(),
+            batch_retries: Counter::default(),
+        };
+        metrics.register("persister", |r| {
+            r.register("batches", "Batches stored and published", events.batches.clone());
+            r.register(
+                "batch_duration_seconds",
+                "Time to store a batch in SQL and have Kafka acknowledge its events",
+                events.batch_seconds.clone(),
+            );
+            r.register("messages_stored", "Sends stored as new messages", events.stored.clone());
+            r.register("repeats", "Sends found already stored (a resend or a replay)", events.repeats.clone());
+            r.register("refusals", "Sends refused (e.g. not a member), answered to the sender", events.refused.clone());
+            r.register("dead_letters", "Records sent to the dead-letter topic", events.dead_lettered.clone());
+            r.register(
+                "batch_retries",
+                "Batches redone because Kafka did not acknowledge their events",
+                events.batch_retries.clone(),
+            );
+        });
+        events
+    }
+
+    /// A batch is durable: stored, and its events acknowledged.
+    pub(crate) fn batch_done(&self, took: Duration, stored: u64, repeats: u64, refused: u64) {
+        self.batches.inc();
+        self.batch_seconds.observe(took.as_secs_f64());
+        self.stored.inc_by(stored);
+        self.repeats.inc_by(repeats);
+        self.refused.inc_by(refused);
+        tracing::debug!(stored, repeats, refused, ?took, "batch");
+    }
+
+    pub(crate) fn batch_retried(&self, wait: Duration) {
+        self.batch_retries.inc();
+        tracing::warn!(?wait, "events not acknowledged; redoing the batch");
+    }
+
+    /// A record went to the dead-letter topic (`DeadLetter` logs it).
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+}
+
+/// What the router did.
+pub struct RouterEvents {
+    routed: Counter,
+    unrouted: Counter,
+    forwarded: Counter,
+    forward_failed: Counter,
+    fanout: Histogram,
+    dead_lettered: Counter,
+}
+
+impl RouterEvents {
+    pub fn new(metrics: &Metrics) -> Self {
+        let events = Self {
+            routed: Counter::default(),
+            unrouted: Counter::default(),
+            forwarded: Counter::default(),
+            forward_failed: Counter::default(),
+            // Nodes per event: 1, 2, 4, ... 512.
+            fanout: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            dead_lettered: Counter::default(),
+        };
+        metrics.register("router", |r| {
+            r.register("events_routed", "Events sent to at least one node", events.routed.clone());
+            r.register("events_without_target", "Events no live node wanted", events.unrouted.clone());
+            r.register("deliveries_produced", "Records produced to delivery topics", events.forwarded.clone());
+            r.register(
+                "delivery_produce_failures",
+                "Records Kafka did not take for a delivery topic (the edge backfills from SQL)",
+                events.forward_failed.clone(),
+            );
+            r.register("fanout_nodes", "Delivery topics each routed event went to", events.fanout.clone());
+            r.register("dead_letters", "Records sent to the dead-letter topic", events.dead_lettered.clone());
+        });
+        events
+    }
+
+    /// An event goes to `nodes` delivery topics (0: nobody wants it).
+    pub(crate) fn routed(&self, nodes: usize) {
+        if nodes == 0 {
+            self.unrouted.inc();
+        } else {
+            self.routed.inc();
+            self.forwarded.inc_by(nodes as u64);
+            self.fanout.observe(nodes as f64);
+        }
+    }
+
+    pub(crate) fn forward_failed(&self, topic: &str, error: &dyn std::fmt::Display) {
+        self.forward_failed.inc();
+        tracing::warn!(%topic, %error, "delivery produce failed");
+    }
+
+    /// A record went to the dead-letter topic (`DeadLetter` logs it).
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+
+    /// Counts since start, for the periodic routing line.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (self.routed.get(), self.unrouted.get())
+    }
+}

@@ -413,3 +413,37 @@ async fn the_process_metrics_count_what_its_clients_did_and_got() {
     assert_eq!(support::http_get(a, "/healthz").await, "ok");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_larger_than_the_send_queue_reaches_a_client_that_reads() {
+    let h = start_configured(|c| {
+        c.tune_edge = |e| {
+            e.rate_per_second = 10_000;
+            e.rate_burst = 10_000;
+        }
+    })
+    .await;
+    // 300 messages of 4 KiB: about 1.3 MB of replay, over the 1 MiB queue.
+    let mut sender = Client::in_room(h.edge(0), "sender", "big").await;
+    let body = "b".repeat(4096);
+    const N: usize = 300;
+    // In batches, reading its own echo as it goes: the sender is a reader of
+    // the room too and must not become a slow consumer itself.
+    for batch in 0..N / 50 {
+        for i in 0..50 {
+            sender.say_no_wait("big", &format!("b{batch}-{i}"), &body).await;
+        }
+        for _ in 0..50 {
+            assert_eq!(sender.recv_type("ack").await["status"], "accepted");
+        }
+        sender.messages("big", 50).await;
+    }
+    let mut late = Client::connect(h.edge(1), "late").await;
+    let joined = late.join("big", Some(0)).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(seqs(&late.messages("big", N).await), (1..=N as u64).collect::<Vec<_>>());
+    // ...and then the live stream, right behind the replay.
+    sender.say("big", "after", "live").await;
+    assert_eq!(seqs(&late.messages("big", 1).await), vec![N as u64 + 1]);
+    h.stop().await;
+}

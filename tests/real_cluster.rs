@@ -21,6 +21,21 @@ use support::{Client, seqs};
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn fan_out_across_edges_matches_postgres() {
     let mut cluster = Cluster::start("fanout", Options::default()).await;
+    // Each process's metrics count what the clients did and got, after what
+    // the cluster's warm-up message already counted.
+    let series = [
+        (cluster.edges[0], "switchboard_edge_sends_accepted_total", 10.0, "alice's acks"),
+        (cluster.edges[1], "switchboard_edge_sends_accepted_total", 10.0, "bob's acks"),
+        (cluster.edges[0], "switchboard_edge_deliveries_total", 20.0, "alice got 20"),
+        (cluster.edges[1], "switchboard_edge_deliveries_total", 40.0, "bob and carol got 20 each"),
+        (cluster.persister_ops, "switchboard_persister_messages_stored_total", 20.0, "stored"),
+        (cluster.router_ops, "switchboard_router_events_routed_total", 20.0, "routed"),
+        (cluster.router_ops, "switchboard_router_deliveries_produced_total", 40.0, "two nodes"),
+    ];
+    let mut before = Vec::new();
+    for (addr, name, _, _) in series {
+        before.push(support::metric(addr, name).await);
+    }
     let mut alice = Client::in_room(cluster.edges[0], "alice", "lobby").await;
     let mut bob = Client::in_room(cluster.edges[1], "bob", "lobby").await;
     let mut carol = Client::in_room(cluster.edges[1], "carol", "lobby").await;
@@ -45,15 +60,9 @@ async fn fan_out_across_edges_matches_postgres() {
         (1..=20).map(|i| (i, ids[i as usize - 1].clone(), format!("hello {i}"))).collect();
     assert_eq!(stored, delivered);
 
-    // Each process's metrics count what the clients did and got.
-    let metric = support::metric;
-    assert_eq!(metric(cluster.edges[0], "switchboard_edge_sends_accepted_total").await, 10.0, "alice's acks");
-    assert_eq!(metric(cluster.edges[1], "switchboard_edge_sends_accepted_total").await, 10.0, "bob's acks");
-    assert_eq!(metric(cluster.edges[0], "switchboard_edge_deliveries_total").await, 20.0, "alice got 20");
-    assert_eq!(metric(cluster.edges[1], "switchboard_edge_deliveries_total").await, 40.0, "bob and carol got 20 each");
-    assert_eq!(metric(cluster.persister_ops, "switchboard_persister_messages_stored_total").await, 20.0);
-    assert_eq!(metric(cluster.router_ops, "switchboard_router_events_routed_total").await, 20.0);
-    assert_eq!(metric(cluster.router_ops, "switchboard_router_deliveries_produced_total").await, 40.0, "two nodes");
+    for ((addr, name, delta, what), base) in series.into_iter().zip(before) {
+        assert_eq!(support::metric_reaching(addr, name, base + delta).await - base, delta, "{name}: {what}");
+    }
     for ops in [cluster.persister_ops, cluster.router_ops] {
         assert_eq!(support::http_get(ops, "/readyz").await, "ready");
     }

@@ -111,13 +111,11 @@ impl Hub {
         }
     }
 
-    /// Adds `conn` to `room`, first queueing `frames` (the `joined` reply and
-    /// any replay) so no live message can overtake them.
-    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64, frames: Vec<Utf8Bytes>) {
+    /// Adds `conn` to `room`'s live stream; it has been sent every message
+    /// up to `last_seq` (the session queued its `joined` reply and replay
+    /// before this, so no live message overtakes them).
+    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64) {
         let mut state = self.lock();
-        for frame in frames {
-            outbox.push(frame);
-        }
         let members = state.rooms.entry(room.to_owned()).or_default();
         if members.is_empty() {
             let _ = self.routes.send(RouteChange::Add(room.to_owned()));
@@ -198,8 +196,8 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("r", 1, "alice", &a, 0, vec![]);
-        hub.join("r", 2, "bob", &b, 0, vec![]);
+        hub.join("r", 1, "alice", &a, 0);
+        hub.join("r", 2, "bob", &b, 0);
         assert_eq!(routes.recv().await, Some(RouteChange::Add("r".into())));
         assert!(hub.leave("r", 1));
         assert!(routes.try_recv().is_err(), "bob is still there");
@@ -213,8 +211,8 @@ mod tests {
         let (hub, _routes) = Hub::new();
         let (a, mut ra) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a, 3, vec![]);
-        hub.join("r", 2, "bob", &b, 5, vec!["joined".into()]);
+        hub.join("r", 1, "alice", &a, 3);
+        hub.join("r", 2, "bob", &b, 5);
         assert_eq!(hub.lowest_seq("r"), Some(3));
         assert_eq!(hub.deliver("r", 4, &"m4".into()), 1);
         assert_eq!(hub.deliver("r", 5, &"m5".into()), 1);
@@ -223,7 +221,6 @@ mod tests {
         assert_eq!(ra.recv().await.as_deref(), Some("m4"));
         assert_eq!(ra.recv().await.as_deref(), Some("m5"));
         assert_eq!(ra.recv().await.as_deref(), Some("m6"));
-        assert_eq!(rb.recv().await.as_deref(), Some("joined"));
         assert_eq!(rb.recv().await.as_deref(), Some("m6"));
     }
 
@@ -234,10 +231,10 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("alone", 1, "alice", &a, 0, vec![]);
-        hub.join("shared", 1, "alice", &a, 0, vec![]);
-        hub.join("shared", 2, "bob", &b, 0, vec![]);
-        hub.join("left", 1, "alice", &a, 0, vec![]);
+        hub.join("alone", 1, "alice", &a, 0);
+        hub.join("shared", 1, "alice", &a, 0);
+        hub.join("shared", 2, "bob", &b, 0);
+        hub.join("left", 1, "alice", &a, 0);
         assert!(hub.leave("left", 1));
         let added: Vec<_> = (0..3).map(|_| routes.try_recv().unwrap()).collect();
         assert_eq!(added, ["alone", "shared", "left"].map(|r| RouteChange::Add(r.into())));

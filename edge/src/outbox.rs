@@ -4,10 +4,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use switchboard_schemas::protocol::{ServerFrame, close};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Why the server closes a connection: a WebSocket close code and reason.
@@ -30,9 +31,17 @@ impl CloseReason {
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     max_bytes: usize,
     closing: Arc<Closing>,
+}
+
+/// What the pushing and the writing sides share.
+#[derive(Default)]
+struct Queue {
+    bytes: AtomicUsize,
+    /// Told each time the writer takes a frame, for [`Outbox::push_paced`].
+    drained: Notify,
 }
 
 /// Set once: the first reason to close wins.
@@ -57,21 +66,27 @@ impl Closing {
 /// The writer's end of an [`Outbox`].
 pub struct OutboxReceiver {
     rx: mpsc::Receiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
 }
 
 impl OutboxReceiver {
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.taken(&frame);
         Some(frame)
     }
 
     /// A frame already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let frame = self.rx.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.taken(&frame);
         Some(frame)
+    }
+
+    fn taken(&self, frame: &Utf8Bytes) {
+        self.queue.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        // Cheap when nobody waits (an atomic load): the usual case.
+        self.queue.drained.notify_waiters();
     }
 
     /// Takes no more frames and frees those still queued: a closing
@@ -86,9 +101,9 @@ impl OutboxReceiver {
 impl Outbox {
     pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(max_frames);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let outbox = Self { tx, queued_bytes: queued_bytes.clone(), max_bytes, closing: Arc::default() };
-        (outbox, OutboxReceiver { rx, queued_bytes })
+        let queue = Arc::new(Queue::default());
+        let outbox = Self { tx, queue: queue.clone(), max_bytes, closing: Arc::default() };
+        (outbox, OutboxReceiver { rx, queue })
     }
 
     /// Queues an encoded frame (shared bytes: one encoding serves a whole
@@ -99,20 +114,56 @@ impl Outbox {
             return false;
         }
         let len = frame.len();
-        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        if self.queue.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.queue.bytes.fetch_sub(len, Ordering::Relaxed);
             self.closing.close(Some(CloseReason::SLOW_CONSUMER));
             return false;
         }
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.queue.bytes.fetch_sub(len, Ordering::Relaxed);
                 self.closing.close(Some(CloseReason::SLOW_CONSUMER));
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues `frame` once the queue is at most half full, waiting for the
+    /// writer to make room: a bulk of frames the server chose to send (a
+    /// join's replay) goes at the client's reading pace without ever
+    /// overflowing the queue, and the other half stays free for live
+    /// traffic. A client that takes nothing for `patience` is closed as a
+    /// slow consumer. Returns false if the connection is closing.
+    pub async fn push_paced(&self, frame: Utf8Bytes, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let drained = self.queue.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a frame taken in between still wakes us.
+            drained.as_mut().enable();
+            if self.closing.token.is_cancelled() {
+                return false;
+            }
+            if self.has_room_for(frame.len()) {
+                return self.push(frame);
+            }
+            tokio::select! {
+                _ = &mut drained => {}
+                _ = self.closing.token.cancelled() => return false,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.closing.close(Some(CloseReason::SLOW_CONSUMER));
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// True while the queue is at most half full, in bytes and in frames.
+    fn has_room_for(&self, len: usize) -> bool {
+        self.queue.bytes.load(Ordering::Relaxed) + len <= self.max_bytes / 2
+            && self.tx.capacity() > self.tx.max_capacity() / 2
     }
 
     /// Encodes and queues a frame meant for this connection only.
@@ -153,6 +204,28 @@ mod tests {
         assert_eq!(rx.recv().await.as_deref(), Some("12345"));
         assert!(outbox.push("123".into()));
         assert!(!outbox.push("12345".into()));
+        assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_push_waits_for_the_writer_instead_of_overflowing() {
+        let (outbox, mut rx) = Outbox::new(100, 10);
+        assert!(outbox.push("12345".into()), "half the bytes");
+        let pusher = outbox.clone();
+        let paced = tokio::spawn(async move { pusher.push_paced("123".into(), Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!paced.is_finished(), "waits while the queue is half full");
+        assert_eq!(rx.recv().await.as_deref(), Some("12345"));
+        assert!(paced.await.unwrap(), "queued once the writer took a frame");
+        assert_eq!(rx.recv().await.as_deref(), Some("123"));
+        assert_eq!(outbox.closing().reason(), None, "never closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_push_to_a_client_that_reads_nothing_closes_it_as_slow() {
+        let (outbox, _rx) = Outbox::new(100, 10);
+        assert!(outbox.push("123456".into()));
+        assert!(!outbox.push_paced("1".into(), Duration::from_secs(5)).await);
         assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
     }
 }

@@ -29,6 +29,12 @@ use crate::state::EdgeState;
 /// Rooms one connection may be in at once.
 pub const MAX_ROOMS_PER_CONNECTION: usize = 256;
 
+/// Messages read from SQL at a time for a join's replay.
+const REPLAY_CHUNK: u32 = 100;
+
+/// Times a join's replay looks again for messages stored while it was sent.
+const REPLAY_CATCH_UP_ROUNDS: u32 = 3;
+
 /// Runs a connection until either side ends it.
 pub async fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot) {
     let conn = state.next_conn_id();
@@ -282,8 +288,10 @@ impl Session {
             Some(since) if last - since <= max_replay => (since, true),
             Some(_) => (last.saturating_sub(max_replay), false),
         };
-        let replay = if replay_after < last {
-            match store.messages_between(&room, replay_after, last, max_replay as u32).await {
+        // The first chunk is read before answering, so a database that is
+        // down gets a plain `unavailable` and nothing else.
+        let mut chunk = if replay_after < last {
+            match store.messages_between(&room, replay_after, last, REPLAY_CHUNK).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "join: replay read failed");
@@ -293,13 +301,44 @@ impl Session {
         } else {
             Vec::new()
         };
-        let mut frames = Vec::with_capacity(replay.len() + 1);
-        frames.push(Utf8Bytes::from(
-            ServerFrame::Joined { reference, room: room.clone(), epoch: room_state.epoch, last_seq: last, recovered }
-                .to_json(),
-        ));
-        frames.extend(replay.into_iter().map(|m| Utf8Bytes::from(ServerFrame::Message(m).to_json())));
-        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, last, frames);
+        let joined =
+            ServerFrame::Joined { reference, room: room.clone(), epoch: room_state.epoch, last_seq: last, recovered };
+        self.outbox.push_frame(&joined);
+        // The replay goes to the queue at the client's reading pace (up to
+        // `max_replay` messages can be far more than the send queue holds),
+        // and the connection joins the room's live stream only after it, so
+        // no live message overtakes it. Messages stored while it was sent are
+        // read too (a few rounds), so the live stream starts right behind it.
+        let patience = self.state.config.close_timeout;
+        let mut sent = replay_after;
+        let mut upto = last;
+        let mut rounds = 0;
+        while !chunk.is_empty() {
+            for message in chunk.drain(..) {
+                sent = message.seq;
+                if !self.outbox.push_paced(Utf8Bytes::from(ServerFrame::Message(message).to_json()), patience).await {
+                    return; // closing: too slow, or gone
+                }
+            }
+            if sent >= upto {
+                rounds += 1;
+                match store.access(&room, &self.claims.sub).await {
+                    Ok(Access::Granted(now)) if now.last_seq > upto && rounds <= REPLAY_CATCH_UP_ROUNDS => {
+                        upto = now.last_seq;
+                    }
+                    _ => break,
+                }
+            }
+            chunk = match store.messages_between(&room, sent, upto, REPLAY_CHUNK).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // The live stream's gap fill reads the rest at the room's next message.
+                    tracing::warn!(error = %e, "join: replay read failed midway");
+                    Vec::new()
+                }
+            };
+        }
+        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent);
         self.rooms.insert(room);
     }
 

@@ -37,11 +37,16 @@ impl TraceParent {
     }
 
     pub fn parse(value: &str) -> Result<Self, TraceParentError> {
-        let parts: Vec<&str> = value.trim().split('-').collect();
+        // W3C Trace Context: exactly lowercase hex fields, no sign, no
+        // padding; `from_str_radix` alone would take `+`, uppercase and more.
+        let parts: Vec<&str> = value.split('-').collect();
         let [version, trace, span, flags] = parts.as_slice() else {
             return Err(TraceParentError);
         };
-        if *version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        let lower_hex = |field: &str, len: usize| {
+            field.len() == len && field.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if *version != "00" || !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
             return Err(TraceParentError);
         }
         let trace_id = u128::from_str_radix(trace, 16).map_err(|_| TraceParentError)?;
@@ -81,5 +86,10 @@ mod tests {
         assert!(TraceParent::parse("01-00000000000000000000000000000abc-0000000000000012-01").is_err());
         assert!(TraceParent::parse("00-00000000000000000000000000000000-0000000000000012-01").is_err());
         assert!(TraceParent::parse("00-zz000000000000000000000000000abc-0000000000000012-01").is_err());
+        // What a lenient hex parser would take and W3C does not.
+        assert!(TraceParent::parse("00-+0000000000000000000000000000abc-0000000000000012-01").is_err());
+        assert!(TraceParent::parse("00-00000000000000000000000000000ABC-0000000000000012-01").is_err());
+        assert!(TraceParent::parse(" 00-00000000000000000000000000000abc-0000000000000012-01").is_err());
+        assert!(TraceParent::parse("00-00000000000000000000000000000abc-+000000000000012-01").is_err());
     }
 }

@@ -240,6 +240,8 @@ impl Cluster {
         let mut a = Client::in_room(self.edges[0], "warmup-a", "warmup").await;
         let mut b = Client::in_room(self.edges[1], "warmup-b", "warmup").await;
         a.say("warmup", "w-1", "is anyone there?").await;
+        // Both, so every process's counters have settled when a test starts.
+        a.messages("warmup", 1).await;
         b.messages("warmup", 1).await;
     }
 

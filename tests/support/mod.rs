@@ -230,3 +230,16 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
     let text = http_get(addr, "/metrics").await;
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
+
+/// The series' value once it reaches `want`, or its last value after 10 s: a
+/// process may count a delivery report a moment after the client saw it.
+pub async fn metric_reaching(addr: SocketAddr, series: &str, want: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = metric(addr, series).await;
+        if got == want || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -46,3 +46,9 @@ phase "store tests on postgres" env SB_TEST_POSTGRES_URL="$SB_E2E_POSTGRES_URL" 
 # Bounded: each case has its own deadlines, and the whole suite gets 20 minutes.
 phase "end-to-end suite" timeout --kill-after=30s 20m \
     cargo test --test real_cluster -- --ignored --test-threads=1 "$@"
+# The protocol conformance suite against two edges, a persister and a router
+# on the same services (only in a full run: a filter names Rust cases).
+if [ $# -eq 0 ]; then
+    phase "conformance (real cluster)" env CARGO_TARGET_DIR="${BIN_DIR%/release}" SB_CONFORMANCE_NO_BUILD=1 \
+        tests/conformance/run.sh cluster
+fi

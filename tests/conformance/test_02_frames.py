@@ -1,0 +1,288 @@
+"""PROTOCOL.md "Client frames", "Messages": every client frame and its reply."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from client import EDGES, MAX_NAME_BYTES, MAX_REF_BYTES, Conn, new_ref, uniq
+
+EDGE_IDS = list(range(len(EDGES)))
+CROSS = [(0, 1), (1, 0)]
+
+
+@pytest.mark.parametrize("edge", EDGE_IDS)
+def test_ping_pong(edge):
+    conn = Conn.open(edge)
+    try:
+        conn.ping()
+        # The longest ref, in multi-byte characters: 64 bytes.
+        ref = "é" * (MAX_REF_BYTES // 2)
+        assert len(ref.encode()) == MAX_REF_BYTES
+        conn.send_json({"type": "ping", "ref": ref})
+        assert conn.reply(ref) == {"type": "pong", "ref": ref}
+        # Refs are the client's own; the server does not check they are unique.
+        conn.send_json({"type": "ping", "ref": "same"})
+        conn.send_json({"type": "ping", "ref": "same"})
+        assert conn.reply("same") == {"type": "pong", "ref": "same"}
+        assert conn.reply("same") == {"type": "pong", "ref": "same"}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("edge", EDGE_IDS)
+def test_a_key_that_appears_twice_counts_last(edge):
+    conn = Conn.open(edge)
+    try:
+        conn.send_text('{"type":"ping","ref":"first","ref":"second"}')
+        assert conn.reply("second") == {"type": "pong", "ref": "second"}
+        conn.send_text('{"type":"shout","type":"ping","ref":"dup-type"}')
+        assert conn.reply("dup-type") == {"type": "pong", "ref": "dup-type"}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("edge", EDGE_IDS)
+def test_join_and_leave(edge):
+    room = uniq("jl")
+    conn = Conn.open(edge)
+    try:
+        joined = conn.join(room)
+        assert set(joined) == {"type", "ref", "room", "epoch", "last_seq", "recovered"}, joined
+        assert joined["last_seq"] == 0 and joined["recovered"] is True, joined
+        ref = new_ref("l")
+        conn.send_json({"type": "leave", "ref": ref, "room": room})
+        assert conn.reply(ref) == {"type": "left", "ref": ref, "room": room}
+        # Left means left: leave and send now answer not_joined.
+        ref = new_ref("l")
+        conn.send_json({"type": "leave", "ref": ref, "room": room})
+        conn.expect_error(ref, "not_joined")
+        ref, _ = conn.say(room, wait=False)
+        conn.expect_error(ref, "not_joined")
+        # And it can join again.
+        again = conn.join(room)
+        assert again["epoch"] == joined["epoch"]
+    finally:
+        conn.close()
+
+
+def _check_message(m: dict, *, room: str, seq: int, ack_id: str, client_id: str, sender: str, sender_name: str,
+                   body: str) -> None:
+    assert m["type"] == "message"
+    assert (m["room"], m["seq"], m["id"], m["client_id"], m["sender"], m["sender_name"], m["body"]) == (
+        room, seq, ack_id, client_id, sender, sender_name, body), m
+    now_ms = time.time() * 1000
+    assert abs(m["sent_at"] - now_ms) < 120_000, f"sent_at {m['sent_at']} is not close to now ({now_ms:.0f})"
+
+
+@pytest.mark.parametrize("src,dst", CROSS)
+def test_send_ack_and_message_across_edges(src, dst):
+    room = uniq("msg")
+    sender_user = uniq("alice")
+    alice = Conn.open(src, sender_user, name="Alice Example")
+    bob = Conn.open(dst)
+    try:
+        assert alice.join(room)["last_seq"] == 0
+        bob.join(room)
+        body = "héllo, wörld ✓ \"quoted\" \\ backslash \n newline"
+        ref, ack = alice.say(room, body, client_id="first message")
+        assert set(ack) == {"type", "ref", "status", "id"}, ack
+        assert ack["ref"] == ref and ack["status"] == "accepted"
+        for reader in (bob, alice):  # the sender is a member too
+            (m,) = reader.messages(room, 1)
+            _check_message(m, room=room, seq=1, ack_id=ack["id"], client_id="first message", sender=sender_user,
+                           sender_name="Alice Example", body=body)
+        # And back the other way, seq 2.
+        _, ack2 = bob.say(room, "reply", client_id="second")
+        for reader in (alice, bob):
+            (m,) = reader.messages(room, 1)
+            assert (m["seq"], m["id"], m["sender"], m["client_id"]) == (2, ack2["id"], bob.user, "second"), m
+        assert ack2["id"] != ack["id"]
+    finally:
+        alice.close()
+        bob.close()
+
+
+@pytest.mark.parametrize("name,shown", [
+    (None, None),
+    ("", None),
+    ("   ", None),
+    ("Zoë Ω", "Zoë Ω"),
+    ("n" * 100, "n" * MAX_NAME_BYTES),
+])
+def test_display_name(name, shown):
+    """`name` is shown to others, trimmed to 64 bytes; blank means none, then the user id."""
+    room = uniq("names")
+    user = uniq("named")
+    conn = Conn.open(0, user, name=name)
+    reader = Conn.open(1)
+    try:
+        conn.join(room)
+        reader.join(room)
+        conn.say(room)
+        (m,) = reader.messages(room, 1)
+        expected = shown if shown is not None else user
+        assert m["sender_name"] == expected, (name, m["sender_name"])
+        assert len(m["sender_name"].encode()) <= MAX_NAME_BYTES
+    finally:
+        conn.close()
+        reader.close()
+
+
+def test_long_multibyte_name_is_trimmed_to_64_bytes_of_valid_utf8():
+    room = uniq("names")
+    name = "é" * 40  # 80 bytes
+    conn = Conn.open(0, name=name)
+    reader = Conn.open(1)
+    try:
+        conn.join(room)
+        reader.join(room)
+        conn.say(room)
+        (m,) = reader.messages(room, 1)
+        shown = m["sender_name"]
+        assert len(shown.encode()) <= MAX_NAME_BYTES and name.startswith(shown) and shown, shown
+        assert len(shown.encode()) >= MAX_NAME_BYTES - 1, shown  # trimmed, not emptied
+    finally:
+        conn.close()
+        reader.close()
+
+
+@pytest.mark.parametrize("src,other", CROSS)
+def test_typing_reaches_the_other_members_only(src, other):
+    room = uniq("typing")
+    typer = Conn.open(src)
+    far = Conn.open(other)
+    near = Conn.open(src)
+    try:
+        for c in (typer, far, near):
+            c.join(room)
+        ref = new_ref("t")
+        typer.send_json({"type": "typing", "ref": ref, "room": room})
+        for c in (far, near):
+            t = c.expect(lambda f: f["type"] == "typing", 10, "typing")
+            assert t == {"type": "typing", "room": room, "user": typer.user}, t
+        # No reply to the typer, and not its own typing: by the time the member
+        # on its own edge saw it, a pong comes with nothing before it.
+        typer.ping()
+        extra = [f for f in typer.drain(0.5) if f["type"] in ("typing", "error") or f.get("ref") == ref]
+        assert extra == [], extra
+    finally:
+        for c in (typer, far, near):
+            c.close()
+
+
+@pytest.mark.parametrize("edge", EDGE_IDS)
+def test_seqs_are_gapless_with_senders_on_both_edges(edge):
+    room = uniq("gapless")
+    a, b = Conn.open(0), Conn.open(1)
+    reader = Conn.open(edge)
+    try:
+        for c in (a, b, reader):
+            c.join(room)
+        refs = []
+        for i in range(6):
+            refs.append(a.say(room, f"a{i}", wait=False)[0])
+            refs.append(b.say(room, f"b{i}", wait=False)[0])
+        a.wait_replies(refs[0::2])
+        b.wait_replies(refs[1::2])
+        msgs = reader.messages(room, 12)
+        assert [m["seq"] for m in msgs] == list(range(1, 13)), [m["seq"] for m in msgs]
+        assert len({m["id"] for m in msgs}) == 12
+    finally:
+        for c in (a, b, reader):
+            c.close()
+
+
+@pytest.mark.parametrize("src,dst", CROSS)
+def test_resend_with_the_same_client_id_yields_the_same_message(src, dst):
+    """id derives from (room, sender, client_id): a resend (same connection,
+    or another connection of the same user on the other edge) gets the same
+    id and seq; members drop duplicates by (room, seq)."""
+    room = uniq("dedupe")
+    user = uniq("resender")
+    first = Conn.open(src, user)
+    reader = Conn.open(dst)
+    try:
+        first.join(room)
+        reader.join(room)
+        _, ack = first.say(room, "once", client_id="idem-1")
+        (m,) = reader.messages(room, 1)
+        assert (m["seq"], m["id"]) == (1, ack["id"])
+        # Same connection, same client_id.
+        _, ack_again = first.say(room, "once", client_id="idem-1")
+        assert ack_again["id"] == ack["id"]
+        # Another connection of the same user, on the other edge.
+        second = Conn.open(dst, user)
+        try:
+            second.join(room)
+            _, ack_third = second.say(room, "once", client_id="idem-1")
+            assert ack_third["id"] == ack["id"]
+        finally:
+            second.close()
+        # A new client_id gets the next seq: the resends took no seq.
+        _, ack_new = first.say(room, "twice", client_id="idem-2")
+        assert ack_new["id"] != ack["id"]
+        seen = {1: m}
+        deadline = time.monotonic() + 15
+        while 2 not in seen:
+            assert time.monotonic() < deadline, f"seq 2 not delivered; saw {sorted(seen)}"
+            (f,) = reader.messages(room, 1, timeout=max(0.1, deadline - time.monotonic()))
+            if f["seq"] in seen:  # a duplicate delivery must be the same message
+                assert f == seen[f["seq"]], (f, seen[f["seq"]])
+            seen[f["seq"]] = f
+        assert seen[1]["id"] == ack["id"] and seen[1]["client_id"] == "idem-1"
+        assert seen[2]["id"] == ack_new["id"] and seen[2]["client_id"] == "idem-2"
+        assert set(seen) == {1, 2}
+        # A late joiner replaying the room sees exactly two messages.
+        late = Conn.open(src)
+        try:
+            joined = late.join(room, since=0)
+            assert joined["last_seq"] == 2 and joined["recovered"] is True, joined
+            replay = late.messages(room, 2)
+            assert [(r["seq"], r["client_id"]) for r in replay] == [(1, "idem-1"), (2, "idem-2")]
+        finally:
+            late.close()
+    finally:
+        first.close()
+        reader.close()
+
+
+def test_a_different_sender_with_the_same_client_id_is_a_different_message():
+    room = uniq("dedupe2")
+    a, b = Conn.open(0), Conn.open(1)
+    try:
+        a.join(room)
+        b.join(room)
+        _, ack_a = a.say(room, "mine", client_id="shared-key")
+        _, ack_b = b.say(room, "mine", client_id="shared-key")
+        assert ack_a["id"] != ack_b["id"]
+        msgs = a.messages(room, 2)
+        assert sorted(m["seq"] for m in msgs) == [1, 2]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_client_frame_schema_matches_what_the_suite_sends():
+    """Sanity check of the suite itself: every well-formed frame it sends is
+    checked against client-frame.json before it goes out (client.py)."""
+    from client import CLIENT_VALIDATOR
+    good = [
+        {"type": "join", "ref": "r", "room": "x"},
+        {"type": "join", "ref": "r", "room": "x", "since": 3, "epoch": 1},
+        {"type": "leave", "ref": "r", "room": "x"},
+        {"type": "send", "ref": "r", "room": "x", "client_id": "c", "body": "b"},
+        {"type": "typing", "ref": "r", "room": "x"},
+        {"type": "ping", "ref": "r"},
+    ]
+    bad = [
+        {"type": "ping"},
+        {"type": "ping", "ref": "r", "extra": 1},
+        {"type": "join", "ref": "r", "room": "x", "since": -1},
+        {"type": "send", "ref": "r", "room": "x", "body": "b"},
+    ]
+    assert all(CLIENT_VALIDATOR.is_valid(f) for f in good)
+    assert not any(CLIENT_VALIDATOR.is_valid(f) for f in bad)
+    json.dumps(good)

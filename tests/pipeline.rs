@@ -371,10 +371,18 @@ async fn the_process_metrics_count_what_its_clients_did_and_got() {
     let mut sender = Client::in_room(a, "sender", "counted").await;
     let mut reader = Client::in_room(b, "reader", "counted").await;
     const N: usize = 12;
+    let before = switchboard_core::clock::now_ms();
     for i in 0..N {
         sender.say("counted", &format!("c{i}"), "counted line").await;
     }
-    assert_eq!(reader.messages("counted", N).await.len(), N);
+    let acked = switchboard_core::clock::now_ms();
+    let got = reader.messages("counted", N).await;
+    assert_eq!(got.len(), N);
+    // sent_at is when the edge took the send: before its ack came back.
+    for m in &got {
+        let sent_at = m["sent_at"].as_i64().unwrap();
+        assert!((before..=acked).contains(&sent_at), "sent_at {sent_at} not in {before}..={acked}");
+    }
     assert_eq!(sender.messages("counted", N).await.len(), N);
     sender.send_text("{not json").await;
     assert_eq!(sender.recv_type("error").await["code"], "bad_json");
@@ -391,12 +399,29 @@ async fn the_process_metrics_count_what_its_clients_did_and_got() {
     assert_eq!(metric(a, r#"switchboard_edge_frames_in_total{type="invalid"}"#).await, 1.0);
     assert_eq!(metric(a, r#"switchboard_edge_errors_sent_total{code="bad_json"}"#).await, 1.0);
     assert_eq!(metric(a, "switchboard_edge_deliveries_total").await, 2.0 * n, "each client got each message");
+    assert_eq!(metric(a, "switchboard_edge_end_to_end_seconds_count").await, 2.0 * n, "each node timed each message");
+    assert!(metric(a, "switchboard_edge_end_to_end_seconds_sum").await > 0.0);
     assert_eq!(metric(a, "switchboard_persister_messages_stored_total").await, n);
     assert_eq!(metric(a, "switchboard_persister_repeats_total").await, 0.0);
     assert!(metric(a, "switchboard_persister_batches_total").await >= 1.0);
     assert!(metric(a, "switchboard_persister_batch_duration_seconds_count").await >= 1.0);
     assert_eq!(metric(a, "switchboard_router_events_routed_total").await, n);
     assert_eq!(metric(a, "switchboard_router_deliveries_produced_total").await, 2.0 * n, "both nodes have members");
+    // Both workers have handled all they read: a lag series per partition
+    // they own, at 0, once librdkafka's statistics (every 5 s) came in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for worker in ["persister", "router"] {
+        let prefix = format!("switchboard_{worker}_consumer_lag{{");
+        loop {
+            let text = support::http_get(a, "/metrics").await;
+            let lag: Vec<String> = text.lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect();
+            if !lag.is_empty() && lag.iter().all(|l| l.ends_with(" 0")) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{worker}'s lag: {lag:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 
     // A refused handshake and a closed connection are counted by reason.
     let forged = format!("ws://{b}/ws?token=not-a-token");
@@ -445,5 +470,63 @@ async fn a_replay_larger_than_the_send_queue_reaches_a_client_that_reads() {
     // ...and then the live stream, right behind the replay.
     sender.say("big", "after", "live").await;
     assert_eq!(seqs(&late.messages("big", 1).await), vec![N as u64 + 1]);
+    h.stop().await;
+}
+
+/// Every series the Grafana dashboard queries is one the binaries export,
+/// with the type its suffix implies, so the dashboard cannot rot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queries_only_series_the_binaries_export() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/switchboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+
+    // Each query's series, and the type its suffix implies.
+    let suffixes = [("_total", "counter"), ("_bucket", "histogram"), ("_sum", "histogram"), ("_count", "histogram")];
+    let mut wanted = Vec::new();
+    for expr in &exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("switchboard_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr} names no series");
+        for name in names {
+            let (base, kind) = suffixes
+                .iter()
+                .find_map(|(suffix, kind)| Some((name.strip_suffix(suffix)?, *kind)))
+                .unwrap_or((name, "gauge"));
+            wanted.push((base.to_owned(), kind, expr.clone()));
+        }
+    }
+
+    // The embedded default registers the edge's, the persister's and the
+    // router's series; a labelled family is listed once it has a child, so
+    // give the labelled ones some traffic: a send, an error, a disconnect, and
+    // librdkafka's statistics (every 5 s) for the lag.
+    let h = start().await;
+    let mut client = Client::in_room(h.edge(0), "viewer", "dash").await;
+    client.say("dash", "d1", "hello").await;
+    client.send_text("{not json").await;
+    assert_eq!(client.recv_type("error").await["code"], "bad_json");
+    drop(client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = support::http_get(h.edge(0), "/metrics").await;
+        let types: std::collections::HashMap<&str, &str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
+        let missing: Vec<_> = wanted.iter().filter(|(base, kind, _)| types.get(base.as_str()) != Some(kind)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dashboard queries series not exported: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     h.stop().await;
 }

@@ -28,6 +28,8 @@ async fn fan_out_across_edges_matches_postgres() {
         (cluster.edges[1], "switchboard_edge_sends_accepted_total", 10.0, "bob's acks"),
         (cluster.edges[0], "switchboard_edge_deliveries_total", 20.0, "alice got 20"),
         (cluster.edges[1], "switchboard_edge_deliveries_total", 40.0, "bob and carol got 20 each"),
+        (cluster.edges[0], "switchboard_edge_end_to_end_seconds_count", 20.0, "timed once per message"),
+        (cluster.edges[1], "switchboard_edge_end_to_end_seconds_count", 20.0, "timed once per message"),
         (cluster.persister_ops, "switchboard_persister_messages_stored_total", 20.0, "stored"),
         (cluster.router_ops, "switchboard_router_events_routed_total", 20.0, "routed"),
         (cluster.router_ops, "switchboard_router_deliveries_produced_total", 40.0, "two nodes"),

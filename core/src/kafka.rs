@@ -8,13 +8,16 @@
 use std::time::Duration;
 
 use backon::{ConstantBuilder, Retryable};
+use std::sync::Arc;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::headers::TraceParent;
 
@@ -110,7 +113,14 @@ impl KafkaConfig {
     /// `instance` turns on static membership: a member restarted with the
     /// same instance id takes its partitions back at once, instead of the
     /// group waiting out the dead member's session first.
-    pub fn group_consumer(&self, group: &str, instance: Option<&str>) -> KafkaResult<StreamConsumer> {
+    ///
+    /// librdkafka's statistics (every [`STATS_INTERVAL_MS`]) go to `on_stats`.
+    pub fn group_consumer(
+        &self,
+        group: &str,
+        instance: Option<&str>,
+        on_stats: StatsHandler,
+    ) -> KafkaResult<GroupConsumer> {
         let mut config = self.consumer_base();
         if let Some(instance) = instance {
             config.set("group.instance.id", instance);
@@ -122,8 +132,9 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
-        self.finish(config).create()
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS);
+        self.finish(config).create_with_context(GroupContext { on_stats })
     }
 
     /// Consumer without a group, driven by explicit assignment.
@@ -137,6 +148,31 @@ impl KafkaConfig {
         self.finish(config).create()
     }
 }
+
+/// How often a group consumer hands librdkafka's statistics to its handler.
+pub const STATS_INTERVAL_MS: &str = "5000";
+
+/// What a group consumer does with librdkafka's statistics (the workers set
+/// their consumer-lag gauges from them).
+pub type StatsHandler = Arc<dyn Fn(&Statistics) + Send + Sync>;
+
+/// Context of group consumers: librdkafka's defaults, and its statistics
+/// handed to a handler. Statistics are the one way to a partition's lag that
+/// asks the broker nothing extra (rdkafka's `fetch_watermarks` is a request).
+pub struct GroupContext {
+    on_stats: StatsHandler,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        (self.on_stats)(&statistics);
+    }
+}
+
+impl ConsumerContext for GroupContext {}
+
+/// A consumer in a group, made by [`KafkaConfig::group_consumer`].
+pub type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Logs an error a consumer returned instead of a record, then pauses
 /// briefly. librdkafka queues its notices (broker down, reconnecting) among

@@ -15,6 +15,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Mutex<Registry>>);
 
+/// Buckets of every duration histogram: 1 ms to ~16 s, doubling, so one
+/// dashboard query resolves a millisecond and a slow ten seconds alike.
+pub fn seconds_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15)
+}
+
 impl Metrics {
     /// Registers a component's series under `switchboard_<component>_`.
     pub fn register(&self, component: &str, register: impl FnOnce(&mut Registry)) {

@@ -318,9 +318,12 @@ mod tests {
             client_id: client_id.into(),
             body: format!("body {client_id}"),
             origin: Origin { node: "n".into(), conn: 1, reference: "r".into() },
-            received_at: 0,
+            received_at: RECEIVED_AT,
         }
     }
+
+    /// When the test's edge took its sends: far from this test's clock.
+    const RECEIVED_AT: i64 = 1_700_000_000_123;
 
     fn seq_of(outcome: &Outcome) -> u64 {
         match outcome {
@@ -344,6 +347,9 @@ mod tests {
         let history = store.messages_between(&r, 1, 3, 10).await.unwrap();
         assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(history[0].sender_name, "B");
+        // The edge's time from the record, never the store's clock, so a
+        // replay of the topic writes the same row.
+        assert!(history.iter().all(|m| m.sent_at == RECEIVED_AT), "{history:?}");
         assert_eq!(store.access(&r, "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
 
         // A new name is stored and given to the sender's later nameless sends.

@@ -96,8 +96,8 @@ impl Delivery {
         if message.seq > lowest + 1 {
             self.backfill(&message.room, lowest, message.seq - 1).await;
         }
-        let (room, seq) = (message.room.clone(), message.seq);
-        self.events.delivered(self.hub.deliver(&room, seq, &encode(message)));
+        let (room, seq, sent_at) = (message.room.clone(), message.seq, message.sent_at);
+        self.events.delivered_live(sent_at, self.hub.deliver(&room, seq, &encode(message)));
     }
 
     async fn catch_up(&self, room: &str) {

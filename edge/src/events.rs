@@ -12,7 +12,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use switchboard_core::metrics::Metrics;
+use prometheus_client::metrics::histogram::Histogram;
+use switchboard_core::metrics::{Metrics, seconds_buckets};
 use switchboard_schemas::protocol::{CLIENT_FRAME_TYPES, ErrorCode};
 
 use crate::outbox::CloseReason;
@@ -91,6 +92,7 @@ pub struct EdgeEvents {
     sends_accepted: Counter,
     sends_failed: Counter,
     deliveries: Counter,
+    end_to_end: Histogram,
     disconnects: Family<Reason, Counter>,
     backfills: Counter,
     backfilled_messages: Counter,
@@ -130,6 +132,14 @@ impl EdgeEvents {
         );
         let deliveries = Counter::default();
         registry.register("deliveries", "Messages queued to local connections", deliveries.clone());
+        let end_to_end = Histogram::new(seconds_buckets());
+        registry.register_with_unit(
+            "end_to_end",
+            "From an edge accepting a send (the message's sent_at) to the message queued to this node's \
+             connections, once per message and node",
+            prometheus_client::registry::Unit::Seconds,
+            end_to_end.clone(),
+        );
         let disconnects = Family::<Reason, Counter>::default();
         registry.register("disconnects", "Closed connections, by reason", disconnects.clone());
         let backfills = Counter::default();
@@ -145,6 +155,7 @@ impl EdgeEvents {
             sends_accepted,
             sends_failed,
             deliveries,
+            end_to_end,
             disconnects,
             backfills,
             backfilled_messages,
@@ -194,6 +205,15 @@ impl EdgeEvents {
 
     pub(crate) fn delivered(&self, connections: usize) {
         self.deliveries.inc_by(connections as u64);
+    }
+
+    /// A live message reached this node's connections; `sent_at` is when an
+    /// edge accepted it (milliseconds since the epoch, that edge's clock, so
+    /// a skewed clock can read below zero: counted as zero).
+    pub(crate) fn delivered_live(&self, sent_at: i64, connections: usize) {
+        self.delivered(connections);
+        let millis = (switchboard_core::clock::now_ms() - sent_at).max(0);
+        self.end_to_end.observe(millis as f64 / 1000.0);
     }
 
     pub(crate) fn backfilled(&self, messages: usize) {

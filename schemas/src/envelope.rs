@@ -40,7 +40,8 @@ pub struct InboundSend {
     pub client_id: String,
     pub body: String,
     pub origin: Origin,
-    /// Edge receive time, milliseconds since the Unix epoch.
+    /// When the edge took the send, milliseconds since the Unix epoch: the
+    /// persister stores it as the message's `sent_at`.
     pub received_at: i64,
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use switchboard_core::kafka::consume_error;
@@ -16,8 +16,8 @@ const FATAL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Returns an empty batch only when `shutdown` is cancelled or the consumer
 /// failed for good (the caller then joins again, see [`crate::membership`]).
-pub async fn collect<'c>(
-    consumer: &'c StreamConsumer,
+pub async fn collect<'c, C: ConsumerContext + 'static>(
+    consumer: &'c StreamConsumer<C>,
     max: usize,
     window: Duration,
     shutdown: &CancellationToken,

@@ -3,15 +3,62 @@
 //! Handles are made once, at start (see `switchboard_core::metrics`); labels
 //! come from small fixed sets, never a room or user id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use switchboard_core::metrics::Metrics;
+use prometheus_client::registry::Registry;
+use rdkafka::statistics::Statistics;
+use switchboard_core::kafka::StatsHandler;
+use switchboard_core::metrics::{Metrics, seconds_buckets};
 
-/// Buckets from 1 ms to ~16 s, doubling.
-fn seconds_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.001, 2.0, 15)
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Partition {
+    topic: String,
+    partition: i32,
+}
+
+/// How far a worker is behind on each partition it owns, from librdkafka's
+/// statistics (every few seconds, no extra request to the broker): the end of
+/// the partition minus the offset stored for the next commit, which the
+/// workers store only once a record's work is durable. So it counts the
+/// records not yet safely handled. A partition the worker no longer owns
+/// loses its series.
+#[derive(Clone, Default)]
+pub struct ConsumerLag(Family<Partition, Gauge>);
+
+impl ConsumerLag {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "consumer_lag",
+            "Records not yet durably handled, per partition this worker owns (librdkafka statistics)",
+            self.0.clone(),
+        );
+    }
+
+    /// The handler for the worker's group consumer.
+    pub(crate) fn handler(&self) -> StatsHandler {
+        let family = self.0.clone();
+        Arc::new(move |stats: &Statistics| {
+            for topic in stats.topics.values() {
+                for p in topic.partitions.values() {
+                    if p.partition < 0 {
+                        continue; // librdkafka's internal "unassigned" partition
+                    }
+                    let labels = Partition { topic: topic.topic.clone(), partition: p.partition };
+                    if p.consumer_lag_stored >= 0 {
+                        family.get_or_create(&labels).set(p.consumer_lag_stored);
+                    } else {
+                        family.remove(&labels); // not owned (any more): unknown
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// What the persister did.
@@ -23,6 +70,7 @@ pub struct PersisterEvents {
     refused: Counter,
     dead_lettered: Counter,
     batch_retries: Counter,
+    pub(crate) lag: ConsumerLag,
 }
 
 impl PersisterEvents {
@@ -35,6 +83,7 @@ impl PersisterEvents {
             refused: Counter::default(),
             dead_lettered: Counter::default(),
             batch_retries: Counter::default(),
+            lag: ConsumerLag::default(),
         };
         metrics.register("persister", |r| {
             r.register("batches", "Batches stored and published", events.batches.clone());
@@ -52,6 +101,7 @@ impl PersisterEvents {
                 "Batches redone because Kafka did not acknowledge their events",
                 events.batch_retries.clone(),
             );
+            events.lag.register(r);
         });
         events
     }
@@ -85,6 +135,7 @@ pub struct RouterEvents {
     forward_failed: Counter,
     fanout: Histogram,
     dead_lettered: Counter,
+    pub(crate) lag: ConsumerLag,
 }
 
 impl RouterEvents {
@@ -97,6 +148,7 @@ impl RouterEvents {
             // Nodes per event: 1, 2, 4, ... 512.
             fanout: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             dead_lettered: Counter::default(),
+            lag: ConsumerLag::default(),
         };
         metrics.register("router", |r| {
             r.register("events_routed", "Events sent to at least one node", events.routed.clone());
@@ -109,6 +161,7 @@ impl RouterEvents {
             );
             r.register("fanout_nodes", "Delivery topics each routed event went to", events.fanout.clone());
             r.register("dead_letters", "Records sent to the dead-letter topic", events.dead_lettered.clone());
+            events.lag.register(r);
         });
         events
     }

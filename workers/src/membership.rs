@@ -7,35 +7,38 @@
 //! a fresh one; records not yet committed are replayed, which every worker
 //! handles idempotently.
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::kafka::{GroupConsumer, KafkaConfig, StatsHandler};
 
 pub struct GroupMember {
     kafka: KafkaConfig,
     group: String,
     instance: Option<String>,
     topics: Vec<String>,
-    consumer: StreamConsumer,
+    on_stats: StatsHandler,
+    consumer: GroupConsumer,
 }
 
 impl GroupMember {
-    /// Joins `group`, subscribed to `topics`.
+    /// Joins `group`, subscribed to `topics`; the consumer's statistics go
+    /// to `on_stats`.
     pub fn join(
         kafka: &KafkaConfig,
         group: String,
         instance: Option<String>,
         topics: Vec<String>,
+        on_stats: StatsHandler,
     ) -> Result<Self, KafkaError> {
-        let consumer = subscribe(kafka, &group, instance.as_deref(), &topics)?;
-        Ok(Self { kafka: kafka.clone(), group, instance, topics, consumer })
+        let consumer = subscribe(kafka, &group, instance.as_deref(), &topics, &on_stats)?;
+        Ok(Self { kafka: kafka.clone(), group, instance, topics, on_stats, consumer })
     }
 
     pub fn group(&self) -> &str {
         &self.group
     }
 
-    pub fn consumer(&self) -> &StreamConsumer {
+    pub fn consumer(&self) -> &GroupConsumer {
         &self.consumer
     }
 
@@ -44,7 +47,7 @@ impl GroupMember {
     pub fn rejoin_if_failed(&mut self) -> Result<(), KafkaError> {
         if let Some((code, reason)) = self.consumer.client().fatal_error() {
             tracing::error!(group = %self.group, ?code, %reason, "group consumer failed for good; joining again");
-            let fresh = subscribe(&self.kafka, &self.group, self.instance.as_deref(), &self.topics)?;
+            let fresh = subscribe(&self.kafka, &self.group, self.instance.as_deref(), &self.topics, &self.on_stats)?;
             retire(std::mem::replace(&mut self.consumer, fresh), &self.group);
         }
         Ok(())
@@ -65,7 +68,7 @@ impl GroupMember {
 /// consumer after a broker outage can block in librdkafka (issue #4674);
 /// on a runtime thread that would stall the worker's loop, here it can only
 /// hold this thread.
-fn retire(consumer: StreamConsumer, group: &str) {
+fn retire(consumer: GroupConsumer, group: &str) {
     let group = group.to_owned();
     let spawned = std::thread::Builder::new().name("sb-retire-consumer".into()).spawn(move || {
         drop(consumer);
@@ -82,8 +85,9 @@ fn subscribe(
     group: &str,
     instance: Option<&str>,
     topics: &[String],
-) -> Result<StreamConsumer, KafkaError> {
-    let consumer = kafka.group_consumer(group, instance)?;
+    on_stats: &StatsHandler,
+) -> Result<GroupConsumer, KafkaError> {
+    let consumer = kafka.group_consumer(group, instance, on_stats.clone())?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

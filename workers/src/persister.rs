@@ -107,10 +107,11 @@ impl Persister {
         metrics: &Metrics,
     ) -> Result<Self, WorkerError> {
         let group = config.group.clone().unwrap_or_else(|| topics.group("persister"));
-        let member = GroupMember::join(kafka, group, config.instance_id.clone(), vec![topics.inbound()])?;
+        let events = PersisterEvents::new(metrics);
+        let member =
+            GroupMember::join(kafka, group, config.instance_id.clone(), vec![topics.inbound()], events.lag.handler())?;
         let producer = kafka.batch_producer()?;
         let dead_letter = DeadLetter::new(producer.clone(), topics.dead_letter());
-        let events = PersisterEvents::new(metrics);
         Ok(Self { member, producer, dead_letter, store, topics, config, events, ready: Readiness::default() })
     }
 

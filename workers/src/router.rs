@@ -113,7 +113,8 @@ impl Router {
         // Join the group only once the table is loaded, so nothing is routed on a partial table.
         let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
         let instance = config.instance_id.clone();
-        let mut member = GroupMember::join(&kafka, group, instance, vec![topics.events(), topics.ephemeral()])?;
+        let topics_read = vec![topics.events(), topics.ephemeral()];
+        let mut member = GroupMember::join(&kafka, group, instance, topics_read, events.lag.handler())?;
         tracing::info!(group = %member.group(), "router started");
         ready.set(true);
         let mut progress = Progress::new(&events);

@@ -91,7 +91,9 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
             sender: send.sender.clone(),
             sender_name,
             body: send.body.clone(),
-            sent_at: now,
+            // When the edge accepted the send, from the record, not this
+            // clock: a replay of the topic stores the same row.
+            sent_at: send.received_at,
         };
         stored_now.insert(key(send), outcomes.len());
         outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: false });

@@ -24,6 +24,7 @@ started=()
 cleanup() {
     # Processes of a test run that was killed before it could stop them.
     pkill -KILL -f "^$BIN_DIR/(edge|persister|router) " || true
+    pkill -KILL -f "otelcol-sb --config=file:$ROOT/.work/otelcol/" || true
     for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
 }
 trap cleanup EXIT
@@ -35,6 +36,9 @@ phase "postgres" scripts/postgres.sh start
 # Forget the previous run's logs and databases (each test makes its own).
 rm -rf .work/e2e
 scripts/postgres.sh drop-test-databases
+# The trace test's OpenTelemetry Collector: built once from the Go module
+# proxy (a few minutes), then cached in ~/.cache/switchboard.
+phase "opentelemetry collector" scripts/otelcol.sh build
 phase "release build" cargo build --release -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
 
 export SB_E2E_KAFKA=127.0.0.1:${SB_KAFKA_PORT:-19092}

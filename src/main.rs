@@ -39,7 +39,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
-    switchboard_core::telemetry::init();
+    let _traces = switchboard_core::telemetry::init("switchboard");
     let listen = [SocketAddr::new(cli.host, cli.port), SocketAddr::new(cli.host, cli.port.wrapping_add(1))];
     let config = EmbeddedConfig::new(cli.db.clone(), listen)
         .with_access(cli.jwt_secret, cli.dev, cli.allowed_origins)

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use sqlx::Row;
-use support::cluster::{Cluster, Options};
+use support::cluster::{Cluster, Collector, Options};
 use support::workload::{self, Workload};
 use support::{Client, seqs};
 
@@ -74,6 +74,69 @@ async fn fan_out_across_edges_matches_postgres() {
     let outcome = running.finish(&mut db).await;
     eprintln!("calm: {}", outcome.summary());
     outcome.check();
+    cluster.assert_all_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_message_is_one_trace_from_the_client_through_the_four_processes() {
+    let collector = Collector::start(&std::env::temp_dir().join(format!("sb-otel-{}", std::process::id())));
+    let options = Options { otlp_endpoint: Some(collector.endpoint.clone()), ..Options::default() };
+    let mut cluster = Cluster::start("traced", options).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "traced").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "traced").await;
+    // A browser's own trace: the message's spans continue it.
+    let (trace_id, client_span) = (format!("{:032x}", fastrand::u128(1..)), format!("{:016x}", fastrand::u64(1..)));
+    alice
+        .send_json(serde_json::json!({
+            "type": "send", "ref": "t1", "room": "traced", "client_id": "traced-1", "body": "follow me",
+            "traceparent": format!("00-{trace_id}-{client_span}-01"),
+        }))
+        .await;
+    assert_eq!(alice.recv_type("ack").await["status"], "accepted");
+    assert_eq!(bob.messages("traced", 1).await[0]["body"], "follow me");
+    alice.messages("traced", 1).await;
+
+    // send (edge-1) -> process + store batch (persister) -> route (router) -> deliver (edge-1, edge-2)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<serde_json::Value> =
+            collector.spans().into_iter().filter(|s| s["traceId"] == trace_id.as_str()).collect();
+        if spans.len() >= 6 || tokio::time::Instant::now() > deadline {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let one = |name_prefix: &str, service: &str| -> &serde_json::Value {
+        let found: Vec<_> = spans
+            .iter()
+            .filter(|s| s["name"].as_str().unwrap_or("").starts_with(name_prefix) && s["service"] == service)
+            .collect();
+        assert_eq!(found.len(), 1, "one {name_prefix} span of {service} in {spans:#?}");
+        found[0]
+    };
+    // Span kinds as OTLP numbers them: 1 internal, 4 producer, 5 consumer.
+    let send = one("send ", "switchboard-edge");
+    assert_eq!((send["kind"].as_i64(), &send["instance"]), (Some(4), &"edge-1".into()));
+    assert_eq!(send["parentSpanId"], client_span.as_str(), "the edge's span continues the client's");
+    let process = one("process ", "switchboard-persister");
+    assert_eq!(process["kind"].as_i64(), Some(5));
+    assert_eq!(process["parentSpanId"], send["spanId"]);
+    let store = one("store batch", "switchboard-persister");
+    assert_eq!((store["kind"].as_i64(), &store["parentSpanId"]), (Some(1), &process["spanId"]));
+    let route = one("route ", "switchboard-router");
+    assert_eq!((route["kind"].as_i64(), &route["parentSpanId"]), (Some(5), &process["spanId"]));
+    let mut delivered: Vec<&str> = spans
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap_or("").starts_with("deliver "))
+        .map(|s| {
+            assert_eq!((&s["service"], s["kind"].as_i64()), (&"switchboard-edge".into(), Some(5)));
+            assert_eq!(s["parentSpanId"], route["spanId"], "{s}");
+            s["instance"].as_str().unwrap()
+        })
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, ["edge-1", "edge-2"], "a deliver span on each edge with a member");
     cluster.assert_all_running();
 }
 

@@ -247,16 +247,6 @@ pub fn trace_of<M: Message>(message: &M) -> Option<TraceParent> {
     header_str(message, switchboard_schemas::headers::TRACEPARENT).and_then(|v| TraceParent::parse(v).ok())
 }
 
-/// Starts a trace, for a record that begins one (a client's send).
-pub fn new_trace() -> TraceParent {
-    TraceParent::new_root(fastrand::u128(..), fastrand::u64(..))
-}
-
-/// The context the next hop's record carries: the same trace, a new span.
-pub fn next_span(trace: &TraceParent) -> TraceParent {
-    trace.child(fastrand::u64(..))
-}
-
 /// Headers for a new record: schema version and trace context.
 pub fn record_headers(schema: &str, traceparent: Option<&str>) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new_with_capacity(2)

@@ -1,17 +1,22 @@
-//! Structured logging, installed once per process. `RUST_LOG` picks levels
+//! Logs and traces, installed once per process. `RUST_LOG` picks log levels
 //! (default `info`); `SB_LOG_JSON=1` switches to JSON lines (one object per
-//! event, its fields at the top level) for log shippers.
+//! event, its fields at the top level) for log shippers. Traces: see
+//! [`crate::traces`].
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 const DEFAULT_FILTER: &str = "info,librdkafka=warn,rdkafka=warn,sqlx=warn";
 
-/// Installs the process's logger. A second call (tests start many
-/// components in one process) is harmless.
-pub fn init() {
+/// Installs the process's logger and, when an OTLP endpoint is set, its
+/// trace export (`service` names the process unless `OTEL_SERVICE_NAME`
+/// does; a bad OTLP setting exits with status 64). Keep the returned value
+/// until the process ends: dropping it flushes the spans still queued. A
+/// second call (tests start many components in one process) is harmless.
+pub fn init(service: &'static str) -> crate::traces::Exporter {
     let json = std::env::var("SB_LOG_JSON").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     install(json, std::io::stdout);
+    crate::traces::init(service).unwrap_or_else(|e| crate::config::exit_bad_config(e))
 }
 
 fn filter() -> EnvFilter {

@@ -16,9 +16,11 @@ use backon::{ExponentialBuilder, Retryable};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::consume_error;
+use switchboard_core::kafka::{consume_error, trace_of};
 use switchboard_core::store::Store;
+use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::Event;
+use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +57,14 @@ impl Delivery {
                     Ok(record) => {
                         let decoded = record.payload().map(serde_json::from_slice::<Event>);
                         match decoded {
-                            Some(Ok(event)) => self.handle(event).await,
+                            Some(Ok(event)) => {
+                                // A span for a traced message (see `switchboard_core::traces`).
+                                let hop = match (&event, trace_of(&record)) {
+                                    (Event::Message(_), Some(parent)) => Some(self.start_hop(&record, &parent)),
+                                    _ => None,
+                                };
+                                self.handle(event, hop).await
+                            }
                             Some(Err(e)) => self.reject(&record, &format!("undecodable: {e}")).await,
                             None => self.reject(&record, "empty payload").await,
                         }
@@ -72,9 +81,20 @@ impl Delivery {
         }
     }
 
-    async fn handle(&self, event: Event) {
+    fn start_hop(&self, record: &rdkafka::message::BorrowedMessage<'_>, parent: &TraceParent) -> Hop {
+        let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+        Hop::start(format!("deliver {}", record.topic()), Kind::Consumer, Some(parent), attributes)
+    }
+
+    async fn handle(&self, event: Event, hop: Option<Hop>) {
         match event {
-            Event::Message(stored) => self.deliver_message(stored.message).await,
+            Event::Message(stored) => {
+                let recipients = self.deliver_message(stored.message).await;
+                if let Some(mut hop) = hop {
+                    hop.set(Attribute::new("switchboard.recipients", recipients as i64));
+                }
+            }
             Event::Typing { room, user } => {
                 let frame = Utf8Bytes::from(ServerFrame::Typing { room: room.clone(), user: user.clone() }.to_json());
                 self.hub.deliver_ephemeral(&room, &user, &frame);
@@ -88,16 +108,19 @@ impl Delivery {
         }
     }
 
-    async fn deliver_message(&self, message: MessageFrame) {
-        let Some(lowest) = self.hub.lowest_seq(&message.room) else { return };
+    /// Returns to how many local connections the message went.
+    async fn deliver_message(&self, message: MessageFrame) -> usize {
+        let Some(lowest) = self.hub.lowest_seq(&message.room) else { return 0 };
         if message.seq <= lowest {
-            return; // every local member has it already
+            return 0; // every local member has it already
         }
         if message.seq > lowest + 1 {
             self.backfill(&message.room, lowest, message.seq - 1).await;
         }
         let (room, seq, sent_at) = (message.room.clone(), message.seq, message.sent_at);
-        self.events.delivered_live(sent_at, self.hub.deliver(&room, seq, &encode(message)));
+        let recipients = self.hub.deliver(&room, seq, &encode(message));
+        self.events.delivered_live(sent_at, recipients);
+        recipients
     }
 
     async fn catch_up(&self, room: &str) {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     cli.edge.validate().unwrap_or_else(|e| exit_bad_config(e));
-    switchboard_core::telemetry::init();
+    let _traces = switchboard_core::telemetry::init("switchboard-edge");
     if cli.edge.allowed_origins.is_empty() {
         tracing::warn!("no --allowed-origins: browser clients will be refused");
     }

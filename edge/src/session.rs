@@ -11,10 +11,12 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rdkafka::producer::FutureRecord;
 use switchboard_core::clock::now_ms;
-use switchboard_core::kafka::{new_trace, record_headers};
+use switchboard_core::kafka::record_headers;
 use switchboard_core::store::Access;
+use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::PROTOCOL_VERSION;
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend, Origin};
+use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::ids::{message_id, validate_id};
 use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::Semaphore;
@@ -243,7 +245,11 @@ impl Session {
                     self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
                 }
             }
-            ClientFrame::Send { reference, room, client_id, body } => self.send(reference, room, client_id, body).await,
+            ClientFrame::Send { reference, room, client_id, body, traceparent } => {
+                // `parse` has checked it; a client's context continues its trace.
+                let parent = traceparent.and_then(|t| TraceParent::parse(&t).ok());
+                self.send(reference, room, client_id, body, parent).await
+            }
             ClientFrame::Typing { reference, room } => self.typing(reference, room),
         }
     }
@@ -342,7 +348,14 @@ impl Session {
         self.rooms.insert(room);
     }
 
-    async fn send(&mut self, reference: String, room: String, client_id: String, body: String) {
+    async fn send(
+        &mut self,
+        reference: String,
+        room: String,
+        client_id: String,
+        body: String,
+        parent: Option<TraceParent>,
+    ) {
         if !self.rooms.contains(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("join room {room:?} before sending"));
         }
@@ -375,8 +388,13 @@ impl Session {
             received_at: now_ms(),
         };
         let payload = envelope.to_json();
-        let traceparent = new_trace().to_string();
         let topic = self.state.topics.inbound();
+        // The producer span: from taking the send to Kafka's acknowledgement.
+        let mut attributes = traces::kafka_attributes("send", &topic, None);
+        attributes.push(Attribute::new("messaging.message.id", id.clone()));
+        attributes.push(Attribute::new("switchboard.room", envelope.room.clone()));
+        let mut hop = Hop::start(format!("send {topic}"), Kind::Producer, parent.as_ref(), attributes);
+        let traceparent = hop.context().to_string();
         let record = FutureRecord::to(&topic)
             .key(envelope.room.as_str())
             .payload(payload.as_slice())
@@ -388,6 +406,7 @@ impl Session {
         {
             Ok(delivery) => delivery,
             Err(e) => {
+                hop.fail(e.to_string());
                 self.state.events.send_failed(&e);
                 return self.fail(&reference, ErrorCode::Unavailable, "not accepted; retry with the same client_id");
             }
@@ -396,10 +415,17 @@ impl Session {
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
             let failure = match delivery.await {
-                Ok(Ok(_)) => None,
+                Ok(Ok(delivered)) => {
+                    hop.set(Attribute::new("messaging.destination.partition.id", delivered.partition.to_string()));
+                    hop.set(Attribute::new("messaging.kafka.offset", delivered.offset));
+                    None
+                }
                 Ok(Err((e, _))) => Some(e.to_string()),
                 Err(_) => Some("the producer stopped".to_owned()),
             };
+            if let Some(error) = &failure {
+                hop.fail(error.clone());
+            }
             let reply = match failure {
                 None => {
                     if let Some(backlog) = &state.config.backlog {

@@ -45,6 +45,11 @@ pub enum ClientFrame {
         room: String,
         client_id: String,
         body: String,
+        /// The client's own W3C trace context
+        /// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase):
+        /// the message's trace continues the client's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// Tell the room this user is typing (ephemeral, never stored).
     Typing {
@@ -246,6 +251,11 @@ impl ClientFrame {
         {
             return Err(fail(ErrorCode::InvalidFrame, format!("`client_id` must be 1..={MAX_CLIENT_ID_LEN} bytes")));
         }
+        if let ClientFrame::Send { traceparent: Some(traceparent), .. } = &frame
+            && crate::headers::TraceParent::parse(traceparent).is_err()
+        {
+            return Err(fail(ErrorCode::InvalidFrame, "`traceparent` is not a W3C traceparent (version 00)".into()));
+        }
         Ok(frame)
     }
 
@@ -350,6 +360,15 @@ mod tests {
 
         let err = ClientFrame::parse(r#"{"type":"send","ref":"1","room":"r","client_id":"","body":"x"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
+
+        let traced = r#"{"type":"send","ref":"1","room":"r","client_id":"c","body":"x","traceparent":"#;
+        let ok = format!(r#"{traced}"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}"#);
+        assert!(matches!(ClientFrame::parse(&ok), Ok(ClientFrame::Send { traceparent: Some(_), .. })));
+        let err =
+            ClientFrame::parse(&format!(r#"{traced}"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01"}}"#))
+                .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidFrame);
+        assert!(err.message.contains("traceparent"), "{}", err.message);
 
         let long_ref = "r".repeat(MAX_REF_LEN + 1);
         let err = ClientFrame::parse(&format!(r#"{{"type":"ping","ref":"{long_ref}"}}"#)).unwrap_err();

@@ -72,6 +72,13 @@ def _invalid_frames(room: str) -> dict[str, dict]:
         "client-id-too-long-multibyte": {"type": "send", "room": room, "client_id": "é" * 33, "body": "b"},
         "client-id-empty": {"type": "send", "room": room, "client_id": "", "body": "b"},
         "nul-in-body": {"type": "send", "room": room, "client_id": uniq("c"), "body": "a\u0000b"},
+        "traceparent-uppercase": {"type": "send", "room": room, "client_id": uniq("c"), "body": "b",
+                                  "traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},
+        "traceparent-other-version": {"type": "send", "room": room, "client_id": uniq("c"), "body": "b",
+                                      "traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        "traceparent-zero-trace-id": {"type": "send", "room": room, "client_id": uniq("c"), "body": "b",
+                                      "traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        "traceparent-a-number": {"type": "send", "room": room, "client_id": uniq("c"), "body": "b", "traceparent": 1},
     }
 
 
@@ -116,6 +123,18 @@ def test_invalid_frame_whose_ref_cannot_be_read_gets_an_error_without_ref(conn, 
     if key is not None:
         LEDGER.resolve(key, "refused", "invalid_frame", "ref over 64 bytes: the error has no ref")
     conn.ping()
+
+
+def test_a_send_with_the_clients_traceparent_is_accepted(conn):
+    room = uniq("traced")
+    conn.join(room)
+    ref = new_ref("s")
+    conn.send_json({"type": "send", "ref": ref, "room": room, "client_id": uniq("c"), "body": "traced",
+                    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    ack = conn.reply(ref, 15)
+    assert ack["type"] == "ack" and ack["status"] == "accepted", ack
+    (m,) = conn.messages(room, 1)
+    assert m["body"] == "traced" and "traceparent" not in m, m
 
 
 def test_boundaries_that_are_valid(conn):

@@ -62,6 +62,8 @@ pub struct Process {
     pub name: String,
     program: PathBuf,
     args: Vec<String>,
+    /// Environment variables on top of this process's.
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     pub starts: u32,
@@ -76,6 +78,7 @@ impl Process {
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -116,11 +119,13 @@ pub struct Options {
     pub rate_per_second: u32,
     /// Extra librdkafka settings for the edges only (`key=value`).
     pub edge_kafka_options: Vec<String>,
+    /// Where every process exports its traces (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { partitions: 4, rate_per_second: 500, edge_kafka_options: Vec::new() }
+        Options { partitions: 4, rate_per_second: 500, edge_kafka_options: Vec::new(), otlp_endpoint: None }
     }
 }
 
@@ -144,7 +149,7 @@ impl Cluster {
     /// Provisions topics and a database named after `test`, then starts two
     /// edges, a persister and a router and waits until the edges are ready.
     pub async fn start(test: &str, options: Options) -> Cluster {
-        switchboard_core::telemetry::init();
+        let _ = switchboard_core::telemetry::init("switchboard-tests");
         let env = Env::from_env();
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 1_000_000;
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
@@ -172,6 +177,15 @@ impl Cluster {
             name: name.into(),
             program: env.bin_dir.join(bin),
             args,
+            env: match &options.otlp_endpoint {
+                Some(endpoint) => vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()),
+                    // Export every 200 ms rather than every 5 s.
+                    ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+                    ("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={name}")),
+                ],
+                None => Vec::new(),
+            },
             log: dir.join(format!("{name}.log")),
             child: None,
             starts: 0,
@@ -361,4 +375,83 @@ fn tail(path: &Path, lines: usize) -> String {
     }
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A real OpenTelemetry Collector (`scripts/otelcol.sh`: OTLP/HTTP in, the
+/// file exporter out) on a free loopback port; stopped when dropped.
+pub struct Collector {
+    child: Child,
+    pub endpoint: String,
+    file: PathBuf,
+}
+
+impl Collector {
+    /// Starts it, writing what it receives to `dir/spans.jsonl`; waits until it listens.
+    pub fn start(dir: &Path) -> Collector {
+        let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"));
+        let script = root.join("scripts").join("otelcol.sh");
+        let built = Command::new(&script).arg("path").stdout(Stdio::null()).status().expect("run otelcol.sh");
+        assert!(built.success(), "no collector binary: run scripts/otelcol.sh build (scripts/e2e.sh does)");
+        std::fs::create_dir_all(dir).unwrap();
+        let addr = free_port();
+        let file = dir.join("spans.jsonl");
+        let log = File::create(dir.join("otelcol.log")).unwrap();
+        let child = Command::new(&script)
+            .args(["run", &addr.port().to_string()])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the collector");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "collector not listening on {addr} in 30 s:\n{}",
+                tail(&dir.join("otelcol.log"), 20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Collector { child, endpoint: format!("http://{addr}"), file }
+    }
+
+    /// Every span received so far, each with its resource's `service.name`
+    /// and `service.instance.id` added as `service` and `instance`.
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        let mut spans = Vec::new();
+        // Whole lines only: the collector may be writing the last one.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n') && !l.trim().is_empty()) {
+            let request: serde_json::Value = serde_json::from_str(line).expect("the file exporter writes JSON lines");
+            for resource_spans in request["resourceSpans"].as_array().into_iter().flatten() {
+                let attribute = |key: &str| {
+                    resource_spans["resource"]["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["key"] == key)
+                        .map(|a| a["value"]["stringValue"].clone())
+                        .unwrap_or_default()
+                };
+                let (service, instance) = (attribute("service.name"), attribute("service.instance.id"));
+                for scope in resource_spans["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        let mut span = span.clone();
+                        span["service"] = service.clone();
+                        span["instance"] = instance.clone();
+                        spans.push(span);
+                    }
+                }
+            }
+        }
+        spans
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -36,7 +36,7 @@ pub async fn start_with(tune_edge: fn(&mut EdgeConfig)) -> Harness {
 }
 
 pub async fn start_configured(tune: impl FnOnce(&mut EmbeddedConfig)) -> Harness {
-    switchboard_core::telemetry::init();
+    let _ = switchboard_core::telemetry::init("switchboard-tests");
     let dir = tempfile::tempdir().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = EmbeddedConfig::new(dir.path().join("chat.db"), [any, any]);

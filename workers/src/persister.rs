@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
@@ -17,13 +17,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::{header_str, next_span, record_headers, trace_of};
+use switchboard_core::kafka::{header_str, record_headers, trace_of};
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
+use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
-use switchboard_schemas::headers::{SCHEMA, TraceParent};
+use switchboard_schemas::headers::SCHEMA;
 use switchboard_schemas::ids::validate_id;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +93,9 @@ pub struct Persister {
 /// One decoded inbound record.
 struct Command {
     send: InboundSend,
-    traceparent: Option<TraceParent>,
+    /// This message's span in the persister, under the edge's send; its
+    /// context goes into the event's record.
+    hop: Hop,
     /// Index of the command's record in its batch, to dead-letter the
     /// record itself (headers and origin intact) if SQL refuses it.
     record: usize,
@@ -185,7 +188,13 @@ impl Persister {
     ) -> bool {
         let attempt = || async {
             let started = std::time::Instant::now();
+            let sql_started = SystemTime::now();
             let outcomes = self.persist_with_retry(records, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
+            let sql_done = SystemTime::now();
+            for command in commands {
+                let batch = Attribute::new("switchboard.batch.size", commands.len() as i64);
+                command.hop.child_between("store batch", sql_started, sql_done, vec![batch]);
+            }
             let (mut stored, mut repeats, mut refused) = (0, 0, 0);
             for outcome in outcomes.iter().flatten() {
                 match outcome {
@@ -294,7 +303,7 @@ impl Persister {
                     },
                 ),
             };
-            let traceparent = command.traceparent.as_ref().map(|tp| next_span(tp).to_string());
+            let traceparent = Some(command.hop.context().to_string());
             let payload = event.to_json();
             let room = &command.send.room;
             pending.push(async move {
@@ -362,6 +371,10 @@ fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String>
     if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
         return Err("body empty, too large or containing NUL".into());
     }
-    let traceparent = trace_of(record);
-    Ok(Command { send, traceparent, record: index })
+    let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+    attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+    attributes.push(Attribute::new("switchboard.room", send.room.clone()));
+    let name = format!("process {}", record.topic());
+    let hop = Hop::start(name, Kind::Consumer, trace_of(record).as_ref(), attributes);
+    Ok(Command { send, hop, record: index })
 }

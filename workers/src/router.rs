@@ -17,11 +17,12 @@ use rdkafka::{Message, Offset};
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{
-    KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str, next_span, record_headers, trace_of,
+    KafkaConfig, METADATA_TIMEOUT, assign_all, consume_error, header_str, record_headers, trace_of,
 };
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
 use switchboard_core::topics::Topics;
+use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::EVENT_V1;
 use switchboard_schemas::headers::SCHEMA;
 use switchboard_schemas::ids::validate_id;
@@ -129,6 +130,8 @@ impl Router {
             }
             let now = now_ms();
             let mut pending = Vec::with_capacity(records.len());
+            // Each routed event's span ends once its records are acknowledged.
+            let mut hops = Vec::new();
             let mut last_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
             // Partitions whose offset must not move: a record there could not be dead-lettered.
             let mut held: HashSet<(&str, i32)> = HashSet::new();
@@ -154,9 +157,19 @@ impl Router {
                 };
                 let targets = table.read().expect("routing table lock poisoned").targets(room, now);
                 events.routed(targets.len());
+                // A span per traced event (messages; typing notices carry no trace).
+                let hop = trace_of(record).map(|parent| {
+                    let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+                    attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+                    attributes.push(Attribute::new("switchboard.room", room.to_owned()));
+                    attributes.push(traces::string_list("switchboard.nodes", targets.iter().map(|n| n.to_string())));
+                    Hop::start(format!("route {}", record.topic()), Kind::Consumer, Some(&parent), attributes)
+                });
+                let traceparent = hop.as_ref().map(|h| h.context().to_string());
                 for node in targets {
-                    pending.push(forward(&producer, topics.deliver(&node), record));
+                    pending.push(forward(&producer, topics.deliver(&node), record, traceparent.clone()));
                 }
+                hops.extend(hop);
             }
             for result in join_all(pending).await {
                 if let Err((topic, e)) = result {
@@ -164,6 +177,7 @@ impl Router {
                     events.forward_failed(&topic, &e);
                 }
             }
+            drop(hops);
             member.store_offsets(last_offsets);
             progress.report_every(&events, PROGRESS_EVERY, || {
                 table.read().expect("routing table lock poisoned").live_nodes(now).len()
@@ -219,14 +233,15 @@ fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
     Ok(room)
 }
 
-/// Copies one record to a delivery topic, continuing its trace. Key and
-/// payload are borrowed from the consumed record, not copied per target.
+/// Copies one record to a delivery topic, with the router's trace context.
+/// Key and payload are borrowed from the consumed record, not copied per
+/// target.
 async fn forward(
     producer: &FutureProducer,
     topic: String,
     record: &BorrowedMessage<'_>,
+    traceparent: Option<String>,
 ) -> Result<(), (String, rdkafka::error::KafkaError)> {
-    let traceparent = trace_of(record).map(|tp| next_span(&tp).to_string());
     let key = record.key().unwrap_or_default();
     let payload = record.payload().unwrap_or_default();
     let out =

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: PersisterCli = parse_or_exit();
-    switchboard_core::telemetry::init();
+    let _traces = switchboard_core::telemetry::init("switchboard-persister");
     let ops_listener = tokio::net::TcpListener::bind(cli.ops_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--ops-listen {}: {e}", cli.ops_listen))?;

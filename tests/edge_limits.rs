@@ -210,6 +210,12 @@ async fn a_client_that_stops_reading_gets_4008_when_it_reads_again_and_costs_bou
     // frames, nor megabytes of an autotuned kernel buffer.
     let bound = 128 * 1024 + 16 * 1024 + 2 * config.socket_send_buffer_bytes + 64 * 1024;
     assert!(received <= bound, "{received} bytes arrived after the client stopped reading (bound {bound})");
+    // The frames still queued behind the close were dropped unsent, and counted.
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while support::metric(h.edge(1), "switchboard_edge_frames_dropped_total").await == 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no dropped frames counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     reader.abort();
     h.stop().await;
 }

@@ -94,6 +94,7 @@ pub struct EdgeEvents {
     deliveries: Counter,
     end_to_end: Histogram,
     disconnects: Family<Reason, Counter>,
+    frames_dropped: Counter,
     backfills: Counter,
     backfilled_messages: Counter,
 }
@@ -142,6 +143,12 @@ impl EdgeEvents {
         );
         let disconnects = Family::<Reason, Counter>::default();
         registry.register("disconnects", "Closed connections, by reason", disconnects.clone());
+        let frames_dropped = Counter::default();
+        registry.register(
+            "frames_dropped",
+            "Frames still queued for a connection when it closed, dropped unsent (a slow consumer's, mostly)",
+            frames_dropped.clone(),
+        );
         let backfills = Counter::default();
         registry.register("backfills", "Gaps filled from SQL before a newer message", backfills.clone());
         let backfilled_messages = Counter::default();
@@ -157,6 +164,7 @@ impl EdgeEvents {
             deliveries,
             end_to_end,
             disconnects,
+            frames_dropped,
             backfills,
             backfilled_messages,
         }
@@ -182,6 +190,10 @@ impl EdgeEvents {
         if reason == Some(CloseReason::SLOW_CONSUMER) {
             tracing::debug!("closed a slow consumer (4008)");
         }
+    }
+
+    pub(crate) fn frames_dropped(&self, frames: usize) {
+        self.frames_dropped.inc_by(frames as u64);
     }
 
     /// A client frame was read; `kind` is its `type`, `None` if it did not parse.

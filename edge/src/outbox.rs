@@ -92,9 +92,10 @@ impl OutboxReceiver {
     /// Takes no more frames and frees those still queued: a closing
     /// connection sends its close frame next, and holds no memory for
     /// frames it will never send while that close waits for a slow reader.
-    pub fn discard(&mut self) {
+    /// Returns how many it dropped.
+    pub fn discard(&mut self) -> usize {
         self.rx.close();
-        while self.try_recv().is_some() {}
+        std::iter::from_fn(|| self.try_recv()).count()
     }
 }
 

@@ -66,7 +66,9 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
 
     outbox.closing().close(None);
     state.events.disconnected(outbox.closing().reason());
-    let _ = writer.await;
+    if let Ok(dropped) = writer.await {
+        state.events.frames_dropped(dropped);
+    }
     state.hub.unregister(conn, &session.rooms);
     drop(slot);
     tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
@@ -74,6 +76,8 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
 
 /// Sends queued frames and pings; on close, sends the close frame with the
 /// recorded reason.
+///
+/// Returns how many queued frames were dropped unsent.
 ///
 /// The close frame goes out behind the bytes already handed to the socket
 /// (the WebSocket write buffer and the kernel's send buffer), never behind
@@ -87,7 +91,8 @@ pub async fn write_loop<S>(
     closing: Arc<Closing>,
     ping_every: std::time::Duration,
     close_timeout: std::time::Duration,
-) where
+) -> usize
+where
     S: Sink<Message> + Unpin,
 {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -108,14 +113,14 @@ pub async fn write_loop<S>(
         };
         if sent.is_err() {
             closing.close(None);
-            return;
+            return outbox.discard();
         }
     }
-    outbox.discard();
+    let dropped = outbox.discard();
     let Some(reason) = closing.reason() else {
         // The peer is gone: nothing to tell it.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
-        return;
+        return dropped;
     };
     let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
     let close = async {
@@ -125,6 +130,7 @@ pub async fn write_loop<S>(
     if tokio::time::timeout(close_timeout, close).await.is_err() {
         tracing::debug!(code = reason.code, "close frame not read within the close timeout; dropping the connection");
     }
+    dropped
 }
 
 /// Most frames written to the socket with one flush.

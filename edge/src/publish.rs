@@ -1,4 +1,5 @@
-//! The edge's writes to Kafka.
+//! The edge's writes to Kafka: clients' sends to `sb.inbound`, typing
+//! notices to `sb.ephemeral`.
 //!
 //! A connection's sends are enqueued on the producer by the connection's
 //! reader, one after another, in the order it read them. librdkafka keeps
@@ -11,7 +12,79 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use switchboard_core::kafka::record_headers;
+use switchboard_core::traces::{self, Attribute, Hop, Kind};
+use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
+use switchboard_schemas::headers::TraceParent;
 use tokio::time::Instant;
+
+use crate::state::EdgeState;
+
+/// A client's send on its way to `sb.inbound`, with its producer span (from
+/// taking the send to Kafka's acknowledgement).
+pub(crate) struct PendingSend {
+    delivery: DeliveryFuture,
+    hop: Hop,
+    bytes: usize,
+}
+
+impl PendingSend {
+    /// Waits for Kafka: the record's size once Kafka holds it, or what went wrong.
+    pub(crate) async fn acknowledged(mut self) -> Result<usize, String> {
+        let failure = match self.delivery.await {
+            Ok(Ok(delivered)) => {
+                let partition = delivered.partition.to_string();
+                self.hop.set(Attribute::new("messaging.destination.partition.id", partition));
+                self.hop.set(Attribute::new("messaging.kafka.offset", delivered.offset));
+                return Ok(self.bytes);
+            }
+            Ok(Err((e, _))) => e.to_string(),
+            Err(_) => "the producer stopped".to_owned(),
+        };
+        self.hop.fail(failure.clone());
+        Err(failure)
+    }
+}
+
+/// Enqueues a client's send (key: its room), continuing the client's trace
+/// when it gave one. Call it from the connection's reader, one send after
+/// another (see the module's doc).
+pub(crate) async fn send(
+    state: &EdgeState,
+    envelope: &InboundSend,
+    id: &str,
+    parent: Option<&TraceParent>,
+) -> Result<PendingSend, KafkaError> {
+    let payload = envelope.to_json();
+    let topic = state.topics.inbound();
+    let mut attributes = traces::kafka_attributes("send", &topic, None);
+    attributes.push(Attribute::new("messaging.message.id", id.to_owned()));
+    attributes.push(Attribute::new("switchboard.room", envelope.room.clone()));
+    let mut hop = Hop::start(format!("send {topic}"), Kind::Producer, parent, attributes);
+    let traceparent = hop.context().to_string();
+    let record = FutureRecord::to(&topic)
+        .key(envelope.room.as_str())
+        .payload(payload.as_slice())
+        .headers(record_headers(INBOUND_V1, Some(&traceparent)));
+    match enqueue(&state.producer, record, state.config.produce_queue_timeout).await {
+        Ok(delivery) => Ok(PendingSend { delivery, hop, bytes: payload.len() }),
+        Err(e) => {
+            hop.fail(e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Publishes a typing notice. Ephemeral: a lost one is not worth an error to
+/// the client, nor a task to wait for its acknowledgement.
+pub(crate) fn typing(state: &EdgeState, event: Event) {
+    let payload = event.to_json();
+    let topic = state.topics.ephemeral();
+    let record = FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
+    if let Err((e, _)) = state.producer.send_result(record) {
+        tracing::debug!(error = %e, "typing notice dropped");
+    }
+}
 
 /// Pause before trying again to enqueue on a full local producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
@@ -25,7 +98,7 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// future of its own: two sends awaited side by side could then enqueue in
 /// either order, which is how one connection's sends used to be stored out
 /// of order.
-pub(crate) async fn enqueue(
+async fn enqueue(
     producer: &FutureProducer,
     mut record: FutureRecord<'_, str, [u8]>,
     queue_timeout: Duration,

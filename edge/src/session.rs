@@ -9,13 +9,10 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rdkafka::producer::FutureRecord;
 use switchboard_core::clock::now_ms;
-use switchboard_core::kafka::record_headers;
 use switchboard_core::store::Access;
-use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::PROTOCOL_VERSION;
-use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend, Origin};
+use switchboard_schemas::envelope::{Event, InboundSend, Origin};
 use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::ids::{message_id, validate_id};
 use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, ServerFrame};
@@ -393,26 +390,11 @@ impl Session {
             origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
             received_at: now_ms(),
         };
-        let payload = envelope.to_json();
-        let topic = self.state.topics.inbound();
-        // The producer span: from taking the send to Kafka's acknowledgement.
-        let mut attributes = traces::kafka_attributes("send", &topic, None);
-        attributes.push(Attribute::new("messaging.message.id", id.clone()));
-        attributes.push(Attribute::new("switchboard.room", envelope.room.clone()));
-        let mut hop = Hop::start(format!("send {topic}"), Kind::Producer, parent.as_ref(), attributes);
-        let traceparent = hop.context().to_string();
-        let record = FutureRecord::to(&topic)
-            .key(envelope.room.as_str())
-            .payload(payload.as_slice())
-            .headers(record_headers(INBOUND_V1, Some(&traceparent)));
         // Enqueued here, before the next frame is read: this is what keeps
         // the connection's sends in order (see `publish`).
-        let delivery = match publish::enqueue(&self.state.producer, record, self.state.config.produce_queue_timeout)
-            .await
-        {
-            Ok(delivery) => delivery,
+        let pending = match publish::send(&self.state, &envelope, &id, parent.as_ref()).await {
+            Ok(pending) => pending,
             Err(e) => {
-                hop.fail(e.to_string());
                 self.state.events.send_failed(&e);
                 return self.fail(&reference, ErrorCode::Unavailable, "not accepted; retry with the same client_id");
             }
@@ -420,27 +402,15 @@ impl Session {
         let state = self.state.clone();
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
-            let failure = match delivery.await {
-                Ok(Ok(delivered)) => {
-                    hop.set(Attribute::new("messaging.destination.partition.id", delivered.partition.to_string()));
-                    hop.set(Attribute::new("messaging.kafka.offset", delivered.offset));
-                    None
-                }
-                Ok(Err((e, _))) => Some(e.to_string()),
-                Err(_) => Some("the producer stopped".to_owned()),
-            };
-            if let Some(error) = &failure {
-                hop.fail(error.clone());
-            }
-            let reply = match failure {
-                None => {
+            let reply = match pending.acknowledged().await {
+                Ok(bytes) => {
                     if let Some(backlog) = &state.config.backlog {
-                        backlog.accepted(payload.len());
+                        backlog.accepted(bytes);
                     }
                     state.events.send_accepted();
                     ServerFrame::Ack { reference, status: AckStatus::Accepted, id }
                 }
-                Some(error) => {
+                Err(error) => {
                     state.events.send_failed(&error);
                     state.events.error_sent(ErrorCode::Unavailable);
                     ServerFrame::error(
@@ -459,16 +429,7 @@ impl Session {
         if !self.rooms.contains(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
-        let event = Event::Typing { room, user: self.claims.sub.clone() };
-        let payload = event.to_json();
-        let topic = self.state.topics.ephemeral();
-        let record =
-            FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
-        // Ephemeral: a lost typing notice is not worth an error to the
-        // client, nor a task to wait for its acknowledgement.
-        if let Err((e, _)) = self.state.producer.send_result(record) {
-            tracing::debug!(error = %e, "typing notice dropped");
-        }
+        publish::typing(&self.state, Event::Typing { room, user: self.claims.sub.clone() });
     }
 }
 

@@ -71,6 +71,14 @@ pub fn init(service: &'static str) -> Result<Exporter, String> {
     Ok(Exporter(Some(provider)))
 }
 
+/// A span's name and attributes.
+pub type Description = (String, Vec<KeyValue>);
+
+/// Whether this process exports spans.
+pub fn enabled() -> bool {
+    TRACER.get().is_some()
+}
+
 /// This process's span of one hop of one message. Ends when dropped.
 pub struct Hop {
     span: Option<opentelemetry_sdk::trace::Span>,
@@ -79,21 +87,17 @@ pub struct Hop {
 
 impl Hop {
     /// Starts a span under `parent` (the context of the record this hop
-    /// read, or a client's), or a new trace.
-    pub fn start(
-        name: impl Into<Cow<'static, str>>,
-        kind: SpanKind,
-        parent: Option<&TraceParent>,
-        attributes: Vec<KeyValue>,
-    ) -> Hop {
-        Self::start_at(name, kind, parent, attributes, None)
+    /// read, or a client's), or a new trace. `describe` gives the span's
+    /// name and attributes; it is called only when spans are exported, so an
+    /// untraced process allocates nothing for them.
+    pub fn start(kind: SpanKind, parent: Option<&TraceParent>, describe: impl FnOnce() -> Description) -> Hop {
+        Self::start_at(kind, parent, describe, None)
     }
 
     fn start_at(
-        name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
         parent: Option<&TraceParent>,
-        attributes: Vec<KeyValue>,
+        describe: impl FnOnce() -> Description,
         start: Option<SystemTime>,
     ) -> Hop {
         let untraced = || match parent {
@@ -113,6 +117,7 @@ impl Hop {
             )),
             None => Context::new(),
         };
+        let (name, attributes) = describe();
         let mut builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes);
         if let Some(start) = start {
             builder = builder.with_start_time(start);
@@ -136,9 +141,10 @@ impl Hop {
         &self.context
     }
 
-    pub fn set(&mut self, attribute: KeyValue) {
+    /// Adds an attribute (made only when the span is exported).
+    pub fn set(&mut self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(span) = &mut self.span {
-            span.set_attribute(attribute);
+            span.set_attribute(attribute());
         }
     }
 
@@ -151,17 +157,11 @@ impl Hop {
 
     /// A finished child span that took from `start` to `end` (a step timed
     /// for many hops at once, such as one SQL transaction for a batch).
-    pub fn child_between(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-        start: SystemTime,
-        end: SystemTime,
-        attributes: Vec<KeyValue>,
-    ) {
+    pub fn child_between(&self, start: SystemTime, end: SystemTime, describe: impl FnOnce() -> Description) {
         if self.span.is_none() {
             return;
         }
-        let mut child = Self::start_at(name, SpanKind::Internal, Some(&self.context), attributes, Some(start));
+        let mut child = Self::start_at(SpanKind::Internal, Some(&self.context), describe, Some(start));
         if let Some(span) = &mut child.span {
             span.end_with_timestamp(end);
         }
@@ -194,10 +194,10 @@ mod tests {
     #[test]
     fn without_an_exporter_a_hop_continues_the_trace_with_a_new_span() {
         let parent = TraceParent::new_root(0xabc, 0x12);
-        let hop = Hop::start("process", SpanKind::Consumer, Some(&parent), vec![]);
+        let hop = Hop::start(SpanKind::Consumer, Some(&parent), || unreachable!("described only when exported"));
         assert_eq!(hop.context().trace_id, parent.trace_id);
         assert_ne!(hop.context().span_id, parent.span_id);
-        let root = Hop::start("send", SpanKind::Producer, None, vec![]);
+        let root = Hop::start(SpanKind::Producer, None, || unreachable!("described only when exported"));
         assert_ne!(root.context().trace_id, 0);
     }
 }

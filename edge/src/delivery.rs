@@ -59,8 +59,10 @@ impl Delivery {
                         match decoded {
                             Some(Ok(event)) => {
                                 // A span for a traced message (see `switchboard_core::traces`).
-                                let hop = match (&event, trace_of(&record)) {
-                                    (Event::Message(_), Some(parent)) => Some(self.start_hop(&record, &parent)),
+                                let hop = match &event {
+                                    Event::Message(_) if traces::enabled() => {
+                                        trace_of(&record).map(|parent| self.start_hop(&record, &parent))
+                                    }
                                     _ => None,
                                 };
                                 self.handle(event, hop).await
@@ -82,9 +84,11 @@ impl Delivery {
     }
 
     fn start_hop(&self, record: &rdkafka::message::BorrowedMessage<'_>, parent: &TraceParent) -> Hop {
-        let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
-        Hop::start(format!("deliver {}", record.topic()), Kind::Consumer, Some(parent), attributes)
+        Hop::start(Kind::Consumer, Some(parent), || {
+            let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+            attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+            (format!("deliver {}", record.topic()), attributes)
+        })
     }
 
     async fn handle(&self, event: Event, hop: Option<Hop>) {
@@ -92,7 +96,7 @@ impl Delivery {
             Event::Message(stored) => {
                 let recipients = self.deliver_message(stored.message).await;
                 if let Some(mut hop) = hop {
-                    hop.set(Attribute::new("switchboard.recipients", recipients as i64));
+                    hop.set(|| Attribute::new("switchboard.recipients", recipients as i64));
                 }
             }
             Event::Typing { room, user } => {

@@ -33,9 +33,10 @@ impl PendingSend {
     pub(crate) async fn acknowledged(mut self) -> Result<usize, String> {
         let failure = match self.delivery.await {
             Ok(Ok(delivered)) => {
-                let partition = delivered.partition.to_string();
-                self.hop.set(Attribute::new("messaging.destination.partition.id", partition));
-                self.hop.set(Attribute::new("messaging.kafka.offset", delivered.offset));
+                let partition =
+                    || Attribute::new("messaging.destination.partition.id", delivered.partition.to_string());
+                self.hop.set(partition);
+                self.hop.set(|| Attribute::new("messaging.kafka.offset", delivered.offset));
                 return Ok(self.bytes);
             }
             Ok(Err((e, _))) => e.to_string(),
@@ -57,10 +58,12 @@ pub(crate) async fn send(
 ) -> Result<PendingSend, KafkaError> {
     let payload = envelope.to_json();
     let topic = state.topics.inbound();
-    let mut attributes = traces::kafka_attributes("send", &topic, None);
-    attributes.push(Attribute::new("messaging.message.id", id.to_owned()));
-    attributes.push(Attribute::new("switchboard.room", envelope.room.clone()));
-    let mut hop = Hop::start(format!("send {topic}"), Kind::Producer, parent, attributes);
+    let mut hop = Hop::start(Kind::Producer, parent, || {
+        let mut attributes = traces::kafka_attributes("send", &topic, None);
+        attributes.push(Attribute::new("messaging.message.id", id.to_owned()));
+        attributes.push(Attribute::new("switchboard.room", envelope.room.clone()));
+        (format!("send {topic}"), attributes)
+    });
     let traceparent = hop.context().to_string();
     let record = FutureRecord::to(&topic)
         .key(envelope.room.as_str())

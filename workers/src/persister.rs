@@ -192,8 +192,9 @@ impl Persister {
             let outcomes = self.persist_with_retry(records, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
             let sql_done = SystemTime::now();
             for command in commands {
-                let batch = Attribute::new("switchboard.batch.size", commands.len() as i64);
-                command.hop.child_between("store batch", sql_started, sql_done, vec![batch]);
+                command.hop.child_between(sql_started, sql_done, || {
+                    ("store batch".into(), vec![Attribute::new("switchboard.batch.size", commands.len() as i64)])
+                });
             }
             let (mut stored, mut repeats, mut refused) = (0, 0, 0);
             for outcome in outcomes.iter().flatten() {
@@ -371,10 +372,11 @@ fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String>
     if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
         return Err("body empty, too large or containing NUL".into());
     }
-    let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-    attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
-    attributes.push(Attribute::new("switchboard.room", send.room.clone()));
-    let name = format!("process {}", record.topic());
-    let hop = Hop::start(name, Kind::Consumer, trace_of(record).as_ref(), attributes);
+    let hop = Hop::start(Kind::Consumer, trace_of(record).as_ref(), || {
+        let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+        attributes.push(Attribute::new("switchboard.room", send.room.clone()));
+        (format!("process {}", record.topic()), attributes)
+    });
     Ok(Command { send, hop, record: index })
 }

@@ -159,11 +159,14 @@ impl Router {
                 events.routed(targets.len());
                 // A span per traced event (messages; typing notices carry no trace).
                 let hop = trace_of(record).map(|parent| {
-                    let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-                    attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
-                    attributes.push(Attribute::new("switchboard.room", room.to_owned()));
-                    attributes.push(traces::string_list("switchboard.nodes", targets.iter().map(|n| n.to_string())));
-                    Hop::start(format!("route {}", record.topic()), Kind::Consumer, Some(&parent), attributes)
+                    Hop::start(Kind::Consumer, Some(&parent), || {
+                        let mut attributes =
+                            traces::kafka_attributes("process", record.topic(), Some(record.partition()));
+                        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+                        attributes.push(Attribute::new("switchboard.room", room.to_owned()));
+                        attributes.push(traces::string_list("switchboard.nodes", targets.iter().cloned()));
+                        (format!("route {}", record.topic()), attributes)
+                    })
                 });
                 let traceparent = hop.as_ref().map(|h| h.context().to_string());
                 for node in targets {

@@ -2,7 +2,7 @@
 //! waits: when the client reads too slowly and the queue is full, the
 //! connection is closed with `SLOW_CONSUMER` instead of buffering without bound.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -40,8 +40,27 @@ pub struct Outbox {
 #[derive(Default)]
 struct Queue {
     bytes: AtomicUsize,
-    /// Told each time the writer takes a frame, for [`Outbox::push_paced`].
+    /// Paced pushes waiting for room ([`Outbox::push_paced`]): only while
+    /// there are any does the writer tell `drained` of each frame it takes.
+    /// `notify_waiters` locks a mutex, too much for every frame written.
+    pacers: AtomicUsize,
     drained: Notify,
+}
+
+/// Counts a paced push as waiting while it lives.
+struct Pacing<'q>(&'q Queue);
+
+impl<'q> Pacing<'q> {
+    fn new(queue: &'q Queue) -> Self {
+        queue.pacers.fetch_add(1, Ordering::Relaxed);
+        Pacing(queue)
+    }
+}
+
+impl Drop for Pacing<'_> {
+    fn drop(&mut self) {
+        self.0.pacers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Set once: the first reason to close wins.
@@ -85,8 +104,12 @@ impl OutboxReceiver {
 
     fn taken(&self, frame: &Utf8Bytes) {
         self.queue.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        // Cheap when nobody waits (an atomic load): the usual case.
-        self.queue.drained.notify_waiters();
+        // Pairs with the fence in `push_paced`: either that push sees the
+        // room this frame made, or this sees the push waiting and wakes it.
+        fence(Ordering::SeqCst);
+        if self.queue.pacers.load(Ordering::Relaxed) > 0 {
+            self.queue.drained.notify_waiters();
+        }
     }
 
     /// Takes no more frames and frees those still queued: a closing
@@ -139,11 +162,14 @@ impl Outbox {
     /// slow consumer. Returns false if the connection is closing.
     pub async fn push_paced(&self, frame: Utf8Bytes, patience: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
+        let _pacing = Pacing::new(&self.queue);
         loop {
             let drained = self.queue.drained.notified();
             tokio::pin!(drained);
-            // Registered before the check, so a frame taken in between still wakes us.
+            // Registered (and counted) before the check, so a frame taken in
+            // between still wakes us (see `OutboxReceiver::taken`).
             drained.as_mut().enable();
+            fence(Ordering::SeqCst);
             if self.closing.token.is_cancelled() {
                 return false;
             }

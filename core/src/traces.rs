@@ -181,6 +181,23 @@ pub fn kafka_attributes(operation: &'static str, topic: &str, partition: Option<
     attributes
 }
 
+/// This process's span of processing `record` (a consumer span under
+/// `parent`, usually the record's own `traceparent`): named `<verb> <topic>`,
+/// with the messaging attributes, the record's offset and `extra`.
+pub fn consumer_hop<M: rdkafka::Message>(
+    verb: &'static str,
+    record: &M,
+    parent: Option<&TraceParent>,
+    extra: impl FnOnce(&mut Vec<KeyValue>),
+) -> Hop {
+    Hop::start(SpanKind::Consumer, parent, || {
+        let mut attributes = kafka_attributes("process", record.topic(), Some(record.partition()));
+        attributes.push(KeyValue::new("messaging.kafka.offset", record.offset()));
+        extra(&mut attributes);
+        (format!("{verb} {}", record.topic()), attributes)
+    })
+}
+
 /// An attribute whose value is a list of strings.
 pub fn string_list(key: &'static str, values: impl IntoIterator<Item = String>) -> KeyValue {
     let values = values.into_iter().map(opentelemetry::StringValue::from).collect();

@@ -18,9 +18,8 @@ use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{consume_error, trace_of};
 use switchboard_core::store::Store;
-use switchboard_core::traces::{self, Attribute, Hop, Kind};
+use switchboard_core::traces::{self, Attribute, Hop};
 use switchboard_schemas::envelope::Event;
-use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +60,8 @@ impl Delivery {
                                 // A span for a traced message (see `switchboard_core::traces`).
                                 let hop = match &event {
                                     Event::Message(_) if traces::enabled() => {
-                                        trace_of(&record).map(|parent| self.start_hop(&record, &parent))
+                                        trace_of(&record)
+                                            .map(|parent| traces::consumer_hop("deliver", &record, Some(&parent), |_| {}))
                                     }
                                     _ => None,
                                 };
@@ -81,14 +81,6 @@ impl Delivery {
         if let Err(e) = self.dead_letter.send(record, reason).await {
             tracing::error!(error = %e, "could not dead-letter a delivery record");
         }
-    }
-
-    fn start_hop(&self, record: &rdkafka::message::BorrowedMessage<'_>, parent: &TraceParent) -> Hop {
-        Hop::start(Kind::Consumer, Some(parent), || {
-            let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-            attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
-            (format!("deliver {}", record.topic()), attributes)
-        })
     }
 
     async fn handle(&self, event: Event, hop: Option<Hop>) {

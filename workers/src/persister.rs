@@ -22,7 +22,7 @@ use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
-use switchboard_core::traces::{self, Attribute, Hop, Kind};
+use switchboard_core::traces::{self, Attribute, Hop};
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
 use switchboard_schemas::headers::SCHEMA;
 use switchboard_schemas::ids::validate_id;
@@ -372,11 +372,8 @@ fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String>
     if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
         return Err("body empty, too large or containing NUL".into());
     }
-    let hop = Hop::start(Kind::Consumer, trace_of(record).as_ref(), || {
-        let mut attributes = traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+    let hop = traces::consumer_hop("process", record, trace_of(record).as_ref(), |attributes| {
         attributes.push(Attribute::new("switchboard.room", send.room.clone()));
-        (format!("process {}", record.topic()), attributes)
     });
     Ok(Command { send, hop, record: index })
 }

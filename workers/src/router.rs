@@ -22,7 +22,7 @@ use switchboard_core::kafka::{
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
 use switchboard_core::topics::Topics;
-use switchboard_core::traces::{self, Attribute, Hop, Kind};
+use switchboard_core::traces::{self, Attribute};
 use switchboard_schemas::envelope::EVENT_V1;
 use switchboard_schemas::headers::SCHEMA;
 use switchboard_schemas::ids::validate_id;
@@ -159,13 +159,9 @@ impl Router {
                 events.routed(targets.len());
                 // A span per traced event (messages; typing notices carry no trace).
                 let hop = trace_of(record).map(|parent| {
-                    Hop::start(Kind::Consumer, Some(&parent), || {
-                        let mut attributes =
-                            traces::kafka_attributes("process", record.topic(), Some(record.partition()));
-                        attributes.push(Attribute::new("messaging.kafka.offset", record.offset()));
+                    traces::consumer_hop("route", record, Some(&parent), |attributes| {
                         attributes.push(Attribute::new("switchboard.room", room.to_owned()));
                         attributes.push(traces::string_list("switchboard.nodes", targets.iter().cloned()));
-                        (format!("route {}", record.topic()), attributes)
                     })
                 });
                 let traceparent = hop.as_ref().map(|h| h.context().to_string());

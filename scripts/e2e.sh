@@ -10,14 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-phase() {
-    local name=$1
-    shift
-    local start=$SECONDS
-    echo "::: $name"
-    "$@"
-    echo "::: $name took $((SECONDS - start))s"
-}
+source "$ROOT/scripts/phase.sh"
 
 BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 started=()

@@ -28,14 +28,7 @@ ARTIFACT_ROOT="$CACHE/fuzz-artifacts"
 LOG_ROOT="$CACHE/fuzz-logs"
 ALL_TARGETS=(client_frame inbound_envelope event_envelope route_record node_record headers)
 
-phase() {
-    local name=$1
-    shift
-    local start=$SECONDS
-    echo "::: $name"
-    "$@"
-    echo "::: $name took $((SECONDS - start))s"
-}
+source "$ROOT/scripts/phase.sh"
 
 usage() {
     echo "usage: scripts/fuzz.sh [--seconds N] [TARGET...]   targets: ${ALL_TARGETS[*]}" >&2

@@ -34,14 +34,7 @@ TIME_LIMIT="${SB_CONFORMANCE_TIME_LIMIT:-600}"
 ALLOWED_ORIGIN="https://conformance.example"
 export PYTHONDONTWRITEBYTECODE=1 NO_COLOR=1
 
-phase() {
-    local name=$1
-    shift
-    local start=$SECONDS
-    echo "::: $name"
-    "$@"
-    echo "::: $name took $((SECONDS - start))s"
-}
+source "$ROOT/scripts/phase.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sb-conformance.XXXXXX")"
 pids=()   # every process started here, stopped by cleanup

@@ -956,39 +956,26 @@ class RawWs:
 
     def recv_raw_frame(self, timeout: float) -> tuple[int, bytes]:
         deadline = time.monotonic() + timeout
-        self._fill(2, deadline)
-        b0, b1 = self.buf[0], self.buf[1]
-        n = b1 & 0x7F
-        header = 2
-        if n == 126:
-            self._fill(4, deadline)
-            n = struct.unpack("!H", self.buf[2:4])[0]
-            header = 4
-        elif n == 127:
-            self._fill(10, deadline)
-            n = struct.unpack("!Q", self.buf[2:10])[0]
-            header = 10
+        b0, b1, payload = self._read_frame(deadline)
         if b1 & 0x80:
             raise AssertionError(f"{self.label}: the server sent a masked frame")
         if b0 & 0x70:
             raise AssertionError(f"{self.label}: the server set reserved bits")
-        self._fill(header + n, deadline)
-        payload = bytes(self.buf[header:header + n])
-        del self.buf[:header + n]
         if not b0 & 0x80:
             # Fragmented message: collect the continuation frames.
             opcode = b0 & 0x0F
             parts = [payload]
             while True:
-                op, more, fin = self._recv_fragment(deadline)
-                if op in (OP_PING, OP_PONG, OP_CLOSE):
+                more_b0, _, more = self._read_frame(deadline)
+                if more_b0 & 0x0F in (OP_PING, OP_PONG, OP_CLOSE):
                     raise AssertionError(f"{self.label}: control frame inside a fragmented message")
                 parts.append(more)
-                if fin:
+                if more_b0 & 0x80:
                     return opcode, b"".join(parts)
         return b0 & 0x0F, payload
 
-    def _recv_fragment(self, deadline: float) -> tuple[int, bytes, bool]:
+    def _read_frame(self, deadline: float) -> tuple[int, int, bytes]:
+        """One frame off the wire: its two header bytes and its payload."""
         self._fill(2, deadline)
         b0, b1 = self.buf[0], self.buf[1]
         n = b1 & 0x7F
@@ -1004,7 +991,7 @@ class RawWs:
         self._fill(header + n, deadline)
         payload = bytes(self.buf[header:header + n])
         del self.buf[:header + n]
-        return b0 & 0x0F, payload, bool(b0 & 0x80)
+        return b0, b1, payload
 
     def recv_frame(self, timeout: float = 10) -> tuple[str, Any]:
         """('text', dict) | ('close', (code, reason)) | ('ping', bytes) | ('pong', bytes).

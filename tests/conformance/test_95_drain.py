@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from tools import alive
 from client import EDGES, LEDGER, PIDS, Closed, Conn, KeepAlive, Session, handshake, mint, uniq
 
 KEEPALIVES_PER_EDGE = 4
@@ -50,18 +51,6 @@ class Prober(threading.Thread):
                     outcome = type(e).__name__
                 self.results[edge].append((time.monotonic() - self.t0, outcome))
             time.sleep(0.005)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except OSError:
-        return False
 
 
 def _upgrades_during_drain(edge: int, keepalives: list[KeepAlive], out: list) -> None:
@@ -131,7 +120,7 @@ def test_draining_closes_clients_with_1012_and_refuses_handshakes_with_503():
         for w in workers:
             w.join(10)
         deadline = time.monotonic() + 30
-        while any(_alive(p) for p in PIDS) and time.monotonic() < deadline:
+        while any(alive(p) for p in PIDS) and time.monotonic() < deadline:
             time.sleep(0.1)
         prober.stop.set()
         prober.join(10)
@@ -140,7 +129,7 @@ def test_draining_closes_clients_with_1012_and_refuses_handshakes_with_503():
         for conns in keepalives.values():
             for ka in conns:
                 ka.close()
-    assert not any(_alive(p) for p in PIDS), f"server process(es) {PIDS} still running 30 s after SIGTERM"
+    assert not any(alive(p) for p in PIDS), f"server process(es) {PIDS} still running 30 s after SIGTERM"
 
     # New connections during the drain: accepted before it, refused (503) or the port closed after.
     for edge, results in prober.results.items():

@@ -10,7 +10,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::json;
-use support::{Client, seqs, start, start_configured};
+use support::{Client, admin, http, seqs, start, start_configured};
 use switchboard::embedded::NODES;
 use switchboard_core::kafka::{KafkaConfig, assign_all, record_headers};
 use switchboard_schemas::routing::{RouteKey, RouteRecord};
@@ -201,7 +201,7 @@ async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_rooms_refuse_non_members() {
     let h = start().await;
-    h.embedded.store.create_private_room("staff", &["alice"]).await.unwrap();
+    h.room_command("POST", "/v1/rooms", Some(json!({"room": "staff", "kind": "private", "members": ["alice"]}))).await;
     let mut mallory = Client::connect(h.edge(0), "mallory").await;
     mallory.send_json(json!({"type": "join", "ref": "j1", "room": "staff"})).await;
     let err = mallory.recv().await;
@@ -219,22 +219,98 @@ async fn private_rooms_refuse_non_members() {
     h.stop().await;
 }
 
+/// Removing a member takes effect on the user's live connections, on every
+/// edge: each gets `removed`, then none of the room's events; a send is
+/// refused and so is a new join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_the_persister_refuses_comes_back_to_the_sender_as_an_error() {
+async fn a_removed_member_leaves_the_room_on_every_connection() {
     let h = start().await;
-    h.embedded.store.create_private_room("board", &["alice"]).await.unwrap();
-    let mut alice = Client::in_room(h.edge(1), "alice", "board").await;
-    h.embedded.store.remove_member("board", "alice").await.unwrap();
+    let create = json!({"room": "board", "kind": "private", "members": ["alice", "bob"]});
+    h.room_command("POST", "/v1/rooms", Some(create)).await;
+    let mut alice_laptop = Client::in_room(h.edge(0), "alice", "board").await;
+    let mut alice_phone = Client::in_room(h.edge(1), "alice", "board").await;
+    let mut bob = Client::in_room(h.edge(1), "bob", "board").await;
+    alice_laptop.say("board", "a1", "hello").await;
+    for c in [&mut alice_laptop, &mut alice_phone, &mut bob] {
+        assert_eq!(seqs(&c.messages("board", 1).await), vec![1]);
+    }
 
-    // The edge accepts it (Kafka has it); the persister refuses it, and the
-    // refusal travels back through the sender's delivery topic.
-    let reference = alice.say_no_wait("board", "late", "am I still in?").await;
-    let ack = alice.recv_type("ack").await;
-    assert_eq!(ack["ref"], reference.as_str());
-    let err = alice.recv_type("error").await;
-    assert_eq!(err["code"], "forbidden", "{err}");
-    assert_eq!(err["ref"], reference.as_str());
-    assert_eq!(h.embedded.store.count_messages("board").await.unwrap(), 0);
+    h.room_command("DELETE", "/v1/rooms/board/members/alice", None).await;
+    for alice in [&mut alice_laptop, &mut alice_phone] {
+        let removed = alice.recv().await;
+        assert_eq!(removed, json!({"type": "removed", "room": "board"}));
+    }
+    bob.say("board", "b1", "alice is gone").await;
+    assert_eq!(seqs(&bob.messages("board", 1).await), vec![2]);
+    let reference = alice_laptop.say_no_wait("board", "a2", "still here?").await;
+    let err = alice_laptop.recv().await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("not_joined"), Some(reference.as_str())));
+    alice_phone.send_json(json!({"type": "join", "ref": "again", "room": "board"})).await;
+    let err = alice_phone.recv().await;
+    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("forbidden"), Some("again")));
+    // Nothing of the room reached alice after `removed` (bob's message
+    // would have come before her own frames' replies).
+    assert_eq!(h.embedded.store.count_messages("board").await.unwrap(), 2);
+
+    // Added back, she may join again and resume.
+    h.room_command("PUT", "/v1/rooms/board/members/alice", None).await;
+    let joined = alice_phone.join("board", Some(1)).await;
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(seqs(&alice_phone.messages("board", 1).await), vec![2]);
+    h.stop().await;
+}
+
+/// A history reset reaches the room's connections as `reset` with the new
+/// epoch; the room's next message is seq 1 of that epoch, and a client
+/// resuming with the old epoch is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_reset_starts_the_room_again_for_its_clients() {
+    let h = start().await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "town").await;
+    let mut bob = Client::in_room(h.edge(1), "bob", "town").await;
+    for i in 1..=3 {
+        alice.say("town", &format!("old{i}"), "old").await;
+    }
+    assert_eq!(seqs(&bob.messages("town", 3).await), vec![1, 2, 3]);
+    alice.messages("town", 3).await;
+
+    h.room_command("POST", "/v1/rooms/town/reset", None).await;
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(c.recv().await, json!({"type": "reset", "room": "town", "epoch": 2}));
+    }
+    alice.say("town", "new1", "new").await;
+    for c in [&mut alice, &mut bob] {
+        let got = c.messages("town", 1).await;
+        assert_eq!(seqs(&got), vec![1]);
+        assert_eq!(got[0]["body"], "new");
+    }
+    let mut carol = Client::connect(h.edge(0), "carol").await;
+    carol.send_json(json!({"type": "join", "ref": "j", "room": "town", "since": 3, "epoch": 1})).await;
+    let joined = carol.recv().await;
+    assert_eq!((joined["epoch"].as_u64(), joined["recovered"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(seqs(&carol.messages("town", 1).await), vec![1]);
+    h.stop().await;
+}
+
+/// The admin API answers every bad request with a typed error and issues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_bad_requests_with_typed_errors() {
+    let h = start().await;
+    let addr = h.edge(0);
+    let create = json!({"room": "r", "kind": "private"}).to_string();
+    let json_type = ("Content-Type", "application/json");
+    let (status, body) = http(addr, "POST", "/v1/rooms", &[json_type], &create).await;
+    assert_eq!(status, 401, "{body}");
+    let client = format!("Bearer {}", support::token("alice"));
+    let (status, body) = http(addr, "POST", "/v1/rooms", &[json_type, ("Authorization", &client)], &create).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin"), "{body}");
+    let (status, body) = admin(addr, "POST", "/v1/rooms", Some(json!({"room": "r", "kind": "secret"}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = admin(addr, "PUT", "/v1/rooms/r/members/caf%C3%A9", None).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = admin(addr, "POST", "/v1/rooms", Some(json!({"room": "a/b", "kind": "public"}))).await;
+    assert_eq!(status, 400, "{body}");
     h.stop().await;
 }
 

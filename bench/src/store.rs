@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use switchboard_core::store::Store;
-use switchboard_schemas::envelope::{InboundSend, Origin};
+use switchboard_schemas::envelope::{Inbound, InboundSend, Origin};
 
 use crate::run_state::{create_database, drop_database};
 
@@ -75,11 +75,11 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
     let mut times = Vec::with_capacity(load.batches);
     let mut next = 0usize;
     for index in 0..load.warmup + load.batches {
-        let sends: Vec<InboundSend> = (0..load.batch_size)
+        let sends: Vec<Inbound> = (0..load.batch_size)
             .map(|_| {
                 next += 1;
                 let user = next % load.rooms;
-                InboundSend {
+                Inbound::Send(InboundSend {
                     room: format!("room-{user}"),
                     sender: format!("u{user}"),
                     sender_name: None,
@@ -87,11 +87,11 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
                     body: "x".repeat(128),
                     origin: Origin { node: "store-bench".into(), conn: user as u64, reference: next.to_string() },
                     received_at: 0,
-                }
+                })
             })
             .collect();
         let started = Instant::now();
-        store.persist(&sends).await?;
+        store.apply(&sends).await?;
         if index >= load.warmup {
             times.push(started.elapsed());
         }

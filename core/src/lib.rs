@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod provision;
+pub mod room_commands;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

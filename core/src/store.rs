@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyConnection, AnyPool, Row};
-use switchboard_schemas::envelope::{InboundSend, StoredMessage};
+use switchboard_schemas::envelope::{Event, Inbound, InboundSend, StoredMessage};
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 use thiserror::Error;
 
-use crate::clock::now_ms;
-
 mod batch;
+mod rooms;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -82,6 +81,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct RoomState {
     pub epoch: u64,
     pub last_seq: u64,
+    /// Members only: an edge checks again after a join, since a removal
+    /// may have been applied meanwhile.
+    pub private: bool,
 }
 
 /// Answer to "may this user read this room?".
@@ -93,13 +95,16 @@ pub enum Access {
     Forbidden,
 }
 
-/// Result of persisting one inbound send.
+/// Result of applying one record of `sb.inbound`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored now, or found already stored under the same idempotency key.
+    /// A send stored now, or found already stored under the same idempotency key.
     Stored { message: StoredMessage, duplicate: bool },
-    /// Refused for a reason the sender must hear about.
+    /// A send refused for a reason the sender must hear about.
     Rejected { code: ErrorCode, message: String },
+    /// A room command applied now, or found applied before (`duplicate`);
+    /// `event` is what the room's connections must hear of it.
+    Applied { event: Option<Event>, duplicate: bool },
 }
 
 /// SQLite, not PostgreSQL: see the module's note on what differs.
@@ -167,12 +172,13 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {
-            return Ok(Access::Granted(RoomState { epoch: 1, last_seq: 0 }));
+            return Ok(Access::Granted(RoomState { epoch: 1, last_seq: 0, private: false }));
         };
         let kind: String = row.try_get("kind")?;
         let state = RoomState {
             epoch: row.try_get::<i64, _>("epoch")? as u64,
             last_seq: row.try_get::<i64, _>("last_seq")? as u64,
+            private: kind == PRIVATE,
         };
         if kind == PRIVATE && !self.is_member(room, user).await? {
             return Ok(Access::Forbidden);
@@ -205,38 +211,10 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
-    /// Creates (or extends) a private room with the given members.
-    pub async fn create_private_room(&self, room: &str, members: &[&str]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO rooms (id, kind, epoch, last_seq, created_at) VALUES ($1, $2, 1, 0, $3) \
-             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind",
-        )
-        .bind(room)
-        .bind(PRIVATE)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        for member in members {
-            sqlx::query("INSERT INTO room_members (room, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(room)
-                .bind(*member)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Removes a member from a private room. Connections already in the
-    /// room keep reading until they rejoin, but their sends are refused.
-    pub async fn remove_member(&self, room: &str, user: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM room_members WHERE room = $1 AND user_id = $2")
-            .bind(room)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Whether the persister has applied the room command with this id.
+    pub async fn command_applied(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM room_commands WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
     }
 
     /// Number of stored messages in a room (operators, tests).
@@ -246,14 +224,64 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? as u64)
     }
 
-    /// Persists a batch of sends in one transaction: permission check,
-    /// idempotent insert, gapless seq, enrichment. Outcomes are in input order.
-    /// The round trips are per batch, not per message (see `store/batch.rs`).
-    pub async fn persist(&self, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+    /// Applies a batch of `sb.inbound` records in one transaction, in
+    /// order: sends (permission check, idempotent insert, gapless seq,
+    /// enrichment) and room commands. Outcomes are in input order. Each run
+    /// of sends between commands costs a few statements, not a few per
+    /// message (see `store/batch.rs`); commands are rare and go one by one.
+    pub async fn apply(&self, records: &[Inbound]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcomes = batch::persist(&mut tx, sends).await?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut rest = records;
+        while let Some(first) = rest.first() {
+            if let Inbound::Room(command) = first {
+                outcomes.push(rooms::apply(&mut tx, command).await?);
+                rest = &rest[1..];
+                continue;
+            }
+            let sends: Vec<&InboundSend> = rest
+                .iter()
+                .map_while(|r| match r {
+                    Inbound::Send(send) => Some(send),
+                    Inbound::Room(_) => None,
+                })
+                .collect();
+            outcomes.extend(batch::persist(&mut tx, &sends).await?);
+            rest = &rest[sends.len()..];
+        }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Every row of every table, in a fixed order, one line per row: what
+    /// two databases must agree on to hold the same rooms, members, names
+    /// and messages (`sbctl replay` checks, the recovery tests compare).
+    pub async fn dump(&self) -> Result<Vec<String>, StoreError> {
+        let tables = [
+            ("rooms", "id, kind, epoch, last_seq, created_at", "id"),
+            ("room_members", "room, user_id", "room, user_id"),
+            ("users", "id, display_name, updated_at", "id"),
+            ("messages", "room, seq, id, sender, sender_name, client_id, body, sent_at", "room, seq"),
+            ("room_commands", "id, room, action, issued_by, issued_at, epoch", "id"),
+        ];
+        let mut lines = Vec::new();
+        for (table, columns, order) in tables {
+            // Column lists are constants above, never input.
+            let sql = format!("SELECT {columns} FROM {table} ORDER BY {order}");
+            let mut rows = sqlx::query(&sql).fetch(&self.pool);
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+                let mut line = String::from(table);
+                for i in 0..row.len() {
+                    line.push('\t');
+                    match row.try_get::<String, _>(i) {
+                        Ok(text) => line.push_str(&serde_json::to_string(&text).expect("strings serialize")),
+                        Err(_) => line.push_str(&row.try_get::<i64, _>(i)?.to_string()),
+                    }
+                }
+                lines.push(line);
+            }
+        }
+        Ok(lines)
     }
 }
 
@@ -288,6 +316,24 @@ fn message_from_row(row: &sqlx::any::AnyRow) -> Result<MessageFrame, StoreError>
 mod tests {
     use super::*;
     use switchboard_schemas::envelope::Origin;
+    use switchboard_schemas::room_command::{RoomAction, RoomCommand, RoomKind};
+
+    impl Store {
+        /// Sends only, as the persister would apply them.
+        async fn persist(&self, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+            self.apply(&sends.iter().cloned().map(Inbound::Send).collect::<Vec<_>>()).await
+        }
+    }
+
+    fn command(room: &str, action: RoomAction) -> Inbound {
+        Inbound::Room(RoomCommand {
+            id: format!("cmd-{:x}", fastrand::u64(..)),
+            room: room.into(),
+            issued_by: "test".into(),
+            issued_at: RECEIVED_AT,
+            action,
+        })
+    }
 
     async fn sqlite() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -328,7 +374,7 @@ mod tests {
     fn seq_of(outcome: &Outcome) -> u64 {
         match outcome {
             Outcome::Stored { message, .. } => message.message.seq,
-            Outcome::Rejected { .. } => panic!("rejected: {outcome:?}"),
+            other => panic!("not stored: {other:?}"),
         }
     }
 
@@ -350,7 +396,10 @@ mod tests {
         // The edge's time from the record, never the store's clock, so a
         // replay of the topic writes the same row.
         assert!(history.iter().all(|m| m.sent_at == RECEIVED_AT), "{history:?}");
-        assert_eq!(store.access(&r, "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 3 }));
+        assert_eq!(
+            store.access(&r, "z").await.unwrap(),
+            Access::Granted(RoomState { epoch: 1, last_seq: 3, private: false })
+        );
 
         // A new name is stored and given to the sender's later nameless sends.
         let mut renamed = send(&q, "b", "2");
@@ -365,16 +414,103 @@ mod tests {
 
     async fn private_rooms_need_membership(store: &Store) {
         let secret = room("secret");
-        store.create_private_room(&secret, &["alice"]).await.unwrap();
+        let create = command(&secret, RoomAction::Create { kind: RoomKind::Private, members: vec!["alice".into()] });
+        store.apply(&[create]).await.unwrap();
         assert_eq!(store.access(&secret, "mallory").await.unwrap(), Access::Forbidden);
         assert!(matches!(store.access(&secret, "alice").await.unwrap(), Access::Granted(_)));
         let out = store.persist(&[send(&secret, "mallory", "1"), send(&secret, "alice", "1")]).await.unwrap();
         assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
         assert_eq!(seq_of(&out[1]), 1, "a rejection consumes no seq");
-        assert_eq!(store.access(&secret, "alice").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 1 }));
-        store.remove_member(&secret, "alice").await.unwrap();
-        let out = store.persist(&[send(&secret, "alice", "2")]).await.unwrap();
-        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
+        assert_eq!(
+            store.access(&secret, "alice").await.unwrap(),
+            Access::Granted(RoomState { epoch: 1, last_seq: 1, private: true })
+        );
+        // Commands and sends in one batch apply in their order: alice's
+        // first send is stored, the one after her removal refused.
+        let remove = command(&secret, RoomAction::RemoveMember { user: "alice".into() });
+        let out = store
+            .apply(&[
+                Inbound::Send(send(&secret, "alice", "2")),
+                remove.clone(),
+                Inbound::Send(send(&secret, "alice", "3")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(seq_of(&out[0]), 2);
+        let removed = Event::MemberRemoved { room: secret.clone(), user: "alice".into() };
+        assert_eq!(out[1], Outcome::Applied { event: Some(removed.clone()), duplicate: false });
+        assert!(matches!(out[2], Outcome::Rejected { code: ErrorCode::Forbidden, .. }));
+        // The same command again (a replayed batch): nothing changes, the event is the same.
+        let again = store.apply(&[remove]).await.unwrap();
+        assert_eq!(again[0], Outcome::Applied { event: Some(removed), duplicate: true });
+
+        // Adding a member to a room nobody made creates it private.
+        let fresh = room("fresh");
+        store.apply(&[command(&fresh, RoomAction::AddMember { user: "bob".into() })]).await.unwrap();
+        assert_eq!(store.access(&fresh, "alice").await.unwrap(), Access::Forbidden);
+        assert!(matches!(store.access(&fresh, "bob").await.unwrap(), Access::Granted(_)));
+    }
+
+    /// A reset starts a new epoch whose messages start at seq 1; applied
+    /// twice (a retried batch) it starts one epoch, not two.
+    async fn a_history_reset_starts_a_new_epoch_once(store: &Store) {
+        let r = room("reset");
+        store.persist(&[send(&r, "a", "1"), send(&r, "a", "2")]).await.unwrap();
+        let reset = command(&r, RoomAction::ResetHistory);
+        let batch = [reset.clone(), Inbound::Send(send(&r, "a", "3"))];
+        let out = store.apply(&batch).await.unwrap();
+        let reset_event = Event::HistoryReset { room: r.clone(), epoch: 2 };
+        assert_eq!(out[0], Outcome::Applied { event: Some(reset_event.clone()), duplicate: false });
+        let Outcome::Stored { message, .. } = &out[1] else { panic!("{out:?}") };
+        assert_eq!((message.epoch, message.message.seq), (2, 1));
+        assert_eq!(store.count_messages(&r).await.unwrap(), 1, "the old history is gone");
+
+        let again = store.apply(&batch).await.unwrap();
+        assert_eq!(again[0], Outcome::Applied { event: Some(reset_event), duplicate: true });
+        assert!(matches!(again[1], Outcome::Stored { duplicate: true, .. }));
+        assert_eq!(
+            store.access(&r, "z").await.unwrap(),
+            Access::Granted(RoomState { epoch: 2, last_seq: 1, private: false })
+        );
+    }
+
+    /// Applying the same records to two empty databases writes the same rows:
+    /// nothing stored comes from the clock.
+    async fn the_same_records_write_the_same_rows(a: &Store, b: &Store) {
+        let r = room("twin");
+        let records = vec![
+            command(&r, RoomAction::Create { kind: RoomKind::Private, members: vec!["a".into(), "b".into()] }),
+            Inbound::Send(send(&r, "a", "1")),
+            Inbound::Send(send(&r, "b", "1")),
+            command(&r, RoomAction::RemoveMember { user: "b".into() }),
+            Inbound::Send(send(&r, "b", "2")),
+            Inbound::Send(send(&room("pub"), "c", "1")),
+        ];
+        a.apply(&records).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // One at a time, as a replay with other batch boundaries would.
+        for record in &records {
+            b.apply(std::slice::from_ref(record)).await.unwrap();
+        }
+        assert_eq!(a.dump().await.unwrap(), b.dump().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_history_reset_starts_a_new_epoch_once() {
+        a_history_reset_starts_a_new_epoch_once(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_a_history_reset_starts_a_new_epoch_once() {
+        a_history_reset_starts_a_new_epoch_once(&postgres().await).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_the_same_records_write_the_same_rows() {
+        let (a, _da) = sqlite().await;
+        let (b, _db) = sqlite().await;
+        the_same_records_write_the_same_rows(&a, &b).await;
     }
 
     /// A batch larger than one INSERT may bind (so it is split), over many
@@ -399,7 +535,10 @@ mod tests {
         assert_eq!(message.message.sender_name, format!("U{}", 4_999 % 70), "the name given earlier is kept");
         for r in &rooms {
             assert_eq!(store.count_messages(r).await.unwrap(), 125);
-            assert_eq!(store.access(r, "z").await.unwrap(), Access::Granted(RoomState { epoch: 1, last_seq: 125 }));
+            assert_eq!(
+                store.access(r, "z").await.unwrap(),
+                Access::Granted(RoomState { epoch: 1, last_seq: 125, private: false })
+            );
         }
         // Replayed whole: nothing new, the same seqs.
         let again = store.persist(&sends).await.unwrap();
@@ -407,7 +546,11 @@ mod tests {
         assert_eq!(again.iter().map(seq_of).collect::<Vec<_>>(), out.iter().map(seq_of).collect::<Vec<_>>());
         for r in &rooms {
             let state = store.access(r, "z").await.unwrap();
-            assert_eq!(state, Access::Granted(RoomState { epoch: 1, last_seq: 125 }), "a replay hands out no seq");
+            assert_eq!(
+                state,
+                Access::Granted(RoomState { epoch: 1, last_seq: 125, private: false }),
+                "a replay hands out no seq"
+            );
         }
     }
 

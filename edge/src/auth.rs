@@ -21,12 +21,25 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// What an admin token must say: `admin: true` (the admin API's claim;
+/// client tokens never carry it, and the dev token endpoint never signs it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminClaims {
+    /// Who is acting (recorded as the command's `issued_by`).
+    pub sub: String,
+    #[serde(default)]
+    pub admin: bool,
+    pub exp: u64,
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("missing token: pass ?token= or an Authorization: Bearer header")]
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    #[error("the token does not carry the `admin: true` claim")]
+    NotAdmin,
 }
 
 #[derive(Clone)]
@@ -68,8 +81,21 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Checks an admin API token: valid as any token, and `admin: true`.
+    pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, AuthError> {
+        let data =
+            decode::<AdminClaims>(token, &self.key, &self.validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        validate_id(&data.claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
+        if !data.claims.admin {
+            return Err(AuthError::NotAdmin);
+        }
+        Ok(data.claims)
+    }
+}
+
 /// Signs an HS256 token (dev token endpoint, tests, operators' tooling).
-pub fn issue_hs256(secret: &[u8], claims: &Claims) -> String {
+pub fn issue_hs256(secret: &[u8], claims: &impl Serialize) -> String {
     encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
         .expect("HS256 signing of plain claims cannot fail")
 }
@@ -130,5 +156,18 @@ mod tests {
         assert!(!ok(serde_json::json!({"sub": "a"})), "exp is required");
         let lenient = Authenticator::hs256(SECRET, std::time::Duration::from_secs(60));
         assert!(lenient.verify(&sign(serde_json::json!({"sub": "a", "exp": t - 30}))).is_ok());
+    }
+
+    #[test]
+    fn admin_tokens_need_the_admin_claim() {
+        let auth = Authenticator::hs256(SECRET, LEEWAY);
+        let t = now() + 60;
+        let admin = auth.verify_admin(&sign(serde_json::json!({"sub": "ops", "exp": t, "admin": true})));
+        assert_eq!(admin.unwrap().sub, "ops");
+        let client = sign(serde_json::json!({"sub": "alice", "exp": t}));
+        assert_eq!(auth.verify_admin(&client), Err(AuthError::NotAdmin));
+        let denied = sign(serde_json::json!({"sub": "alice", "exp": t, "admin": false}));
+        assert_eq!(auth.verify_admin(&denied), Err(AuthError::NotAdmin));
+        assert!(matches!(auth.verify_admin("junk"), Err(AuthError::Invalid(_))));
     }
 }

@@ -17,7 +17,7 @@ use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{consume_error, trace_of};
-use switchboard_core::store::Store;
+use switchboard_core::store::{Access, Store};
 use switchboard_core::traces::{self, Attribute, Hop};
 use switchboard_schemas::envelope::Event;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
@@ -101,7 +101,33 @@ impl Delivery {
                     self.hub.send_to(origin.conn, Utf8Bytes::from(frame.to_json()));
                 }
             }
+            Event::MemberRemoved { room, user } => self.remove_member(room, &user).await,
+            Event::HistoryReset { room, epoch } => {
+                let frame = Utf8Bytes::from(ServerFrame::Reset { room: room.clone(), epoch }.to_json());
+                self.hub.reset(&room, epoch, &frame);
+            }
         }
+    }
+
+    /// Takes a removed user's local connections out of the room, if the
+    /// user may no longer read it. Asking the store, not trusting the event
+    /// alone, keeps a replayed old removal (the user was added back since)
+    /// or one from a public room from shutting anyone out. A store that
+    /// cannot answer counts as "may not": privacy first.
+    async fn remove_member(&self, room: String, user: &str) {
+        if !self.hub.has_user(&room, user) {
+            return;
+        }
+        let ask = || self.store.access(&room, user);
+        let access = ask
+            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4))
+            .notify(|e, _| tracing::warn!(room, error = %e, "removal: access check failed; retrying"))
+            .await;
+        if matches!(access, Ok(Access::Granted(_))) {
+            return;
+        }
+        let frame = Utf8Bytes::from(ServerFrame::Removed { room: room.clone() }.to_json());
+        self.events.removed_from_room(self.hub.remove_user(&room, user, &frame));
     }
 
     /// Returns to how many local connections the message went.

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use switchboard_core::metrics::{Metrics, seconds_buckets};
 use switchboard_schemas::protocol::{CLIENT_FRAME_TYPES, ErrorCode};
+use switchboard_schemas::room_command::RoomCommand;
 
 use crate::outbox::CloseReason;
 
@@ -31,6 +32,12 @@ struct FrameType {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Code {
     code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminRequest {
+    action: &'static str,
+    status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +104,8 @@ pub struct EdgeEvents {
     frames_dropped: Counter,
     backfills: Counter,
     backfilled_messages: Counter,
+    admin_requests: Family<AdminRequest, Counter>,
+    removals: Counter,
 }
 
 impl EdgeEvents {
@@ -153,6 +162,18 @@ impl EdgeEvents {
         registry.register("backfills", "Gaps filled from SQL before a newer message", backfills.clone());
         let backfilled_messages = Counter::default();
         registry.register("backfilled_messages", "Messages read from SQL to fill gaps", backfilled_messages.clone());
+        let admin_requests = Family::<AdminRequest, Counter>::default();
+        registry.register(
+            "admin_requests",
+            "Admin API requests, by room action and HTTP status",
+            admin_requests.clone(),
+        );
+        let removals = Counter::default();
+        registry.register(
+            "room_removals",
+            "Connections taken out of a private room because their user was removed from it",
+            removals.clone(),
+        );
         Self {
             metrics,
             connections,
@@ -167,6 +188,8 @@ impl EdgeEvents {
             frames_dropped,
             backfills,
             backfilled_messages,
+            admin_requests,
+            removals,
         }
     }
 
@@ -231,6 +254,23 @@ impl EdgeEvents {
     pub(crate) fn backfilled(&self, messages: usize) {
         self.backfills.inc();
         self.backfilled_messages.inc_by(messages as u64);
+    }
+
+    /// An admin API request was answered; `action` is the room action
+    /// (`create`, `add_member`, ...), `issued` the command when one was issued.
+    pub(crate) fn admin_request(&self, action: &'static str, status: u16, issued: Option<&RoomCommand>) {
+        self.admin_requests.get_or_create(&AdminRequest { action, status }).inc();
+        match issued {
+            Some(c) => {
+                tracing::info!(room = %c.room, action, id = %c.id, issued_by = %c.issued_by, "room command issued")
+            }
+            None => tracing::info!(action, status, "admin request refused"),
+        }
+    }
+
+    /// `connections` of a removed user were taken out of a private room.
+    pub(crate) fn removed_from_room(&self, connections: usize) {
+        self.removals.inc_by(connections as u64);
     }
 }
 

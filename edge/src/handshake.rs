@@ -32,9 +32,9 @@ pub enum HandshakeError {
 }
 
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
+pub(crate) struct ErrorBody<'a> {
+    pub(crate) code: &'a str,
+    pub(crate) message: String,
 }
 
 impl IntoResponse for HandshakeError {
@@ -101,7 +101,7 @@ fn admit(
     Ok((claims, slot))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 

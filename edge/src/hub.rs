@@ -27,6 +27,8 @@ struct Member {
     user: String,
     /// Highest seq this connection has been sent (or told about in `joined`).
     last_seq: u64,
+    /// The room's epoch this connection knows (from `joined` or a `reset`).
+    epoch: u64,
 }
 
 #[derive(Default)]
@@ -114,13 +116,51 @@ impl Hub {
     /// Adds `conn` to `room`'s live stream; it has been sent every message
     /// up to `last_seq` (the session queued its `joined` reply and replay
     /// before this, so no live message overtakes them).
-    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64) {
+    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64, epoch: u64) {
         let mut state = self.lock();
         let members = state.rooms.entry(room.to_owned()).or_default();
         if members.is_empty() {
             let _ = self.routes.send(RouteChange::Add(room.to_owned()));
         }
-        members.insert(conn, Member { outbox: outbox.clone(), user: user.to_owned(), last_seq });
+        members.insert(conn, Member { outbox: outbox.clone(), user: user.to_owned(), last_seq, epoch });
+    }
+
+    /// Whether any local connection of `user` is in `room`.
+    pub fn has_user(&self, room: &str, user: &str) -> bool {
+        self.lock().rooms.get(room).is_some_and(|m| m.values().any(|m| m.user == user))
+    }
+
+    /// Takes every connection of `user` out of `room` and queues `frame`
+    /// (their `removed`) to each. Returns how many there were.
+    pub fn remove_user(&self, room: &str, user: &str, frame: &Utf8Bytes) -> usize {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get(room) else { return 0 };
+        let mut conns = Vec::new();
+        for (conn, member) in members.iter().filter(|(_, m)| m.user == user) {
+            member.outbox.push(frame.clone());
+            conns.push(*conn);
+        }
+        for conn in &conns {
+            state.remove_member(room, *conn, &self.routes);
+        }
+        conns.len()
+    }
+
+    /// The room's history was reset to `epoch`: members that knew an older
+    /// epoch get `frame` (their `reset`) and take the new epoch's messages
+    /// from seq 1. Members that joined in `epoch` already are left alone, so
+    /// the same reset delivered twice is told once.
+    pub fn reset(&self, room: &str, epoch: u64, frame: &Utf8Bytes) -> usize {
+        let mut state = self.lock();
+        let Some(members) = state.rooms.get_mut(room) else { return 0 };
+        let mut told = 0;
+        for member in members.values_mut().filter(|m| m.epoch < epoch) {
+            member.epoch = epoch;
+            member.last_seq = 0;
+            member.outbox.push(frame.clone());
+            told += 1;
+        }
+        told
     }
 
     /// Removes `conn` from `room`; returns false if it was not a member.
@@ -196,8 +236,8 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("r", 1, "alice", &a, 0);
-        hub.join("r", 2, "bob", &b, 0);
+        hub.join("r", 1, "alice", &a, 0, 1);
+        hub.join("r", 2, "bob", &b, 0, 1);
         assert_eq!(routes.recv().await, Some(RouteChange::Add("r".into())));
         assert!(hub.leave("r", 1));
         assert!(routes.try_recv().is_err(), "bob is still there");
@@ -211,8 +251,8 @@ mod tests {
         let (hub, _routes) = Hub::new();
         let (a, mut ra) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a, 3);
-        hub.join("r", 2, "bob", &b, 5);
+        hub.join("r", 1, "alice", &a, 3, 1);
+        hub.join("r", 2, "bob", &b, 5, 1);
         assert_eq!(hub.lowest_seq("r"), Some(3));
         assert_eq!(hub.deliver("r", 4, &"m4".into()), 1);
         assert_eq!(hub.deliver("r", 5, &"m5".into()), 1);
@@ -231,10 +271,10 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("alone", 1, "alice", &a, 0);
-        hub.join("shared", 1, "alice", &a, 0);
-        hub.join("shared", 2, "bob", &b, 0);
-        hub.join("left", 1, "alice", &a, 0);
+        hub.join("alone", 1, "alice", &a, 0, 1);
+        hub.join("shared", 1, "alice", &a, 0, 1);
+        hub.join("shared", 2, "bob", &b, 0, 1);
+        hub.join("left", 1, "alice", &a, 0, 1);
         assert!(hub.leave("left", 1));
         let added: Vec<_> = (0..3).map(|_| routes.try_recv().unwrap()).collect();
         assert_eq!(added, ["alone", "shared", "left"].map(|r| RouteChange::Add(r.into())));
@@ -250,6 +290,33 @@ mod tests {
         assert_eq!(hub.deliver("shared", 1, &"m1".into()), 1);
         hub.unregister(1, &["alone".to_owned(), "shared".to_owned()]); // closing twice is harmless
         assert!(routes.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_removed_user_leaves_with_every_connection_and_a_reset_is_told_once() {
+        let (hub, mut routes) = Hub::new();
+        let (a1, mut ra1) = Outbox::new(8, 1 << 16);
+        let (a2, mut ra2) = Outbox::new(8, 1 << 16);
+        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        hub.join("r", 1, "alice", &a1, 4, 1);
+        hub.join("r", 2, "alice", &a2, 4, 1);
+        hub.join("r", 3, "bob", &b, 4, 1);
+        assert_eq!(routes.try_recv().unwrap(), RouteChange::Add("r".into()));
+        assert!(hub.has_user("r", "alice"));
+        assert_eq!(hub.remove_user("r", "alice", &"removed".into()), 2);
+        assert!(!hub.has_user("r", "alice") && !hub.is_member("r", 1) && !hub.is_member("r", 2));
+        assert_eq!(ra1.recv().await.as_deref(), Some("removed"));
+        assert_eq!(ra2.recv().await.as_deref(), Some("removed"));
+        assert_eq!(hub.deliver("r", 5, &"m5".into()), 1, "only bob is left");
+        assert!(routes.try_recv().is_err(), "bob keeps the route");
+
+        assert_eq!(hub.reset("r", 2, &"reset".into()), 1);
+        assert_eq!(hub.reset("r", 2, &"reset".into()), 0, "told once");
+        assert_eq!(hub.deliver("r", 1, &"new1".into()), 1, "the new epoch starts at seq 1");
+        let got: Vec<_> = [rb.recv().await, rb.recv().await, rb.recv().await].into_iter().flatten().collect();
+        assert_eq!(got, ["m5", "reset", "new1"]);
+        assert_eq!(hub.remove_user("r", "bob", &"removed".into()), 1);
+        assert_eq!(routes.try_recv().unwrap(), RouteChange::Remove("r".into()));
     }
 
     #[test]

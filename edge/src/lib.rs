@@ -3,6 +3,7 @@
 //! topic and pushes each event to the room's local connections. It holds no
 //! durable state; SQL is read only for authorization, history and gap backfill.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

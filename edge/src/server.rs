@@ -32,7 +32,7 @@ use crate::hub::{Hub, RouteChange};
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
 use crate::state::EdgeState;
-use crate::{demo, handshake, http};
+use crate::{admin, demo, handshake, http};
 
 #[derive(Debug, Error)]
 pub enum EdgeError {
@@ -111,7 +111,7 @@ impl Edge {
 
     /// The HTTP routes of this node.
     pub fn router(&self) -> Router {
-        let mut router = Router::new().route("/ws", get(handshake::upgrade));
+        let mut router = Router::new().route("/ws", get(handshake::upgrade)).merge(admin::routes());
         if self.state.config.dev_mode {
             router = router.merge(demo::routes());
         }

@@ -261,7 +261,7 @@ impl Session {
         if let Err(e) = validate_id(&room) {
             return self.fail(&reference, ErrorCode::InvalidRoom, format!("room: {e}"));
         }
-        if self.rooms.contains(&room) {
+        if self.in_room(&room) {
             return self.fail(&reference, ErrorCode::AlreadyJoined, format!("already in room {room:?}"));
         }
         if self.rooms.len() >= MAX_ROOMS_PER_CONNECTION {
@@ -347,8 +347,29 @@ impl Session {
                 }
             };
         }
-        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent);
+        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent, room_state.epoch);
+        // A removal applied while this join read the store found no local
+        // connection to take out; this one looks again, now that it is in.
+        if room_state.private && !matches!(store.access(&room, &self.claims.sub).await, Ok(Access::Granted(_))) {
+            self.state.hub.leave(&room, self.conn);
+            self.outbox.push_frame(&ServerFrame::Removed { room });
+            return;
+        }
         self.rooms.insert(room);
+    }
+
+    /// Whether this connection is in `room`. The hub has the last word: the
+    /// delivery task takes a removed user's connections out of a room there
+    /// (see `Delivery::remove_member`), and the session forgets it here.
+    fn in_room(&mut self, room: &str) -> bool {
+        if !self.rooms.contains(room) {
+            return false;
+        }
+        if self.state.hub.is_member(room, self.conn) {
+            return true;
+        }
+        self.rooms.remove(room);
+        false
     }
 
     async fn send(
@@ -359,7 +380,7 @@ impl Session {
         body: String,
         parent: Option<TraceParent>,
     ) {
-        if !self.rooms.contains(&room) {
+        if !self.in_room(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("join room {room:?} before sending"));
         }
         let max = self.state.config.max_body_bytes;
@@ -425,8 +446,8 @@ impl Session {
         });
     }
 
-    fn typing(&self, reference: String, room: String) {
-        if !self.rooms.contains(&room) {
+    fn typing(&mut self, reference: String, room: String) {
+        if !self.in_room(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
         publish::typing(&self.state, Event::Typing { room, user: self.claims.sub.clone() });

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{ErrorCode, MessageFrame};
+use crate::room_command::RoomCommand;
 
 /// `sb-schema` value of records in `sb.inbound`.
 pub const INBOUND_V1: &str = "inbound.v1";
@@ -45,6 +46,23 @@ pub struct InboundSend {
     pub received_at: i64,
 }
 
+/// What `sb.inbound` carries (the `sb-schema` header says which): a
+/// client's send or a room command, both keyed by room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Send(InboundSend),
+    Room(RoomCommand),
+}
+
+impl Inbound {
+    pub fn room(&self) -> &str {
+        match self {
+            Inbound::Send(send) => &send.room,
+            Inbound::Room(command) => &command.room,
+        }
+    }
+}
+
 /// A record of `sb.events` / `sb.ephemeral` / `sb.deliver.<node>` (key: room id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -56,6 +74,11 @@ pub enum Event {
     /// The persister refused a send. Written straight to the origin node's
     /// delivery topic, since only that one connection needs it.
     Rejected { room: String, origin: Origin, code: ErrorCode, message: String },
+    /// A member was removed from a room: edges take that user's connections
+    /// out of it when the room is private (they may no longer read it).
+    MemberRemoved { room: String, user: String },
+    /// The room's history was reset: a new epoch, whose messages start at seq 1.
+    HistoryReset { room: String, epoch: u64 },
 }
 
 /// A message as stored in SQL, with the room epoch it belongs to.
@@ -71,7 +94,10 @@ impl Event {
     pub fn room(&self) -> &str {
         match self {
             Event::Message(m) => &m.message.room,
-            Event::Typing { room, .. } | Event::Rejected { room, .. } => room,
+            Event::Typing { room, .. }
+            | Event::Rejected { room, .. }
+            | Event::MemberRemoved { room, .. }
+            | Event::HistoryReset { room, .. } => room,
         }
     }
 
@@ -126,6 +152,8 @@ mod tests {
                 },
             }),
             Event::Typing { room: "lobby".into(), user: "bob".into() },
+            Event::MemberRemoved { room: "staff".into(), user: "bob".into() },
+            Event::HistoryReset { room: "staff".into(), epoch: 2 },
             Event::Rejected {
                 room: "secret".into(),
                 origin: origin(),

@@ -131,6 +131,17 @@ pub enum ServerFrame {
         #[serde(rename = "ref")]
         reference: String,
     },
+    /// The user was removed from this private room: the connection is no
+    /// longer in it and gets none of its events; joining again is refused.
+    Removed {
+        room: String,
+    },
+    /// The room's history was reset. Drop what you hold of it: the room is
+    /// now at `epoch`, and its next message is seq 1.
+    Reset {
+        room: String,
+        epoch: u64,
+    },
 }
 
 /// A stored chat message as pushed to clients.
@@ -424,6 +435,8 @@ mod tests {
                 sent_at: 5,
             }),
             ServerFrame::Joined { reference: "j".into(), room: "r".into(), epoch: 1, last_seq: 0, recovered: true },
+            ServerFrame::Removed { room: "r".into() },
+            ServerFrame::Reset { room: "r".into(), epoch: 2 },
         ];
         for frame in frames {
             let text = frame.to_json();

@@ -213,15 +213,58 @@ pub fn seqs(messages: &[Value]) -> Vec<u64> {
 
 /// The body of a plain HTTP GET to one of the edges (status must be 200).
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http(addr, "GET", path, &[], "").await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// One plain HTTP/1.1 request; the status and the body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await.unwrap();
     let reply = String::from_utf8(reply).expect("a text reply");
     let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_owned()
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_owned())
+}
+
+/// A token for the admin API (`admin: true`).
+pub fn admin_token(user: &str) -> String {
+    issue_hs256(SECRET.as_bytes(), &json!({"sub": user, "admin": true, "exp": 4_000_000_000u64}))
+}
+
+/// A request to an edge's admin API with an admin token; the status and
+/// the JSON body.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {}", admin_token("ops"));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, text) = http(addr, method, path, &headers, &body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+impl Harness {
+    /// Issues a room command through the admin API (202 expected) and waits
+    /// until the persister has applied it.
+    pub async fn room_command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, command) = admin(self.edge(0), method, path, body).await;
+        assert_eq!(status, 202, "{method} {path}: {command}");
+        let id = command["id"].as_str().expect("the command's id").to_owned();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !self.embedded.store.command_applied(&id).await.unwrap() {
+            assert!(tokio::time::Instant::now() < deadline, "command {id} not applied within {TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        command
+    }
 }
 
 /// The value of one series (`name` or `name{labels}`, exactly as exported)

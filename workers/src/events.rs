@@ -15,6 +15,12 @@ use prometheus_client::registry::Registry;
 use rdkafka::statistics::Statistics;
 use switchboard_core::kafka::StatsHandler;
 use switchboard_core::metrics::{Metrics, seconds_buckets};
+use switchboard_schemas::room_command::RoomCommand;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Action {
+    action: &'static str,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Partition {
@@ -70,6 +76,7 @@ pub struct PersisterEvents {
     refused: Counter,
     dead_lettered: Counter,
     batch_retries: Counter,
+    room_commands: Family<Action, Counter>,
     pub(crate) lag: ConsumerLag,
 }
 
@@ -83,6 +90,7 @@ impl PersisterEvents {
             refused: Counter::default(),
             dead_lettered: Counter::default(),
             batch_retries: Counter::default(),
+            room_commands: Family::default(),
             lag: ConsumerLag::default(),
         };
         metrics.register("persister", |r| {
@@ -101,9 +109,21 @@ impl PersisterEvents {
                 "Batches redone because Kafka did not acknowledge their events",
                 events.batch_retries.clone(),
             );
+            r.register(
+                "room_commands",
+                "Room commands applied (create, add_member, remove_member, reset_history)",
+                events.room_commands.clone(),
+            );
             events.lag.register(r);
         });
         events
+    }
+
+    /// A room command was applied for the first time.
+    pub(crate) fn room_command_applied(&self, command: &RoomCommand) {
+        self.room_commands.get_or_create(&Action { action: command.action_name() }).inc();
+        tracing::info!(room = %command.room, action = command.action_name(), id = %command.id,
+            issued_by = %command.issued_by, "room command applied");
     }
 
     /// A batch is durable: stored, and its events acknowledged.

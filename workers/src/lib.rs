@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod events;
+pub mod inbound;
 pub mod membership;
 pub mod persister;
 pub mod router;

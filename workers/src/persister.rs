@@ -17,25 +17,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
-use switchboard_core::kafka::{header_str, record_headers, trace_of};
+use switchboard_core::kafka::{record_headers, trace_of};
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
 use switchboard_core::traces::{self, Attribute, Hop};
-use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
-use switchboard_schemas::headers::SCHEMA;
-use switchboard_schemas::ids::validate_id;
+use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch;
 use crate::error::WorkerError;
 use crate::events::PersisterEvents;
+use crate::inbound;
 use crate::membership::GroupMember;
-
-/// Largest body the persister stores; the edge enforces a (smaller) limit
-/// first, this guards against other producers.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const DEFAULT_BATCH_MAX: usize = 1_000;
 
@@ -92,7 +87,7 @@ pub struct Persister {
 
 /// One decoded inbound record.
 struct Command {
-    send: InboundSend,
+    inbound: Inbound,
     /// This message's span in the persister, under the edge's send; its
     /// context goes into the event's record.
     hop: Hop,
@@ -197,11 +192,18 @@ impl Persister {
                 });
             }
             let (mut stored, mut repeats, mut refused) = (0, 0, 0);
-            for outcome in outcomes.iter().flatten() {
-                match outcome {
-                    Outcome::Stored { duplicate: false, .. } => stored += 1,
-                    Outcome::Stored { duplicate: true, .. } => repeats += 1,
-                    Outcome::Rejected { .. } => refused += 1,
+            for (outcome, command) in outcomes.iter().zip(commands) {
+                match (outcome, &command.inbound) {
+                    (None, _) => {}
+                    (Some(Outcome::Stored { duplicate: false, .. }), _) => stored += 1,
+                    (Some(Outcome::Stored { duplicate: true, .. } | Outcome::Applied { duplicate: true, .. }), _) => {
+                        repeats += 1
+                    }
+                    (Some(Outcome::Rejected { .. }), _) => refused += 1,
+                    (Some(Outcome::Applied { duplicate: false, .. }), Inbound::Room(room_command)) => {
+                        self.events.room_command_applied(room_command)
+                    }
+                    (Some(Outcome::Applied { .. }), Inbound::Send(_)) => {}
                 }
             }
             if !self.publish(commands, outcomes).await {
@@ -234,7 +236,7 @@ impl Persister {
         commands: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Option<Outcome>>> {
-        let sends: Vec<InboundSend> = commands.iter().map(|c| c.send.clone()).collect();
+        let sends: Vec<Inbound> = commands.iter().map(|c| c.inbound.clone()).collect();
         match self.retry_store(&sends, shutdown).await? {
             Ok(outcomes) => Some(outcomes.into_iter().map(Some).collect()),
             Err(batch_error) => {
@@ -244,7 +246,7 @@ impl Persister {
                     match self.retry_store(std::slice::from_ref(send), shutdown).await? {
                         Ok(mut one) => outcomes.push(one.pop()),
                         Err(e) => {
-                            tracing::error!(room = %send.room, error = %e, "record cannot be stored; dead-lettering");
+                            tracing::error!(room = %send.room(), error = %e, "record cannot be stored; dead-lettering");
                             let reason = format!("cannot be stored: {e}");
                             if !self.dead_letter_until_done(&records[command.record], &reason, shutdown).await {
                                 return None;
@@ -261,10 +263,10 @@ impl Persister {
     /// `None` on shutdown; `Some(Err)` for a failure that retrying cannot fix.
     async fn retry_store(
         &self,
-        sends: &[InboundSend],
+        sends: &[Inbound],
         shutdown: &CancellationToken,
     ) -> Option<Result<Vec<Outcome>, StoreError>> {
-        let attempt = || async { self.store.persist(sends).await };
+        let attempt = || async { self.store.apply(sends).await };
         let retried = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -281,32 +283,29 @@ impl Persister {
         }
     }
 
-    /// Publishes stored messages to `sb.events` and rejections to the
-    /// sender's node, and waits for Kafka's acks. Returns false if any record
+    /// Publishes stored messages and what room commands did to `sb.events`,
+    /// rejections to the sender's node, and waits for Kafka's acks. Returns false if any record
     /// failed after the producer's own retries.
     async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) -> bool {
         let events_topic = self.topics.events();
         let producer = &self.producer;
         let mut pending = Vec::with_capacity(commands.len());
         for (command, outcome) in commands.iter().zip(outcomes) {
-            let (topic, event) = match outcome {
-                None => continue,
-                Some(Outcome::Stored { message, .. }) => {
+            let (topic, event) = match (outcome, &command.inbound) {
+                (None, _) | (Some(Outcome::Applied { event: None, .. }), _) => continue,
+                (Some(Outcome::Stored { message, .. }), _) => {
                     (Cow::Borrowed(events_topic.as_str()), Event::Message(message))
                 }
-                Some(Outcome::Rejected { code, message }) => (
-                    Cow::Owned(self.topics.deliver(&command.send.origin.node)),
-                    Event::Rejected {
-                        room: command.send.room.clone(),
-                        origin: command.send.origin.clone(),
-                        code,
-                        message,
-                    },
+                (Some(Outcome::Applied { event: Some(event), .. }), _) => (Cow::Borrowed(events_topic.as_str()), event),
+                (Some(Outcome::Rejected { code, message }), Inbound::Send(send)) => (
+                    Cow::Owned(self.topics.deliver(&send.origin.node)),
+                    Event::Rejected { room: send.room.clone(), origin: send.origin.clone(), code, message },
                 ),
+                (Some(Outcome::Rejected { .. }), Inbound::Room(_)) => unreachable!("room commands are not refused"),
             };
             let traceparent = Some(command.hop.context().to_string());
             let payload = event.to_json();
-            let room = &command.send.room;
+            let room = command.inbound.room();
             pending.push(async move {
                 let record = FutureRecord::to(&topic)
                     .key(room)
@@ -355,25 +354,11 @@ enum Unfinished {
     NotPublished,
 }
 
-/// Decodes and checks one `sb.inbound` record; the error is the dead-letter reason.
+/// Decodes one `sb.inbound` record (see [`inbound::decode`]) and starts its span.
 fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String> {
-    match header_str(record, SCHEMA) {
-        Some(INBOUND_V1) => {}
-        Some(other) => return Err(format!("unknown schema {other:?}")),
-        None => return Err(format!("missing {SCHEMA} header")),
-    }
-    let payload = record.payload().ok_or("empty payload")?;
-    let send: InboundSend = serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
-    validate_id(&send.room).map_err(|e| format!("room: {e}"))?;
-    validate_id(&send.sender).map_err(|e| format!("sender: {e}"))?;
-    if record.key() != Some(send.room.as_bytes()) {
-        return Err("key is not the room id".into());
-    }
-    if send.body.is_empty() || send.body.len() > MAX_BODY_BYTES || send.body.contains('\0') {
-        return Err("body empty, too large or containing NUL".into());
-    }
+    let inbound = inbound::decode(record)?;
     let hop = traces::consumer_hop("process", record, trace_of(record).as_ref(), |attributes| {
-        attributes.push(Attribute::new("switchboard.room", send.room.clone()));
+        attributes.push(Attribute::new("switchboard.room", inbound.room().to_owned()));
     });
-    Ok(Command { send, hop, record: index })
+    Ok(Command { inbound, hop, record: index })
 }

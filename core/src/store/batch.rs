@@ -15,7 +15,6 @@ use switchboard_schemas::ids::message_id;
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 
 use super::{Outcome, PRIVATE, PUBLIC, StoreError, is_sqlite, message_from_row};
-use crate::clock::now_ms;
 
 /// Below SQLite's limit of 32,766 bound values (PostgreSQL allows 65,535).
 const MAX_BINDS: usize = 1_000;
@@ -40,10 +39,11 @@ fn key(send: &InboundSend) -> Key<'_> {
     (&send.room, &send.sender, &send.client_id)
 }
 
-pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Outcome>, StoreError> {
-    let now = now_ms();
+/// Nothing here reads the clock: every time stored comes from the records
+/// (the edge's `received_at`), so a replay of the topic writes the same rows.
+pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<Outcome>, StoreError> {
     let marks = if is_sqlite(tx) { Marks::Positional } else { Marks::Numbered };
-    let mut rooms = reserve_seqs(tx, marks, sends, now).await?;
+    let mut rooms = reserve_seqs(tx, marks, sends).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
     let stored = already_stored(tx, marks, sends).await?;
     let mut names = stored_names(tx, marks, sends).await?;
@@ -51,8 +51,9 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
     let mut outcomes = Vec::with_capacity(sends.len());
     // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
-    let mut named: HashMap<&str, &str> = HashMap::new();
-    for send in sends {
+    // Each sender's latest name in the batch, and when the edge took it.
+    let mut named: HashMap<&str, (&str, i64)> = HashMap::new();
+    for &send in sends {
         let room = rooms.get_mut(send.room.as_str()).expect("every room of the batch is locked");
         if room.private && !members.contains(&(send.room.as_str(), send.sender.as_str())) {
             outcomes.push(Outcome::Rejected {
@@ -76,7 +77,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
         // The token's name (stored for later), else the latest one known.
         let sender_name = match &send.sender_name {
             Some(name) => {
-                named.insert(&send.sender, name);
+                named.insert(&send.sender, (name, send.received_at));
                 names.insert(send.sender.clone(), name.clone());
                 name.clone()
             }
@@ -99,7 +100,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
         outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: false });
     }
 
-    upsert_names(tx, marks, &named, now).await?;
+    upsert_names(tx, marks, &named).await?;
     let new_rows: Vec<&MessageFrame> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -119,17 +120,18 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[InboundSend]) -> Result<Vec<Ou
 /// assigns seqs in these rooms meanwhile. One write per room per batch: a
 /// separate lock and write-back doubled the room updates, the largest part
 /// of a batch's time on PostgreSQL. Public rooms that do not exist yet come
-/// into being with their first message.
+/// into being with their first message, created when that message was sent.
 async fn reserve_seqs<'a>(
     tx: &mut Tx,
     marks: Marks,
-    sends: &'a [InboundSend],
-    now: i64,
+    sends: &[&'a InboundSend],
 ) -> Result<HashMap<&'a str, Room>, StoreError> {
     // Sends per room: how far each room's `last_seq` moves.
     let mut counts: HashMap<&'a str, i64> = HashMap::new();
+    let mut first_sent: HashMap<&'a str, i64> = HashMap::new();
     for send in sends {
         *counts.entry(send.room.as_str()).or_default() += 1;
+        first_sent.entry(send.room.as_str()).or_insert(send.received_at);
     }
     let wanted: Vec<&str> = distinct(sends.iter().map(|s| s.room.as_str()));
     let mut rooms = HashMap::with_capacity(wanted.len());
@@ -143,7 +145,7 @@ async fn reserve_seqs<'a>(
             );
             let mut query = sqlx::query(&sql);
             for room in chunk {
-                query = query.bind(*room).bind(PUBLIC).bind(now);
+                query = query.bind(*room).bind(PUBLIC).bind(first_sent[room]);
             }
             query.execute(&mut **tx).await?;
         }
@@ -191,7 +193,7 @@ async fn advance_existing<'a>(
 async fn private_members<'a>(
     tx: &mut Tx,
     marks: Marks,
-    sends: &'a [InboundSend],
+    sends: &[&'a InboundSend],
     rooms: &HashMap<&str, Room>,
 ) -> Result<HashSet<(&'a str, &'a str)>, StoreError> {
     let asking: Vec<(&str, &str)> =
@@ -220,10 +222,10 @@ async fn private_members<'a>(
 async fn already_stored<'a>(
     tx: &mut Tx,
     marks: Marks,
-    sends: &'a [InboundSend],
+    sends: &[&'a InboundSend],
 ) -> Result<HashMap<Key<'a>, MessageFrame>, StoreError> {
     let by_id: HashMap<String, Key<'a>> =
-        sends.iter().map(|s| (message_id(&s.room, &s.sender, &s.client_id).to_string(), key(s))).collect();
+        sends.iter().map(|&s| (message_id(&s.room, &s.sender, &s.client_id).to_string(), key(s))).collect();
     let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
     let mut stored = HashMap::new();
     for chunk in ids.chunks(MAX_BINDS) {
@@ -247,7 +249,11 @@ async fn already_stored<'a>(
 }
 
 /// Stored display names of the senders that send without one.
-async fn stored_names(tx: &mut Tx, marks: Marks, sends: &[InboundSend]) -> Result<HashMap<String, String>, StoreError> {
+async fn stored_names(
+    tx: &mut Tx,
+    marks: Marks,
+    sends: &[&InboundSend],
+) -> Result<HashMap<String, String>, StoreError> {
     let unnamed: Vec<&str> = distinct(sends.iter().filter(|s| s.sender_name.is_none()).map(|s| s.sender.as_str()));
     let mut names = HashMap::new();
     for chunk in unnamed.chunks(MAX_BINDS) {
@@ -262,9 +268,10 @@ async fn stored_names(tx: &mut Tx, marks: Marks, sends: &[InboundSend]) -> Resul
 /// Each sender's latest name from this batch. One row per user per
 /// statement: PostgreSQL refuses to update a row twice in one INSERT. A name
 /// that did not change is not written again (senders send with the same
-/// name message after message), so `updated_at` is when it last changed.
-async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>, now: i64) -> Result<(), StoreError> {
-    let named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
+/// name message after message), so `updated_at` is when it last changed:
+/// when the edge took the send that carried the new name.
+async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, (&str, i64)>) -> Result<(), StoreError> {
+    let named: Vec<(&str, &str, i64)> = named.iter().map(|(user, (name, at))| (*user, *name, *at)).collect();
     for chunk in named.chunks(MAX_BINDS / 3) {
         let sql = format!(
             "INSERT INTO users (id, display_name, updated_at) VALUES {} ON CONFLICT (id) DO UPDATE \
@@ -273,8 +280,8 @@ async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>, no
             marks.tuples(chunk.len(), 3)
         );
         let mut query = sqlx::query(&sql);
-        for (user, name) in chunk {
-            query = query.bind(*user).bind(*name).bind(now);
+        for (user, name, at) in chunk {
+            query = query.bind(*user).bind(*name).bind(*at);
         }
         query.execute(&mut **tx).await?;
     }

@@ -42,7 +42,7 @@ phase "store tests on postgres" env SB_TEST_POSTGRES_URL="$SB_E2E_POSTGRES_URL" 
     cargo test -p switchboard-core --lib -- --ignored
 # Bounded: each case has its own deadlines, and the whole suite gets 20 minutes.
 phase "end-to-end suite" timeout --kill-after=30s 20m \
-    cargo test --test real_cluster -- --ignored --test-threads=1 "$@"
+    cargo test --test real_cluster --test recovery -- --ignored --test-threads=1 "$@"
 # The protocol conformance suite against two edges, a persister and a router
 # on the same services (only in a full run: a filter names Rust cases).
 if [ $# -eq 0 ]; then

@@ -1,9 +1,13 @@
-//! The `sbctl` command line. Every flag is also an `SB_*` environment variable.
-
-use std::time::Duration;
+//! The `sbctl` command line. Every flag of the shared groups is also an
+//! `SB_*` environment variable.
 
 use clap::{Parser, Subcommand};
-use switchboard_core::config::{DatabaseArgs, KafkaArgs, parse_duration};
+use switchboard_core::config::DatabaseArgs;
+
+use crate::groups::{ListArgs, ResetArgs};
+use crate::replay::StoreArgs;
+use crate::rooms::RoomsArgs;
+use crate::topics::TopicsArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "sbctl", version, about = "Switchboard operator commands")]
@@ -15,25 +19,61 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the shared topics, or check existing ones against the spec.
-    Topics {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Partitions of each shared topic (rooms spread over them).
-        #[arg(long, env = "SB_TOPIC_PARTITIONS", default_value_t = 12)]
-        partitions: i32,
-        /// Replication factor of new topics (-1: the broker's default).
-        #[arg(long, env = "SB_TOPIC_REPLICATION", default_value_t = -1)]
-        replication: i32,
-        /// Retention of sb.inbound, sb.events and sb.dead-letter.
-        #[arg(long, env = "SB_LOG_RETENTION", default_value = "7days", value_parser = parse_duration)]
-        log_retention: Duration,
-        /// Retention of sb.ephemeral.
-        #[arg(long, env = "SB_EPHEMERAL_RETENTION", default_value = "1h", value_parser = parse_duration)]
-        ephemeral_retention: Duration,
-    },
+    Topics(TopicsArgs),
     /// Apply the SQL migrations.
     Migrate {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Room administration: create, add-member, remove-member, reset.
+    Rooms(RoomsArgs),
+    /// Re-consume topics to rebuild the SQL store.
+    #[command(subcommand)]
+    Replay(Replay),
+    /// The deployment's consumer groups: list them, move their offsets.
+    #[command(subcommand)]
+    Groups(Groups),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Replay {
+    /// Rebuild the SQL store from sb.inbound (plan only unless --execute).
+    Store(StoreArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Groups {
+    /// List the project's consumer groups with their lag per partition.
+    List(ListArgs),
+    /// Move a group's committed offsets (dry run unless --execute).
+    Reset(ResetArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::topics::RetentionTime;
+
+    #[test]
+    fn the_command_line_is_consistent_and_parses() {
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("sbctl").chain(args.iter().copied()));
+        let Command::Topics(topics) = parse(&["topics"]).unwrap().command else { panic!() };
+        assert_eq!(topics.inbound_retention, RetentionTime(None), "sb.inbound is kept for ever by default");
+        let Command::Topics(topics) = parse(&["topics", "--inbound-retention", "30days"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(topics.inbound_retention, RetentionTime(Some(std::time::Duration::from_secs(30 * 86_400))));
+        assert!(parse(&["topics", "--inbound-retention", "soon"]).is_err());
+        let db = ["--database-url", "sqlite://x"];
+        assert!(parse(&["replay", "store", db[0], db[1]]).is_err(), "a start position is required");
+        assert!(parse(&["replay", "store", db[0], db[1], "--from-beginning", "--by-duration", "1h"]).is_err());
+        assert!(parse(&["replay", "store", db[0], db[1], "--by-duration", "1h", "--execute"]).is_ok());
+        assert!(parse(&["groups", "reset", "g"]).is_err(), "a target is required");
+        assert!(parse(&["groups", "reset", "g", "--shift-by", "-5", "--execute"]).is_ok());
+        assert!(parse(&["groups", "reset", "g", "--to-latest", "--execute", "--dry-run"]).is_err());
+        assert!(parse(&["rooms", "create", "r", "--kind", "private", "--members", "a,b"]).is_ok());
+    }
 }

@@ -1,3 +1,9 @@
-//! `sbctl`, the operator's command: topic provisioning and database migrations.
+//! `sbctl`, the operator's command: one module per command family.
 
 pub mod cli;
+pub mod error;
+pub mod groups;
+pub mod positions;
+pub mod replay;
+pub mod rooms;
+pub mod topics;

@@ -1,43 +1,32 @@
-//! `sbctl`: operator commands. `topics` creates or checks the shared topics
-//! (a no-op when they match; differences are reported and exit 1, never
-//! changed behind the operator's back); `migrate` applies SQL migrations.
+//! `sbctl`: operator commands (see `sbctl --help`). A refusal or a failure
+//! prints why on stderr and exits non-zero (64 for bad arguments).
 
-use switchboard_admin::cli::{Cli, Command};
+use switchboard_admin::cli::{Cli, Command, Groups, Replay};
+use switchboard_admin::error::SbctlError;
+use switchboard_admin::{groups, replay, rooms, topics};
 use switchboard_core::config::parse_or_exit;
-use switchboard_core::provision::{Retention, TopicStatus, provision, shared_specs};
 use switchboard_core::store::Store;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli: Cli = parse_or_exit();
-    match cli.command {
-        Command::Topics { kafka, partitions, replication, log_retention, ephemeral_retention } => {
-            let specs = shared_specs(
-                &kafka.topics(),
-                partitions,
-                Retention { log: log_retention, ephemeral: ephemeral_retention },
-            );
-            let mut differ = false;
-            for (topic, status) in provision(&kafka.config(), &specs, replication).await? {
-                match status {
-                    TopicStatus::Created => println!("{topic}: created"),
-                    TopicStatus::Matches => println!("{topic}: exists, matches"),
-                    TopicStatus::Differs(diffs) => {
-                        differ = true;
-                        println!("{topic}: EXISTS BUT DIFFERS: {}", diffs.join("; "));
-                    }
-                }
-            }
-            if differ {
-                eprintln!("some topics differ from the spec; change them by hand or adjust the flags");
-                std::process::exit(1);
-            }
-        }
-        Command::Migrate { database } => {
-            let store = Store::connect(database.url.expose(), 1).await?;
-            store.migrate().await?;
-            println!("migrations applied");
-        }
+    let result = match cli.command {
+        Command::Topics(args) => topics::run(args).await,
+        Command::Migrate { database } => migrate(database.url.expose()).await,
+        Command::Rooms(args) => rooms::run(args).await,
+        Command::Replay(Replay::Store(args)) => replay::store(args).await,
+        Command::Groups(Groups::List(args)) => groups::list(args),
+        Command::Groups(Groups::Reset(args)) => groups::reset(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
     }
+}
+
+async fn migrate(url: &str) -> Result<(), SbctlError> {
+    let store = Store::connect(url, 1).await?;
+    store.migrate().await?;
+    println!("migrations applied");
     Ok(())
 }

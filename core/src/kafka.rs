@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -135,6 +136,21 @@ impl KafkaConfig {
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         self.finish(config).create_with_context(GroupContext { on_stats })
+    }
+
+    /// A consumer for operator tools (`sbctl replay`, `sbctl groups`): in
+    /// `group` for its committed offsets, but it commits only when told,
+    /// joins nothing (assignments are explicit) and reports each partition's
+    /// end, so a bounded read knows when it is done.
+    pub fn tool_consumer<C: FromClientConfig>(&self, group: &str) -> KafkaResult<C> {
+        let mut config = self.consumer_base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "error");
+        self.finish(config).create()
     }
 
     /// Consumer without a group, driven by explicit assignment.

@@ -25,7 +25,10 @@ pub struct TopicSpec {
 /// Retention of the shared topics.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// `sb.inbound`, `sb.events`, `sb.dead-letter`: the replay sources.
+    /// `sb.inbound`, the replay source of the SQL store: unlimited (`None`)
+    /// unless the operator chooses otherwise.
+    pub inbound: Option<Duration>,
+    /// `sb.events`, `sb.dead-letter`.
     pub log: Duration,
     /// `sb.ephemeral`.
     pub ephemeral: Duration,
@@ -33,7 +36,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { log: Duration::from_secs(7 * 24 * 3600), ephemeral: Duration::from_secs(3600) }
+        Self { inbound: None, log: Duration::from_secs(7 * 24 * 3600), ephemeral: Duration::from_secs(3600) }
     }
 }
 
@@ -42,8 +45,14 @@ pub fn shared_specs(topics: &Topics, partitions: i32, retention: Retention) -> V
     let ms = |d: Duration| d.as_millis().to_string();
     let log = || vec![("cleanup.policy", "delete".to_owned()), ("retention.ms", ms(retention.log))];
     let compacted = || vec![("cleanup.policy", "compact".to_owned())];
+    // -1: Kafka keeps the records for ever.
+    let inbound_ms = retention.inbound.map_or_else(|| "-1".to_owned(), ms);
     vec![
-        TopicSpec { name: topics.inbound(), partitions, configs: log() },
+        TopicSpec {
+            name: topics.inbound(),
+            partitions,
+            configs: vec![("cleanup.policy", "delete".to_owned()), ("retention.ms", inbound_ms)],
+        },
         TopicSpec { name: topics.events(), partitions, configs: log() },
         TopicSpec {
             name: topics.ephemeral(),
@@ -140,7 +149,8 @@ mod tests {
         let get = |name: &str| specs.iter().find(|s| s.name == name).unwrap();
         assert!(get("sb.routes").configs.contains(&("cleanup.policy", "compact".into())));
         assert!(get("sb.nodes").configs.contains(&("cleanup.policy", "compact".into())));
-        assert!(get("sb.inbound").configs.contains(&("retention.ms", "604800000".into())));
+        assert!(get("sb.inbound").configs.contains(&("retention.ms", "-1".into())), "the replay source is kept");
+        assert!(get("sb.events").configs.contains(&("retention.ms", "604800000".into())));
         assert!(specs.iter().all(|s| s.partitions == 8));
     }
 }

@@ -102,6 +102,9 @@ pub enum Outcome {
     Stored { message: StoredMessage, duplicate: bool },
     /// A send refused for a reason the sender must hear about.
     Rejected { code: ErrorCode, message: String },
+    /// A send stored once and then deleted by a history reset: applied
+    /// again, it stays deleted (nothing to store or publish).
+    Erased,
     /// A room command applied now, or found applied before (`duplicate`);
     /// `event` is what the room's connections must hear of it.
     Applied { event: Option<Event>, duplicate: bool },
@@ -260,9 +263,10 @@ impl Store {
         let tables = [
             ("rooms", "id, kind, epoch, last_seq, created_at", "id"),
             ("room_members", "room, user_id", "room, user_id"),
-            ("users", "id, display_name, updated_at", "id"),
+            ("users", "id, display_name", "id"),
             ("messages", "room, seq, id, sender, sender_name, client_id, body, sent_at", "room, seq"),
             ("room_commands", "id, room, action, issued_by, issued_at, epoch", "id"),
+            ("reset_messages", "id, room", "id"),
         ];
         let mut lines = Vec::new();
         for (table, columns, order) in tables {
@@ -465,6 +469,10 @@ mod tests {
         assert_eq!((message.epoch, message.message.seq), (2, 1));
         assert_eq!(store.count_messages(&r).await.unwrap(), 1, "the old history is gone");
 
+        // The sends from before the reset, applied again (a replay over this
+        // database): they stay deleted.
+        let old = store.persist(&[send(&r, "a", "1"), send(&r, "a", "2")]).await.unwrap();
+        assert_eq!(old, vec![Outcome::Erased, Outcome::Erased]);
         let again = store.apply(&batch).await.unwrap();
         assert_eq!(again[0], Outcome::Applied { event: Some(reset_event), duplicate: true });
         assert!(matches!(again[1], Outcome::Stored { duplicate: true, .. }));

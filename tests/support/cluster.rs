@@ -304,6 +304,24 @@ impl Cluster {
         n as u64
     }
 
+    /// Runs `sbctl` with this cluster's Kafka and topic prefix (and the
+    /// test database, for the commands that take one) after `args`.
+    pub fn sbctl(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(self.env.bin_dir.join("sbctl"));
+        command.args(args).env("SB_KAFKA_BROKERS", &self.env.kafka).env("SB_TOPIC_PREFIX", &self.prefix);
+        command.env("SB_DATABASE_URL", &self.database_url).env("NO_COLOR", "1");
+        command.output().expect("run sbctl")
+    }
+
+    /// Drops the test database and creates it again, empty.
+    pub async fn drop_database(&self) {
+        let (_, name) = self.database_url.rsplit_once('/').expect("a database URL");
+        let mut admin = PgConnection::connect(&self.env.postgres_url).await.expect("connect to PostgreSQL");
+        // FORCE: the edges' read pools are connected.
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.expect("drop");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create");
+    }
+
     pub async fn db(&self) -> PgConnection {
         PgConnection::connect(&self.database_url).await.expect("connect to the test database")
     }

@@ -196,9 +196,14 @@ impl Persister {
                 match (outcome, &command.inbound) {
                     (None, _) => {}
                     (Some(Outcome::Stored { duplicate: false, .. }), _) => stored += 1,
-                    (Some(Outcome::Stored { duplicate: true, .. } | Outcome::Applied { duplicate: true, .. }), _) => {
-                        repeats += 1
-                    }
+                    (
+                        Some(
+                            Outcome::Stored { duplicate: true, .. }
+                            | Outcome::Applied { duplicate: true, .. }
+                            | Outcome::Erased,
+                        ),
+                        _,
+                    ) => repeats += 1,
                     (Some(Outcome::Rejected { .. }), _) => refused += 1,
                     (Some(Outcome::Applied { duplicate: false, .. }), Inbound::Room(room_command)) => {
                         self.events.room_command_applied(room_command)
@@ -292,7 +297,7 @@ impl Persister {
         let mut pending = Vec::with_capacity(commands.len());
         for (command, outcome) in commands.iter().zip(outcomes) {
             let (topic, event) = match (outcome, &command.inbound) {
-                (None, _) | (Some(Outcome::Applied { event: None, .. }), _) => continue,
+                (None | Some(Outcome::Erased | Outcome::Applied { event: None, .. }), _) => continue,
                 (Some(Outcome::Stored { message, .. }), _) => {
                     (Cow::Borrowed(events_topic.as_str()), Event::Message(message))
                 }

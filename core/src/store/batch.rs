@@ -46,13 +46,14 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<O
     let mut rooms = reserve_seqs(tx, marks, sends).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
     let stored = already_stored(tx, marks, sends).await?;
+    let erased = erased_by_resets(tx, marks, sends, &rooms, &stored).await?;
     let mut names = stored_names(tx, marks, sends).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
     // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
-    // Each sender's latest name in the batch, and when the edge took it.
-    let mut named: HashMap<&str, (&str, i64)> = HashMap::new();
+    // Each sender's latest name in the batch.
+    let mut named: HashMap<&str, &str> = HashMap::new();
     for &send in sends {
         let room = rooms.get_mut(send.room.as_str()).expect("every room of the batch is locked");
         if room.private && !members.contains(&(send.room.as_str(), send.sender.as_str())) {
@@ -63,6 +64,10 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<O
             continue;
         }
         let epoch = room.epoch;
+        if erased.contains(&key(send)) {
+            outcomes.push(Outcome::Erased);
+            continue;
+        }
         if let Some(message) = stored.get(&key(send)) {
             outcomes
                 .push(Outcome::Stored { message: StoredMessage { epoch, message: message.clone() }, duplicate: true });
@@ -77,7 +82,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<O
         // The token's name (stored for later), else the latest one known.
         let sender_name = match &send.sender_name {
             Some(name) => {
-                named.insert(&send.sender, (name, send.received_at));
+                named.insert(&send.sender, name);
                 names.insert(send.sender.clone(), name.clone());
                 name.clone()
             }
@@ -248,6 +253,35 @@ async fn already_stored<'a>(
     Ok(stored)
 }
 
+/// Sends of the batch that were stored once and deleted by a history
+/// reset since. Only rooms that were ever reset (epoch above 1) can have
+/// them, so at steady load this is no statement at all.
+async fn erased_by_resets<'a>(
+    tx: &mut Tx,
+    marks: Marks,
+    sends: &[&'a InboundSend],
+    rooms: &HashMap<&str, Room>,
+    stored: &HashMap<Key<'a>, MessageFrame>,
+) -> Result<HashSet<Key<'a>>, StoreError> {
+    let by_id: HashMap<String, Key<'a>> = sends
+        .iter()
+        .filter(|s| rooms[s.room.as_str()].epoch > 1 && !stored.contains_key(&key(s)))
+        .map(|&s| (message_id(&s.room, &s.sender, &s.client_id).to_string(), key(s)))
+        .collect();
+    let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+    let mut erased = HashSet::new();
+    for chunk in ids.chunks(MAX_BINDS) {
+        let sql = format!("SELECT id FROM reset_messages WHERE id IN ({})", marks.list(1, chunk.len()));
+        for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
+            let id: String = row.try_get("id")?;
+            if let Some(key) = by_id.get(&id) {
+                erased.insert(*key);
+            }
+        }
+    }
+    Ok(erased)
+}
+
 /// Stored display names of the senders that send without one.
 async fn stored_names(
     tx: &mut Tx,
@@ -268,20 +302,18 @@ async fn stored_names(
 /// Each sender's latest name from this batch. One row per user per
 /// statement: PostgreSQL refuses to update a row twice in one INSERT. A name
 /// that did not change is not written again (senders send with the same
-/// name message after message), so `updated_at` is when it last changed:
-/// when the edge took the send that carried the new name.
-async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, (&str, i64)>) -> Result<(), StoreError> {
-    let named: Vec<(&str, &str, i64)> = named.iter().map(|(user, (name, at))| (*user, *name, *at)).collect();
-    for chunk in named.chunks(MAX_BINDS / 3) {
+/// name message after message).
+async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>) -> Result<(), StoreError> {
+    let named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
+    for chunk in named.chunks(MAX_BINDS / 2) {
         let sql = format!(
-            "INSERT INTO users (id, display_name, updated_at) VALUES {} ON CONFLICT (id) DO UPDATE \
-             SET display_name = excluded.display_name, updated_at = excluded.updated_at \
-             WHERE users.display_name <> excluded.display_name",
-            marks.tuples(chunk.len(), 3)
+            "INSERT INTO users (id, display_name) VALUES {} ON CONFLICT (id) DO UPDATE \
+             SET display_name = excluded.display_name WHERE users.display_name <> excluded.display_name",
+            marks.tuples(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
-        for (user, name, at) in chunk {
-            query = query.bind(*user).bind(*name).bind(*at);
+        for (user, name) in chunk {
+            query = query.bind(*user).bind(*name);
         }
         query.execute(&mut **tx).await?;
     }

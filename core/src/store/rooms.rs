@@ -75,6 +75,10 @@ pub(super) async fn apply(tx: &mut Tx, command: &RoomCommand) -> Result<Outcome,
                 .await?;
             match row {
                 Some(row) => {
+                    sqlx::query("INSERT INTO reset_messages (id, room) SELECT id, room FROM messages WHERE room = $1")
+                        .bind(room)
+                        .execute(&mut **tx)
+                        .await?;
                     sqlx::query("DELETE FROM messages WHERE room = $1").bind(room).execute(&mut **tx).await?;
                     let epoch = row.try_get::<i64, _>("epoch")? as u64;
                     Some(Event::HistoryReset { room: room.to_owned(), epoch })

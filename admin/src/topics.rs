@@ -1,0 +1,71 @@
+//! `sbctl topics`: creates the shared topics, or checks existing ones
+//! against the spec (a no-op when they match; differences are reported and
+//! exit 1, never changed behind the operator's back).
+
+use std::time::Duration;
+
+use switchboard_core::config::{KafkaArgs, parse_duration};
+use switchboard_core::provision::{Retention, TopicStatus, provision, shared_specs};
+
+use crate::error::SbctlError;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of each shared topic (rooms spread over them).
+    #[arg(long, env = "SB_TOPIC_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// Replication factor of new topics (-1: the broker's default).
+    #[arg(long, env = "SB_TOPIC_REPLICATION", default_value_t = -1)]
+    pub replication: i32,
+    /// Retention of sb.inbound, the replay source of the SQL store:
+    /// `unlimited`, or a duration. A store older than this cannot be rebuilt
+    /// whole from the topic (see the README's Recovery section).
+    #[arg(long, env = "SB_INBOUND_RETENTION", default_value = "unlimited", value_parser = parse_retention)]
+    pub inbound_retention: RetentionTime,
+    /// Retention of sb.events and sb.dead-letter.
+    #[arg(long, env = "SB_LOG_RETENTION", default_value = "7days", value_parser = parse_duration)]
+    pub log_retention: Duration,
+    /// Retention of sb.ephemeral.
+    #[arg(long, env = "SB_EPHEMERAL_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub ephemeral_retention: Duration,
+}
+
+/// How long a topic keeps records: `None` for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionTime(pub Option<Duration>);
+
+/// `unlimited` or a duration.
+fn parse_retention(s: &str) -> Result<RetentionTime, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(RetentionTime(None));
+    }
+    parse_duration(s).map(|d| RetentionTime(Some(d))).map_err(|e| format!("{e}; or `unlimited`"))
+}
+
+pub async fn run(args: TopicsArgs) -> Result<(), SbctlError> {
+    let retention =
+        Retention { inbound: args.inbound_retention.0, log: args.log_retention, ephemeral: args.ephemeral_retention };
+    let specs = shared_specs(&args.kafka.topics(), args.partitions, retention);
+    let mut differ = false;
+    let report = provision(&args.kafka.config(), &specs, args.replication)
+        .await
+        .map_err(|e| SbctlError::Refused(format!("could not provision the topics: {e}")))?;
+    for (topic, status) in report {
+        match status {
+            TopicStatus::Created => println!("{topic}: created"),
+            TopicStatus::Matches => println!("{topic}: exists, matches"),
+            TopicStatus::Differs(diffs) => {
+                differ = true;
+                println!("{topic}: EXISTS BUT DIFFERS: {}", diffs.join("; "));
+            }
+        }
+    }
+    if differ {
+        return Err(SbctlError::Refused(
+            "some topics differ from the spec; change them by hand or adjust the flags".into(),
+        ));
+    }
+    Ok(())
+}

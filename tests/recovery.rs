@@ -1,0 +1,275 @@
+//! Recovery by replay, against real Kafka and PostgreSQL and the release
+//! binaries: the SQL store is a projection of `sb.inbound`, so `sbctl
+//! replay store` rebuilds it row for row after the database is lost, whole
+//! or in part, even when the replay itself is killed midway; and `sbctl
+//! groups reset` moves a stopped group's offsets only when told to.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+use support::cluster::{Cluster, Options};
+use support::{Client, admin, seqs};
+use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::store::Store;
+
+const ROOMS: [&str; 4] = ["plaza", "market", "harbour", "tower"];
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "sbctl failed ({}):\n{}", output.status, text(&output));
+    text(&output)
+}
+
+async fn dump(cluster: &Cluster) -> Vec<String> {
+    let store = Store::connect(&cluster.database_url, 1).await.unwrap();
+    let rows = store.dump().await.unwrap();
+    store.close().await;
+    rows
+}
+
+/// Several rooms, a private room whose members change, a history reset,
+/// sends retried with the same client_id; then one last message per room,
+/// seen by its sender, so everything before it is stored.
+async fn workload(cluster: &Cluster) -> usize {
+    let edge = cluster.edges[0];
+    let create = json!({"room": "vault", "kind": "private", "members": ["alice", "bob"]});
+    assert_eq!(admin(edge, "POST", "/v1/rooms", Some(create)).await.0, 202);
+    let mut clients = Vec::new();
+    for (i, room) in ROOMS.iter().enumerate() {
+        clients.push(Client::in_room(cluster.edges[i % 2], &format!("user{i}"), room).await);
+    }
+    let mut sent = 0;
+    for round in 0..150 {
+        for (i, room) in ROOMS.iter().enumerate() {
+            clients[i].say(room, &format!("c{round}"), &format!("{room} message {round}")).await;
+            sent += 1;
+        }
+        if round % 25 == 0 {
+            // A retry with the same client_id: one row.
+            clients[0].say("plaza", &format!("c{round}"), "plaza again").await;
+        }
+        if round == 75 {
+            assert_eq!(admin(edge, "POST", "/v1/rooms/market/reset", None).await.0, 202);
+        }
+    }
+    let mut alice = Client::in_room(edge, "alice", "vault").await;
+    for i in 0..20 {
+        alice.say("vault", &format!("v{i}"), "secret").await;
+    }
+    assert_eq!(admin(edge, "DELETE", "/v1/rooms/vault/members/bob", None).await.0, 202);
+    assert_eq!(admin(edge, "PUT", "/v1/rooms/vault/members/carol", None).await.0, 202);
+    alice.say("vault", "v-last", "after the changes").await;
+    for (i, room) in ROOMS.iter().enumerate() {
+        clients[i].say(room, "last", "the end").await;
+        let body = loop {
+            let m = clients[i].messages(room, 1).await;
+            if m[0]["client_id"] == "last" {
+                break m[0]["body"].clone();
+            }
+        };
+        assert_eq!(body, "the end");
+    }
+    loop {
+        let m = alice.messages("vault", 1).await;
+        if m[0]["client_id"] == "v-last" {
+            break;
+        }
+    }
+    sent + 21
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
+    let mut cluster = Cluster::start("replay", Options::default()).await;
+    let sent = workload(&cluster).await;
+    let before = dump(&cluster).await;
+    assert!(before.iter().filter(|r| r.starts_with("messages\t")).count() > 500, "{sent} sent");
+    assert!(before.iter().any(|r| r.starts_with("room_members\t\"vault\"\t\"carol\"")));
+    assert!(!before.iter().any(|r| r.starts_with("room_members\t\"vault\"\t\"bob\"")));
+    assert!(before.iter().any(|r| r.starts_with("rooms\t\"market\"\t\"public\"\t2\t")), "market was reset");
+
+    // Total loss: the persister stops, the database is dropped.
+    cluster.persister.kill();
+    cluster.drop_database().await;
+    wait_until_no_members(&cluster, &format!("{}-persister", cluster.prefix)).await;
+
+    // While a persister group member is alive the replay refuses; the
+    // router's group is not the persister's, so take the group name from a
+    // live group to see the refusal.
+    let refused = cluster.sbctl(&[
+        "replay",
+        "store",
+        "--from-beginning",
+        "--execute",
+        "--persister-group",
+        &format!("{}-router", cluster.prefix),
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("live member"), "{}", text(&refused));
+
+    // The plan changes nothing.
+    let plan = ok(cluster.sbctl(&["replay", "store", "--from-beginning"]));
+    assert!(plan.contains("plan only: nothing changed"), "{plan}");
+    assert!(plan.contains("partition"), "{plan}");
+    let store = Store::connect(&cluster.database_url, 1).await.unwrap();
+    assert!(store.dump().await.is_err(), "the plan must not even create the tables");
+    store.close().await;
+
+    // A throttled run, SIGKILLed midway, then the same command again.
+    let mut slow = Command::new(cluster.env.bin_dir.join("sbctl"))
+        .args(["replay", "store", "--from-beginning", "--execute", "--max-rate", "100"])
+        .env("SB_KAFKA_BROKERS", &cluster.env.kafka)
+        .env("SB_TOPIC_PREFIX", &cluster.prefix)
+        .env("SB_DATABASE_URL", &cluster.database_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let partial = dump(&cluster).await;
+    assert!(
+        partial.len() < before.len() && !partial.is_empty(),
+        "killed midway: {} of {} rows",
+        partial.len(),
+        before.len()
+    );
+    let resumed = ok(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
+    assert!(resumed.contains("resume"), "the second run resumes where the first stopped:\n{resumed}");
+    assert_eq!(dump(&cluster).await, before, "rebuilt row for row");
+
+    // Again, over a complete database: nothing changes.
+    let again = ok(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
+    assert!(again.contains(" 0 messages stored"), "{again}");
+    assert_eq!(dump(&cluster).await, before);
+
+    // Partial loss, as if restored from an older backup: the newest rows
+    // of two rooms are gone.
+    let mut db = cluster.db().await;
+    for room in ["plaza", "harbour"] {
+        sqlx::query("DELETE FROM messages WHERE room = $1 AND seq > 100").bind(room).execute(&mut db).await.unwrap();
+        sqlx::query("UPDATE rooms SET last_seq = 100 WHERE id = $1").bind(room).execute(&mut db).await.unwrap();
+    }
+    assert_ne!(dump(&cluster).await, before);
+    let partial = ok(cluster.sbctl(&["replay", "store", "--by-duration", "1h", "--execute"]));
+    assert!(!partial.contains(" 0 messages stored"), "{partial}");
+    assert_eq!(dump(&cluster).await, before, "the lost rows came back, nothing doubled");
+
+    // The pipeline resumes on the rebuilt database: seqs continue.
+    cluster.persister.restart();
+    for (i, room) in ROOMS.iter().enumerate() {
+        let last: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM rooms WHERE id = $1").bind(room).fetch_one(&mut db).await.unwrap();
+        let mut client = Client::in_room(cluster.edges[i % 2], "late", room).await;
+        client.say(room, "after-rebuild", "new").await;
+        let got = client.messages(room, 1).await;
+        assert_eq!(seqs(&got), vec![last as u64 + 1], "{room} continues without a gap");
+    }
+    cluster.assert_all_running();
+}
+
+/// Waits until the broker has let a killed (static) member go: its
+/// session times out after 10 s.
+async fn wait_until_no_members(cluster: &Cluster, group: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = ok(cluster.sbctl(&["groups", "list"]));
+        if list.lines().any(|l| l.starts_with(&format!("{group}: ")) && l.ends_with(" 0 member(s)")) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{group} keeps a member:\n{list}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The group's committed offset per partition of `topic`.
+fn committed(cluster: &Cluster, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer(group).unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let found = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    found.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { -1 }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
+    let mut cluster = Cluster::start("groups", Options::default()).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "plaza").await;
+    for i in 0..20 {
+        alice.say("plaza", &format!("early{i}"), "early").await;
+    }
+    alice.messages("plaza", 20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let middle = switchboard_core::clock::now_ms();
+    let middle_text =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(middle as u64)).to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..20 {
+        alice.say("plaza", &format!("late{i}"), "late").await;
+    }
+    alice.messages("plaza", 20).await;
+    let group = format!("{}-persister", cluster.prefix);
+    let inbound = format!("{}.inbound", cluster.prefix);
+
+    let list = ok(cluster.sbctl(&["groups", "list"]));
+    assert!(list.contains(&group) && list.contains(&inbound), "{list}");
+
+    let live = cluster.sbctl(&["groups", "reset", &group, "--to-earliest", "--execute"]);
+    assert_eq!(live.status.code(), Some(1), "{}", text(&live));
+    assert!(text(&live).contains("live member"), "{}", text(&live));
+
+    cluster.persister.kill();
+    wait_until_no_members(&cluster, &group).await;
+    let before = committed(&cluster, &group, &inbound, 4);
+    let dry = ok(cluster.sbctl(&["groups", "reset", &group, "--to-earliest", "--dry-run"]));
+    assert!(dry.contains("dry run: nothing changed"), "{dry}");
+    assert_eq!(committed(&cluster, &group, &inbound, 4), before, "a dry run moves nothing");
+
+    for (args, code) in [
+        (vec!["groups", "reset", "no-such-group", "--to-earliest"], 64),
+        (vec!["groups", "reset", &group, "--to-datetime", "2999-01-01T00:00:00Z"], 64),
+        (vec!["groups", "reset", &group, "--shift-by", "1000000", "--execute"], 1),
+    ] {
+        let refused = cluster.sbctl(&args);
+        assert_eq!(refused.status.code(), Some(code), "{args:?}: {}", text(&refused));
+    }
+    assert_eq!(committed(&cluster, &group, &inbound, 4), before, "refusals move nothing");
+
+    ok(cluster.sbctl(&["groups", "reset", &group, "--to-datetime", &middle_text, "--execute"]));
+    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
+    let mut times = TopicPartitionList::new();
+    for p in 0..4 {
+        times.add_partition_offset(&inbound, p, Offset::Offset(middle)).unwrap();
+    }
+    let at = consumer.offsets_for_times(times, Duration::from_secs(10)).unwrap();
+    let after = committed(&cluster, &group, &inbound, 4);
+    for element in at.elements() {
+        let expected = match element.offset() {
+            Offset::Offset(o) => o,
+            _ => before[element.partition() as usize], // no record after the time: the end, as committed
+        };
+        assert_eq!(after[element.partition() as usize], expected, "partition {}", element.partition());
+    }
+    assert_ne!(after, before, "the late records are to be read again");
+
+    // The persister reads the late sends again: duplicates, nothing new.
+    let stored = cluster.stored().await;
+    cluster.persister.restart();
+    alice.say("plaza", "after-reset", "x").await;
+    let got = alice.messages("plaza", 1).await;
+    assert_eq!(got[0]["client_id"], "after-reset");
+    assert_eq!(cluster.stored().await, stored + 1);
+}

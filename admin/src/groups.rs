@@ -73,10 +73,8 @@ fn positions_of(kafka: &KafkaArgs, group: &str, topics: &[String]) -> Result<Vec
     let consumer: BaseConsumer = kafka.config().tool_consumer(group)?;
     let mut out = Vec::new();
     for topic in topics {
-        if !positions::topic_exists(&consumer, topic) {
-            continue;
-        }
-        let partitions = positions::topic_partitions(&consumer, topic)?;
+        // A project topic this deployment does not have (yet) holds no offsets.
+        let Ok(partitions) = positions::topic_partitions(&consumer, topic) else { continue };
         for (partition, committed) in positions::committed(&consumer, topic, &partitions)? {
             if let Some((committed, _)) = committed {
                 let log = positions::log(&consumer, topic, partition)?;
@@ -127,20 +125,17 @@ pub fn list(args: ListArgs) -> Result<(), SbctlError> {
 pub fn reset(args: ResetArgs) -> Result<(), SbctlError> {
     let topics = args.kafka.topics();
     let consumer: BaseConsumer = args.kafka.config().tool_consumer(&args.group)?;
-    let listed = consumer.fetch_group_list(Some(&args.group), positions::TIMEOUT)?;
-    let Some(group) = listed.groups().iter().find(|g| g.name() == args.group) else {
+    let Some(group) = positions::group_members(&consumer, &args.group)? else {
         return Err(SbctlError::Usage(format!(
             "unknown group {:?}; `sbctl groups list` shows the project's groups",
             args.group
         )));
     };
-    if !group.members().is_empty() {
+    if group.members > 0 {
         return Err(SbctlError::Refused(format!(
             "group {} has {} live member(s) (state {}): stop them first; a live member would overwrite the new \
              offsets with its own",
-            args.group,
-            group.members().len(),
-            group.state()
+            args.group, group.members, group.state
         )));
     }
     let wanted = match &args.topic {

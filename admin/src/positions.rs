@@ -26,30 +26,29 @@ pub struct Log {
 
 /// The partitions of `topic`, or a usage error naming it when the cluster does not know it.
 pub fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, SbctlError> {
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-    let known =
-        metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !known {
-        return Err(SbctlError::Usage(format!(
-            "topic {topic} does not exist (check --topic-prefix and --kafka-brokers)"
-        )));
-    }
-    let mut parts = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
-        .unwrap_or_default();
-    parts.sort_unstable();
-    Ok(parts)
+    let mut partitions = switchboard_core::kafka::partitions(consumer.client(), topic).map_err(|e| {
+        SbctlError::Usage(format!("topic {topic} does not exist ({e}); check --topic-prefix and --kafka-brokers"))
+    })?;
+    partitions.sort_unstable();
+    Ok(partitions)
 }
 
-/// Whether a topic exists (without an error for one that does not).
-pub fn topic_exists(consumer: &BaseConsumer, topic: &str) -> bool {
-    consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
-        .unwrap_or(false)
+/// Members of `group` now: `None` when the cluster does not know the group.
+pub fn group_members(consumer: &BaseConsumer, group: &str) -> Result<Option<GroupState>, SbctlError> {
+    let list = consumer.fetch_group_list(Some(group), TIMEOUT)?;
+    Ok(list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map(|g| GroupState { state: g.state().to_owned(), members: g.members().len() }))
+}
+
+/// What the broker says of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// `Stable`, `Empty`, `PreparingRebalance`, ...
+    pub state: String,
+    pub members: usize,
 }
 
 pub fn log(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<Log, SbctlError> {

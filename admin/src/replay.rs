@@ -5,6 +5,7 @@
 //! (progress is committed to a consumer group of its own, with the run's
 //! range in the commit metadata); throttleable (`--max-rate`).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -91,23 +92,30 @@ struct Part {
     from: i64,
     /// The requested start, recorded with the progress so a rerun can resume.
     requested: i64,
-    /// One past the last offset to replay: the log's end when planned.
-    to: i64,
-    resumed: bool,
     note: Option<String>,
     /// Records the range needs are gone (retention).
     lost: bool,
 }
 
 impl Part {
+    /// One past the last offset to replay: the log's end when planned.
+    fn to(&self) -> i64 {
+        self.log.end
+    }
+
     fn records(&self) -> i64 {
-        (self.to - self.from).max(0)
+        (self.to() - self.from).max(0)
+    }
+
+    /// Whether an unfinished run of the same range is taken up.
+    fn resumed(&self) -> bool {
+        self.from != self.requested
     }
 
     /// Commit metadata: the run this progress belongs to.
     fn metadata(&self, done: bool) -> String {
         let state = if done { " done" } else { "" };
-        format!("replay-store from={} to={}{state}", self.requested, self.to)
+        format!("replay-store from={} to={}{state}", self.requested, self.to())
     }
 }
 
@@ -155,21 +163,21 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
                 .map_err(|e| SbctlError::Usage(format!("the database at --database-url does not answer: {e}")))?,
         )
     };
-    let live = live_members(&consumer, &persisters)?;
+    let live = positions::group_members(&consumer, &persisters)?.map_or(0, |g| g.members);
 
     print_plan(&topic, &group, &rooms, &parts, args.execute);
-    if live > 0 && !args.persister_running_ok && !args.count_only && !args.execute {
+    if live > 0 && !args.persister_running_ok && !args.count_only {
+        if args.execute {
+            return Err(SbctlError::Refused(format!(
+                "the persister group {persisters} has {live} live member(s): stop the persisters before replaying \
+                 into their database (they would store new messages between the replayed ones), or pass \
+                 --persister-running-ok when replaying into another database"
+            )));
+        }
         println!(
             "warning: the persister group {persisters} has {live} live member(s); --execute will refuse until they \
              stop (or pass --persister-running-ok when replaying into another database)"
         );
-    }
-    if live > 0 && !args.persister_running_ok && !args.count_only && args.execute {
-        return Err(SbctlError::Refused(format!(
-            "the persister group {persisters} has {live} live member(s): stop the persisters before replaying into \
-             their database (they would store new messages between the replayed ones), or pass \
-             --persister-running-ok when replaying into another database"
-        )));
     }
     if parts.iter().any(|p| p.lost) && !args.allow_partial {
         return Err(SbctlError::Refused(
@@ -193,12 +201,6 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
     let summary = execute(&kafka, &consumer, &group, &topic, &work, store.as_ref(), &rooms, args.max_rate).await?;
     summary.print();
     Ok(())
-}
-
-/// Members of `group` now (0 for a group that does not exist).
-fn live_members(consumer: &BaseConsumer, group: &str) -> Result<usize, SbctlError> {
-    let list = consumer.fetch_group_list(Some(group), positions::TIMEOUT)?;
-    Ok(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
 }
 
 fn plan(consumer: &BaseConsumer, topic: &str, from: &From) -> Result<Vec<Part>, SbctlError> {
@@ -250,7 +252,7 @@ fn plan(consumer: &BaseConsumer, topic: &str, from: &From) -> Result<Vec<Part>, 
                 }
             },
         };
-        let mut part = Part { partition, log, from: requested, requested, to: log.end, resumed: false, note, lost };
+        let mut part = Part { partition, log, from: requested, requested, note, lost };
         // An unfinished run of the same range stopped here: go on from there.
         if let Some(Some((offset, metadata))) = committed.get(&partition)
             && let Some((run_from, run_to, done)) = parse_metadata(metadata)
@@ -260,7 +262,6 @@ fn plan(consumer: &BaseConsumer, topic: &str, from: &From) -> Result<Vec<Part>, 
             && *offset <= run_to
         {
             part.from = *offset;
-            part.resumed = true;
         }
         parts.push(part);
     }
@@ -301,7 +302,7 @@ fn print_plan(topic: &str, group: &str, rooms: &HashSet<String>, parts: &[Part],
     println!("{:>9}  {:>19}  {:>12}  {:>12}  {:>10}  action", "partition", "log", "from", "to", "records");
     let mut total = 0;
     for p in parts {
-        let action = match (p.records(), p.resumed) {
+        let action = match (p.records(), p.resumed()) {
             (0, _) => "nothing to replay".to_owned(),
             (_, true) => format!("resume (an unfinished run stopped at {})", p.from),
             (_, false) => "replay".to_owned(),
@@ -312,7 +313,7 @@ fn print_plan(topic: &str, group: &str, rooms: &HashSet<String>, parts: &[Part],
             p.partition,
             format!("{}..{}", p.log.start, p.log.end),
             p.from,
-            p.to,
+            p.to(),
             p.records()
         );
         total += p.records();
@@ -357,6 +358,20 @@ impl Summary {
     }
 }
 
+/// A partition being replayed: its plan, its progress bar, and whether it is done.
+struct Progress {
+    part: Part,
+    bar: ProgressBar,
+    done: bool,
+}
+
+impl Progress {
+    fn finish(&mut self) {
+        self.done = true;
+        self.bar.finish();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     kafka: &KafkaConfig,
@@ -381,17 +396,17 @@ async fn execute(
     let style = ProgressStyle::with_template("partition {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
         .expect("a valid template")
         .progress_chars("=> ");
-    let mut state: BTreeMap<i32, (Part, ProgressBar, bool)> = BTreeMap::new();
+    let mut state: BTreeMap<i32, Progress> = BTreeMap::new();
     for p in work {
         let bar = bars
             .add(ProgressBar::new(p.records() as u64).with_style(style.clone()).with_prefix(p.partition.to_string()));
-        state.insert(p.partition, (p.clone(), bar, false));
+        state.insert(p.partition, Progress { part: p.clone(), bar, done: false });
     }
 
     let mut summary = Summary::default();
     let started = Instant::now();
     let mut last_report = Instant::now();
-    while state.values().any(|(_, _, done)| !done) {
+    while state.values().any(|p| !p.done) {
         let records = next_batch(&consumer, batch_max, &mut state).await?;
         if records.is_empty() {
             continue;
@@ -422,13 +437,12 @@ async fn execute(
         }
         let mut offsets = Vec::new();
         for (partition, offset) in last {
-            if let Some((part, bar, done)) = state.get_mut(&partition) {
-                bar.set_position((offset + 1 - part.from) as u64);
-                if offset + 1 >= part.to {
-                    *done = true;
-                    bar.finish();
+            if let Some(progress) = state.get_mut(&partition) {
+                progress.bar.set_position((offset + 1 - progress.part.from) as u64);
+                if offset + 1 >= progress.part.to() {
+                    progress.finish();
                 }
-                offsets.push((partition, offset + 1, part.metadata(*done)));
+                offsets.push((partition, offset + 1, progress.part.metadata(progress.done)));
             }
         }
         if store.is_some() {
@@ -450,11 +464,12 @@ async fn execute(
 
 /// The next records, up to `max`, of partitions not done yet: waits for
 /// the first, then takes what is already fetched. A partition whose end
-/// comes (or that holds nothing more) is marked done.
+/// comes (a record past the planned range, or the end of what it holds) is
+/// done once this batch is applied.
 async fn next_batch<'c>(
     consumer: &'c StreamConsumer,
     max: usize,
-    state: &mut BTreeMap<i32, (Part, ProgressBar, bool)>,
+    state: &mut BTreeMap<i32, Progress>,
 ) -> Result<Vec<BorrowedMessage<'c>>, SbctlError> {
     let mut records: Vec<BorrowedMessage<'c>> = Vec::new();
     let mut wait = STALL_TIMEOUT;
@@ -473,26 +488,21 @@ async fn next_batch<'c>(
         wait = Duration::ZERO;
         match received {
             Ok(record) => {
-                let Some((part, bar, done)) = state.get_mut(&record.partition()) else { continue };
-                if record.offset() >= part.to && !*done && records.iter().all(|r| r.partition() != record.partition()) {
-                    *done = true;
-                    bar.finish();
+                let Some(progress) = state.get_mut(&record.partition()) else { continue };
+                if progress.done {
+                    continue;
                 }
-                if *done || record.offset() >= part.to {
+                if record.offset() >= progress.part.to() {
+                    progress.finish();
                     continue;
                 }
                 records.push(record);
             }
             Err(KafkaError::PartitionEOF(partition)) => {
-                // The end of what exists now: nothing more to wait for here.
-                if let Some((_, bar, done)) = state.get_mut(&partition)
-                    && !*done
-                    && records.iter().all(|r| r.partition() != partition)
-                {
-                    *done = true;
-                    bar.finish();
+                if let Some(progress) = state.get_mut(&partition) {
+                    progress.finish();
                 }
-                if records.is_empty() && state.values().all(|(_, _, done)| *done) {
+                if records.is_empty() && state.values().all(|p| p.done) {
                     break;
                 }
             }
@@ -502,39 +512,40 @@ async fn next_batch<'c>(
     Ok(records)
 }
 
-/// Applies a batch as the persister does: retrying while the database is
-/// unavailable (a while, then a clear error), and one record at a time when
-/// the batch as a whole is refused, so one record the database refuses is
-/// counted and passed, as the persister dead-letters it.
+/// Applies a batch as the persister does (see
+/// [`inbound::apply_isolating`]): retrying while the database is unavailable
+/// (a while, then a clear error), and counting and passing a record the
+/// database refuses for good, which the persister dead-letters.
 async fn apply(store: &Store, batch: &[Inbound], summary: &mut Summary) -> Result<(), SbctlError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let outcomes = match retried(store, batch).await {
-        Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
-        Err(e) if e.is_retryable() => return Err(unavailable(e)),
-        Err(_) => {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for record in batch {
-                match retried(store, std::slice::from_ref(record)).await {
-                    Ok(mut one) => outcomes.push(one.pop()),
-                    Err(e) if e.is_retryable() => return Err(unavailable(e)),
-                    Err(e) => {
-                        tracing::warn!(room = record.room(), error = %e, "the database refused a record; skipped");
-                        outcomes.push(None);
-                    }
-                }
+    // Why the last attempt gave up, when the database stayed unavailable.
+    let gave_up = Cell::new(None);
+    let gave_up_ref = &gave_up;
+    let results = inbound::apply_isolating(batch, |records| async move {
+        match retried(store, records).await {
+            Err(e) if e.is_retryable() => {
+                gave_up_ref.set(Some(e));
+                None
             }
-            outcomes
+            other => Some(other),
         }
+    })
+    .await;
+    let Some(results) = results else {
+        return Err(unavailable(gave_up.take().expect("gave up for a reason")));
     };
-    for outcome in outcomes {
-        match outcome {
-            None => summary.failed += 1,
-            Some(Outcome::Stored { duplicate: false, .. }) => summary.stored += 1,
-            Some(Outcome::Stored { duplicate: true, .. } | Outcome::Erased) => summary.already += 1,
-            Some(Outcome::Rejected { .. }) => summary.refused += 1,
-            Some(Outcome::Applied { .. }) => summary.commands += 1,
+    for (result, record) in results.into_iter().zip(batch) {
+        match result {
+            Err(e) => {
+                tracing::warn!(room = record.room(), error = %e, "the database refused a record; skipped");
+                summary.failed += 1;
+            }
+            Ok(Outcome::Stored { duplicate: false, .. }) => summary.stored += 1,
+            Ok(Outcome::Stored { duplicate: true, .. } | Outcome::Erased) => summary.already += 1,
+            Ok(Outcome::Rejected { .. }) => summary.refused += 1,
+            Ok(Outcome::Applied { .. }) => summary.commands += 1,
         }
     }
     Ok(())
@@ -567,16 +578,8 @@ mod tests {
 
     #[test]
     fn progress_metadata_round_trips() {
-        let part = Part {
-            partition: 0,
-            log: Log { start: 0, end: 10 },
-            from: 3,
-            requested: 0,
-            to: 10,
-            resumed: true,
-            note: None,
-            lost: false,
-        };
+        let part =
+            Part { partition: 0, log: Log { start: 0, end: 10 }, from: 3, requested: 0, note: None, lost: false };
         assert_eq!(parse_metadata(&part.metadata(false)), Some((0, 10, false)));
         assert_eq!(parse_metadata(&part.metadata(true)), Some((0, 10, true)));
         assert_eq!(parse_metadata("something else"), None);

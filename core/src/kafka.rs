@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -202,9 +202,9 @@ pub async fn consume_error(reading: &'static str, e: &KafkaError) {
 }
 
 /// Partition numbers of `topic`, from the cluster's metadata; an error while
-/// the cluster does not know the topic.
-pub fn partitions(consumer: &StreamConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+/// the cluster does not know the topic. Takes any client (`consumer.client()`).
+pub fn partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> KafkaResult<Vec<i32>> {
+    let metadata = client.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     let unknown = KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition);
     let found = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(|| unknown.clone())?;
     if let Some(code) = found.error() {
@@ -231,7 +231,7 @@ const TOPIC_RETRIES: usize = 60;
 /// (a router started with a just-restarted broker routed no event at all).
 pub async fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offset) -> KafkaResult<Vec<(String, i32)>> {
     let lookup = || async {
-        topics.iter().map(|topic| Ok((*topic, partitions(consumer, topic)?))).collect::<KafkaResult<Vec<_>>>()
+        topics.iter().map(|topic| Ok((*topic, partitions(consumer.client(), topic)?))).collect::<KafkaResult<Vec<_>>>()
     };
     let found = lookup
         .retry(ConstantBuilder::new().with_delay(TOPIC_RETRY_DELAY).with_max_times(TOPIC_RETRIES))
@@ -285,7 +285,7 @@ mod tests {
         let cluster: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
         cluster.create_topic("known", 2, 1).unwrap();
         let consumer = KafkaConfig::new(cluster.bootstrap_servers()).assigned_consumer().unwrap();
-        assert!(partitions(&consumer, "later").is_err(), "the cluster does not know the topic yet");
+        assert!(partitions(consumer.client(), "later").is_err(), "the cluster does not know the topic yet");
 
         let create_later = async {
             tokio::time::sleep(Duration::from_secs(1)).await;

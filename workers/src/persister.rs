@@ -85,9 +85,9 @@ pub struct Persister {
     ready: Readiness,
 }
 
-/// One decoded inbound record.
+/// What the persister keeps of one decoded record besides the record
+/// itself (which goes to the store as it is, in a slice of its own).
 struct Command {
-    inbound: Inbound,
     /// This message's span in the persister, under the edge's send; its
     /// context goes into the event's record.
     hop: Hop,
@@ -149,10 +149,14 @@ impl Persister {
     /// within a room is the order of the batch. Returns false when shutdown
     /// interrupted the batch before it was durable.
     async fn handle_batch(&self, records: &[BorrowedMessage<'_>], shutdown: &CancellationToken) -> bool {
+        let mut decoded = Vec::with_capacity(records.len());
         let mut commands = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             match decode(record, index) {
-                Ok(command) => commands.push(command),
+                Ok((record, command)) => {
+                    decoded.push(record);
+                    commands.push(command);
+                }
                 Err(reason) => {
                     if !self.dead_letter_until_done(record, &reason, shutdown).await {
                         return false;
@@ -160,7 +164,7 @@ impl Persister {
                 }
             }
         }
-        if !commands.is_empty() && !self.persist_and_publish(records, &commands, shutdown).await {
+        if !commands.is_empty() && !self.persist_and_publish(records, &decoded, &commands, shutdown).await {
             return false;
         }
         if let Some(backlog) = &self.config.backlog {
@@ -178,13 +182,15 @@ impl Persister {
     async fn persist_and_publish(
         &self,
         records: &[BorrowedMessage<'_>],
+        decoded: &[Inbound],
         commands: &[Command],
         shutdown: &CancellationToken,
     ) -> bool {
         let attempt = || async {
             let started = std::time::Instant::now();
             let sql_started = SystemTime::now();
-            let outcomes = self.persist_with_retry(records, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
+            let outcomes =
+                self.persist_with_retry(records, decoded, commands, shutdown).await.ok_or(Unfinished::Shutdown)?;
             let sql_done = SystemTime::now();
             for command in commands {
                 command.hop.child_between(sql_started, sql_done, || {
@@ -192,8 +198,8 @@ impl Persister {
                 });
             }
             let (mut stored, mut repeats, mut refused) = (0, 0, 0);
-            for (outcome, command) in outcomes.iter().zip(commands) {
-                match (outcome, &command.inbound) {
+            for (outcome, record) in outcomes.iter().zip(decoded) {
+                match (outcome, record) {
                     (None, _) => {}
                     (Some(Outcome::Stored { duplicate: false, .. }), _) => stored += 1,
                     (
@@ -211,7 +217,7 @@ impl Persister {
                     (Some(Outcome::Applied { .. }), Inbound::Send(_)) => {}
                 }
             }
-            if !self.publish(commands, outcomes).await {
+            if !self.publish(decoded, commands, outcomes).await {
                 return Err(Unfinished::NotPublished);
             }
             self.events.batch_done(started.elapsed(), stored, repeats, refused);
@@ -232,37 +238,32 @@ impl Persister {
         }
     }
 
-    /// Persists a batch, retrying while the database is unavailable. A
-    /// non-retryable failure of the whole batch falls back to one record at a
-    /// time, so one poison record is dead-lettered alone.
+    /// Persists a batch, retrying while the database is unavailable; a
+    /// record the database refuses for good is dead-lettered alone (see
+    /// [`inbound::apply_isolating`]).
     async fn persist_with_retry(
         &self,
         records: &[BorrowedMessage<'_>],
+        decoded: &[Inbound],
         commands: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Option<Outcome>>> {
-        let sends: Vec<Inbound> = commands.iter().map(|c| c.inbound.clone()).collect();
-        match self.retry_store(&sends, shutdown).await? {
-            Ok(outcomes) => Some(outcomes.into_iter().map(Some).collect()),
-            Err(batch_error) => {
-                tracing::warn!(error = %batch_error, "batch failed; persisting records one by one");
-                let mut outcomes = Vec::with_capacity(sends.len());
-                for (send, command) in sends.iter().zip(commands) {
-                    match self.retry_store(std::slice::from_ref(send), shutdown).await? {
-                        Ok(mut one) => outcomes.push(one.pop()),
-                        Err(e) => {
-                            tracing::error!(room = %send.room(), error = %e, "record cannot be stored; dead-lettering");
-                            let reason = format!("cannot be stored: {e}");
-                            if !self.dead_letter_until_done(&records[command.record], &reason, shutdown).await {
-                                return None;
-                            }
-                            outcomes.push(None);
-                        }
+        let results = inbound::apply_isolating(decoded, |batch| self.retry_store(batch, shutdown)).await?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for ((result, record), command) in results.into_iter().zip(decoded).zip(commands) {
+            match result {
+                Ok(outcome) => outcomes.push(Some(outcome)),
+                Err(e) => {
+                    tracing::error!(room = %record.room(), error = %e, "record cannot be stored; dead-lettering");
+                    let reason = format!("cannot be stored: {e}");
+                    if !self.dead_letter_until_done(&records[command.record], &reason, shutdown).await {
+                        return None;
                     }
+                    outcomes.push(None);
                 }
-                Some(outcomes)
             }
         }
+        Some(outcomes)
     }
 
     /// `None` on shutdown; `Some(Err)` for a failure that retrying cannot fix.
@@ -291,12 +292,12 @@ impl Persister {
     /// Publishes stored messages and what room commands did to `sb.events`,
     /// rejections to the sender's node, and waits for Kafka's acks. Returns false if any record
     /// failed after the producer's own retries.
-    async fn publish(&self, commands: &[Command], outcomes: Vec<Option<Outcome>>) -> bool {
+    async fn publish(&self, decoded: &[Inbound], commands: &[Command], outcomes: Vec<Option<Outcome>>) -> bool {
         let events_topic = self.topics.events();
         let producer = &self.producer;
         let mut pending = Vec::with_capacity(commands.len());
-        for (command, outcome) in commands.iter().zip(outcomes) {
-            let (topic, event) = match (outcome, &command.inbound) {
+        for ((record, command), outcome) in decoded.iter().zip(commands).zip(outcomes) {
+            let (topic, event) = match (outcome, record) {
                 (None | Some(Outcome::Erased | Outcome::Applied { event: None, .. }), _) => continue,
                 (Some(Outcome::Stored { message, .. }), _) => {
                     (Cow::Borrowed(events_topic.as_str()), Event::Message(message))
@@ -310,7 +311,7 @@ impl Persister {
             };
             let traceparent = Some(command.hop.context().to_string());
             let payload = event.to_json();
-            let room = command.inbound.room();
+            let room = record.room();
             pending.push(async move {
                 let record = FutureRecord::to(&topic)
                     .key(room)
@@ -360,10 +361,10 @@ enum Unfinished {
 }
 
 /// Decodes one `sb.inbound` record (see [`inbound::decode`]) and starts its span.
-fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<Command, String> {
-    let inbound = inbound::decode(record)?;
+fn decode(record: &BorrowedMessage<'_>, index: usize) -> Result<(Inbound, Command), String> {
+    let decoded = inbound::decode(record)?;
     let hop = traces::consumer_hop("process", record, trace_of(record).as_ref(), |attributes| {
-        attributes.push(Attribute::new("switchboard.room", inbound.room().to_owned()));
+        attributes.push(Attribute::new("switchboard.room", decoded.room().to_owned()));
     });
-    Ok(Command { inbound, hop, record: index })
+    Ok((decoded, Command { hop, record: index }))
 }

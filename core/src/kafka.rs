@@ -5,10 +5,10 @@
 //! The same code talks to librdkafka's mock cluster (embedded default) and to
 //! a real cluster (production).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ConstantBuilder, Retryable};
-use std::sync::Arc;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
@@ -143,25 +143,23 @@ impl KafkaConfig {
     /// joins nothing (assignments are explicit) and reports each partition's
     /// end, so a bounded read knows when it is done.
     pub fn tool_consumer<C: FromClientConfig>(&self, group: &str) -> KafkaResult<C> {
-        let mut config = self.consumer_base();
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "error");
+        let mut config = self.manual_consumer(group);
+        config.set("enable.partition.eof", "true").set("auto.offset.reset", "error");
         self.finish(config).create()
     }
 
     /// Consumer without a group, driven by explicit assignment.
     pub fn assigned_consumer(&self) -> KafkaResult<StreamConsumer> {
+        // librdkafka wants a group id even when only assign() is used; it is never joined.
+        self.finish(self.manual_consumer("sb-unused")).create()
+    }
+
+    /// Settings of a consumer that is assigned its partitions and stores
+    /// and commits nothing by itself.
+    fn manual_consumer(&self, group: &str) -> ClientConfig {
         let mut config = self.consumer_base();
+        config.set("group.id", group).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         config
-            // librdkafka wants a group id even when only assign() is used; it is never joined.
-            .set("group.id", "sb-unused")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        self.finish(config).create()
     }
 }
 

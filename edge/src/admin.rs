@@ -51,26 +51,21 @@ pub enum AdminError {
     Unavailable,
 }
 
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl AdminError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             AdminError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        };
-        (status, Json(ErrorBody { code, message: self.to_string() })).into_response()
+        }
     }
 }
 
-impl AdminError {
-    fn status(&self) -> u16 {
-        match self {
-            AdminError::Unauthorized(_) => 401,
-            AdminError::Forbidden(_) => 403,
-            AdminError::BadRequest(_) => 400,
-            AdminError::Unavailable => 503,
-        }
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        (status, Json(ErrorBody { code, message: self.to_string() })).into_response()
     }
 }
 
@@ -127,7 +122,7 @@ async fn answer(
             (StatusCode::ACCEPTED, Json(command)).into_response()
         }
         Err(e) => {
-            state.events.admin_request(action_name, e.status(), None);
+            state.events.admin_request(action_name, e.status_and_code().0.as_u16(), None);
             e.into_response()
         }
     }

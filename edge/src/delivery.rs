@@ -15,10 +15,11 @@ use axum::extract::ws::Utf8Bytes;
 use backon::{ExponentialBuilder, Retryable};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::BorrowedMessage;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{consume_error, trace_of};
 use switchboard_core::store::{Access, Store};
-use switchboard_core::traces::{self, Attribute, Hop};
+use switchboard_core::traces::{self, Attribute};
 use switchboard_schemas::envelope::Event;
 use switchboard_schemas::protocol::{MessageFrame, ServerFrame};
 use tokio::sync::mpsc;
@@ -53,39 +54,32 @@ impl Delivery {
                 _ = shutdown.cancelled() => return,
                 Some(DeliveryCommand::CatchUp(room)) = commands.recv() => self.catch_up(&room).await,
                 received = self.consumer.recv() => match received {
-                    Ok(record) => {
-                        let decoded = record.payload().map(serde_json::from_slice::<Event>);
-                        match decoded {
-                            Some(Ok(event)) => {
-                                // A span for a traced message (see `switchboard_core::traces`).
-                                let hop = match &event {
-                                    Event::Message(_) if traces::enabled() => {
-                                        trace_of(&record)
-                                            .map(|parent| traces::consumer_hop("deliver", &record, Some(&parent), |_| {}))
-                                    }
-                                    _ => None,
-                                };
-                                self.handle(event, hop).await
-                            }
-                            Some(Err(e)) => self.reject(&record, &format!("undecodable: {e}")).await,
-                            None => self.reject(&record, "empty payload").await,
-                        }
-                    }
+                    Ok(record) => match record.payload().map(serde_json::from_slice::<Event>) {
+                        Some(Ok(event)) => self.handle(event, &record).await,
+                        Some(Err(e)) => self.reject(&record, &format!("undecodable: {e}")).await,
+                        None => self.reject(&record, "empty payload").await,
+                    },
                     Err(e) => consume_error("deliveries", &e).await,
                 },
             }
         }
     }
 
-    async fn reject(&self, record: &rdkafka::message::BorrowedMessage<'_>, reason: &str) {
+    async fn reject(&self, record: &BorrowedMessage<'_>, reason: &str) {
         if let Err(e) = self.dead_letter.send(record, reason).await {
             tracing::error!(error = %e, "could not dead-letter a delivery record");
         }
     }
 
-    async fn handle(&self, event: Event, hop: Option<Hop>) {
+    async fn handle(&self, event: Event, record: &BorrowedMessage<'_>) {
         match event {
             Event::Message(stored) => {
+                // The last hop of a traced message: a span only when exporting
+                // and the record carries a trace (see `switchboard_core::traces`).
+                let hop = traces::enabled()
+                    .then(|| trace_of(record))
+                    .flatten()
+                    .map(|parent| traces::consumer_hop("deliver", record, Some(&parent), |_| {}));
                 let recipients = self.deliver_message(stored.message).await;
                 if let Some(mut hop) = hop {
                     hop.set(|| Attribute::new("switchboard.recipients", recipients as i64));
@@ -120,7 +114,7 @@ impl Delivery {
         }
         let ask = || self.store.access(&room, user);
         let access = ask
-            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4))
+            .retry(store_retry())
             .notify(|e, _| tracing::warn!(room, error = %e, "removal: access check failed; retrying"))
             .await;
         if matches!(access, Ok(Access::Granted(_))) {
@@ -173,7 +167,7 @@ impl Delivery {
     async fn read_with_retry(&self, room: &str, after: u64, upto: u64) -> Option<Vec<MessageFrame>> {
         let read = || self.store.messages_between(room, after, upto, BACKFILL_CHUNK);
         let retried = read
-            .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4))
+            .retry(store_retry())
             .notify(|e, _| tracing::warn!(room, error = %e, "gap backfill read failed; retrying"))
             .await;
         match retried {
@@ -186,6 +180,12 @@ impl Delivery {
             }
         }
     }
+}
+
+/// How delivery retries a store read: briefly (about a second), since the
+/// delivery task waits meanwhile.
+fn store_retry() -> ExponentialBuilder {
+    ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_times(4)
 }
 
 /// One encoding per message per node, shared by every local connection.

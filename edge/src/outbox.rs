@@ -161,6 +161,14 @@ impl Outbox {
     /// traffic. A client that takes nothing for `patience` is closed as a
     /// slow consumer. Returns false if the connection is closing.
     pub async fn push_paced(&self, frame: Utf8Bytes, patience: Duration) -> bool {
+        // The common case, a queue with room: no waiter to register, so the
+        // writer is not made to wake anyone for the frames it takes.
+        if self.closing.token.is_cancelled() {
+            return false;
+        }
+        if self.has_room_for(frame.len()) {
+            return self.push(frame);
+        }
         let deadline = tokio::time::Instant::now() + patience;
         let _pacing = Pacing::new(&self.queue);
         loop {

@@ -179,11 +179,13 @@ async fn a_client_that_stops_reading_gets_4008_when_it_reads_again_and_costs_bou
 
     // The server notices the overflow while the client still is not reading...
     let slow_closed = r#"switchboard_edge_disconnects_total{reason="slow_consumer"}"#;
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    while support::metric(h.edge(1), slow_closed).await == 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "the slow client was never closed");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::eventually(support::TIMEOUT, std::time::Duration::from_millis(20), async || {
+        match support::metric(h.edge(1), slow_closed).await {
+            0.0 => Err("the slow client was never closed".into()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     flood.abort();
     // ...and the client goes on not reading for a while, as a stalled app
     // would (within the close timeout).
@@ -211,11 +213,13 @@ async fn a_client_that_stops_reading_gets_4008_when_it_reads_again_and_costs_bou
     let bound = 128 * 1024 + 16 * 1024 + 2 * config.socket_send_buffer_bytes + 64 * 1024;
     assert!(received <= bound, "{received} bytes arrived after the client stopped reading (bound {bound})");
     // The frames still queued behind the close were dropped unsent, and counted.
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    while support::metric(h.edge(1), "switchboard_edge_frames_dropped_total").await == 0.0 {
-        assert!(tokio::time::Instant::now() < deadline, "no dropped frames counted");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    support::eventually(support::TIMEOUT, std::time::Duration::from_millis(20), async || {
+        match support::metric(h.edge(1), "switchboard_edge_frames_dropped_total").await {
+            0.0 => Err("no dropped frames counted".into()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     reader.abort();
     h.stop().await;
 }

@@ -10,7 +10,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::json;
-use support::{Client, admin, http, seqs, start, start_configured};
+use support::{Client, admin, eventually, http, seqs, start, start_configured};
 use switchboard::embedded::NODES;
 use switchboard_core::kafka::{KafkaConfig, assign_all, record_headers};
 use switchboard_schemas::routing::{RouteKey, RouteRecord};
@@ -485,18 +485,18 @@ async fn the_process_metrics_count_what_its_clients_did_and_got() {
     assert_eq!(metric(a, "switchboard_router_deliveries_produced_total").await, 2.0 * n, "both nodes have members");
     // Both workers have handled all they read: a lag series per partition
     // they own, at 0, once librdkafka's statistics (every 5 s) came in.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for worker in ["persister", "router"] {
         let prefix = format!("switchboard_{worker}_consumer_lag{{");
-        loop {
+        eventually(Duration::from_secs(20), Duration::from_millis(250), async || {
             let text = support::http_get(a, "/metrics").await;
             let lag: Vec<String> = text.lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect();
             if !lag.is_empty() && lag.iter().all(|l| l.ends_with(" 0")) {
-                break;
+                Ok(())
+            } else {
+                Err(format!("{worker}'s lag: {lag:?}"))
             }
-            assert!(tokio::time::Instant::now() < deadline, "{worker}'s lag: {lag:?}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        })
+        .await;
     }
 
     // A refused handshake and a closed connection are counted by reason.
@@ -504,11 +504,13 @@ async fn the_process_metrics_count_what_its_clients_did_and_got() {
     assert!(tokio_tungstenite::connect_async(forged).await.is_err());
     assert_eq!(metric(b, r#"switchboard_edge_handshakes_total{outcome="unauthorized"}"#).await, 1.0);
     drop(reader);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(b, "switchboard_edge_connections").await != 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "the closed connection is still counted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), Duration::from_millis(20), async || {
+        match metric(b, "switchboard_edge_connections").await {
+            1.0 => Ok(()),
+            _ => Err("the closed connection is still counted".to_owned()),
+        }
+    })
+    .await;
     assert_eq!(metric(b, r#"switchboard_edge_disconnects_total{reason="peer"}"#).await, 1.0);
     assert_eq!(support::http_get(a, "/readyz").await, "ready");
     assert_eq!(support::http_get(a, "/healthz").await, "ok");
@@ -592,17 +594,13 @@ async fn the_dashboard_queries_only_series_the_binaries_export() {
     client.send_text("{not json").await;
     assert_eq!(client.recv_type("error").await["code"], "bad_json");
     drop(client);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), Duration::from_millis(250), async || {
         let text = support::http_get(h.edge(0), "/metrics").await;
         let types: std::collections::HashMap<&str, &str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
         let missing: Vec<_> = wanted.iter().filter(|(base, kind, _)| types.get(base.as_str()) != Some(kind)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the dashboard queries series not exported: {missing:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if missing.is_empty() { Ok(()) } else { Err(format!("the dashboard queries series not exported: {missing:?}")) }
+    })
+    .await;
     h.stop().await;
 }

@@ -6,27 +6,18 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-use support::cluster::{Cluster, Options};
-use support::{Client, admin, seqs};
+use support::cluster::{Cluster, Options, output_text, succeeded};
+use support::{Client, admin, eventually, seqs};
 use switchboard_core::kafka::KafkaConfig;
 use switchboard_core::store::Store;
 
 const ROOMS: [&str; 4] = ["plaza", "market", "harbour", "tower"];
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-fn ok(output: Output) -> String {
-    assert!(output.status.success(), "sbctl failed ({}):\n{}", output.status, text(&output));
-    text(&output)
-}
 
 async fn dump(cluster: &Cluster) -> Vec<String> {
     let store = Store::connect(&cluster.database_url, 1).await.unwrap();
@@ -113,11 +104,11 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
         "--persister-group",
         &format!("{}-router", cluster.prefix),
     ]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(text(&refused).contains("live member"), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    assert!(output_text(&refused).contains("live member"), "{}", output_text(&refused));
 
     // The plan changes nothing.
-    let plan = ok(cluster.sbctl(&["replay", "store", "--from-beginning"]));
+    let plan = succeeded(cluster.sbctl(&["replay", "store", "--from-beginning"]));
     assert!(plan.contains("plan only: nothing changed"), "{plan}");
     assert!(plan.contains("partition"), "{plan}");
     let store = Store::connect(&cluster.database_url, 1).await.unwrap();
@@ -144,12 +135,12 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
         partial.len(),
         before.len()
     );
-    let resumed = ok(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
+    let resumed = succeeded(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
     assert!(resumed.contains("resume"), "the second run resumes where the first stopped:\n{resumed}");
     assert_eq!(dump(&cluster).await, before, "rebuilt row for row");
 
     // Again, over a complete database: nothing changes.
-    let again = ok(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
+    let again = succeeded(cluster.sbctl(&["replay", "store", "--from-beginning", "--execute"]));
     assert!(again.contains(" 0 messages stored"), "{again}");
     assert_eq!(dump(&cluster).await, before);
 
@@ -161,7 +152,7 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
         sqlx::query("UPDATE rooms SET last_seq = 100 WHERE id = $1").bind(room).execute(&mut db).await.unwrap();
     }
     assert_ne!(dump(&cluster).await, before);
-    let partial = ok(cluster.sbctl(&["replay", "store", "--by-duration", "1h", "--execute"]));
+    let partial = succeeded(cluster.sbctl(&["replay", "store", "--by-duration", "1h", "--execute"]));
     assert!(!partial.contains(" 0 messages stored"), "{partial}");
     assert_eq!(dump(&cluster).await, before, "the lost rows came back, nothing doubled");
 
@@ -181,15 +172,15 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
 /// Waits until the broker has let a killed (static) member go: its
 /// session times out after 10 s.
 async fn wait_until_no_members(cluster: &Cluster, group: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = ok(cluster.sbctl(&["groups", "list"]));
+    eventually(Duration::from_secs(30), Duration::from_secs(1), async || {
+        let list = succeeded(cluster.sbctl(&["groups", "list"]));
         if list.lines().any(|l| l.starts_with(&format!("{group}: ")) && l.ends_with(" 0 member(s)")) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{group} keeps a member:\n{list}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{group} keeps a member:\n{list}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await
 }
 
 /// The group's committed offset per partition of `topic`.
@@ -224,17 +215,17 @@ async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
     let group = format!("{}-persister", cluster.prefix);
     let inbound = format!("{}.inbound", cluster.prefix);
 
-    let list = ok(cluster.sbctl(&["groups", "list"]));
+    let list = succeeded(cluster.sbctl(&["groups", "list"]));
     assert!(list.contains(&group) && list.contains(&inbound), "{list}");
 
     let live = cluster.sbctl(&["groups", "reset", &group, "--to-earliest", "--execute"]);
-    assert_eq!(live.status.code(), Some(1), "{}", text(&live));
-    assert!(text(&live).contains("live member"), "{}", text(&live));
+    assert_eq!(live.status.code(), Some(1), "{}", output_text(&live));
+    assert!(output_text(&live).contains("live member"), "{}", output_text(&live));
 
     cluster.persister.kill();
     wait_until_no_members(&cluster, &group).await;
     let before = committed(&cluster, &group, &inbound, 4);
-    let dry = ok(cluster.sbctl(&["groups", "reset", &group, "--to-earliest", "--dry-run"]));
+    let dry = succeeded(cluster.sbctl(&["groups", "reset", &group, "--to-earliest", "--dry-run"]));
     assert!(dry.contains("dry run: nothing changed"), "{dry}");
     assert_eq!(committed(&cluster, &group, &inbound, 4), before, "a dry run moves nothing");
 
@@ -244,11 +235,11 @@ async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
         (vec!["groups", "reset", &group, "--shift-by", "1000000", "--execute"], 1),
     ] {
         let refused = cluster.sbctl(&args);
-        assert_eq!(refused.status.code(), Some(code), "{args:?}: {}", text(&refused));
+        assert_eq!(refused.status.code(), Some(code), "{args:?}: {}", output_text(&refused));
     }
     assert_eq!(committed(&cluster, &group, &inbound, 4), before, "refusals move nothing");
 
-    ok(cluster.sbctl(&["groups", "reset", &group, "--to-datetime", &middle_text, "--execute"]));
+    succeeded(cluster.sbctl(&["groups", "reset", &group, "--to-datetime", &middle_text, "--execute"]));
     let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
     let mut times = TopicPartitionList::new();
     for p in 0..4 {

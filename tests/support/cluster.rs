@@ -132,6 +132,8 @@ impl Default for Options {
 pub struct Cluster {
     pub env: Env,
     pub prefix: String,
+    /// The test's own database, and the URL to reach it.
+    pub database: String,
     pub database_url: String,
     pub edges: Vec<SocketAddr>,
     pub edge_procs: Vec<Process>,
@@ -149,7 +151,7 @@ impl Cluster {
     /// Provisions topics and a database named after `test`, then starts two
     /// edges, a persister and a router and waits until the edges are ready.
     pub async fn start(test: &str, options: Options) -> Cluster {
-        let _ = switchboard_core::telemetry::init("switchboard-tests");
+        super::telemetry();
         let env = Env::from_env();
         let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 1_000_000;
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
@@ -158,18 +160,9 @@ impl Cluster {
         let dir = env.root.join(".work").join("e2e").join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
 
-        let mut admin = PgConnection::connect(&env.postgres_url).await.expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create database");
-        admin.close().await.unwrap();
+        postgres_admin(&env, &format!("CREATE DATABASE {database}")).await;
         let database_url = replace_database(&env.postgres_url, &database);
-
-        let sbctl = env.bin_dir.join("sbctl");
         let kafka_flags = [format!("--kafka-brokers={}", env.kafka), format!("--topic-prefix={prefix}")];
-        run(Command::new(&sbctl)
-            .arg("topics")
-            .args(&kafka_flags)
-            .args([format!("--partitions={}", options.partitions), "--replication=1".into()]));
-        run(Command::new(&sbctl).arg("migrate").arg(format!("--database-url={database_url}")));
 
         let common: Vec<String> =
             kafka_flags.iter().cloned().chain([format!("--database-url={database_url}")]).collect();
@@ -232,10 +225,14 @@ impl Cluster {
             edge_procs,
             edges,
             prefix,
+            database,
             database_url,
             dir,
             env,
         };
+        let partitions = format!("--partitions={}", options.partitions);
+        succeeded(cluster.sbctl(&["topics", &partitions, "--replication=1"]));
+        succeeded(cluster.sbctl(&["migrate"]));
         cluster.persister.spawn();
         cluster.router.spawn();
         for edge in &mut cluster.edge_procs {
@@ -315,11 +312,9 @@ impl Cluster {
 
     /// Drops the test database and creates it again, empty.
     pub async fn drop_database(&self) {
-        let (_, name) = self.database_url.rsplit_once('/').expect("a database URL");
-        let mut admin = PgConnection::connect(&self.env.postgres_url).await.expect("connect to PostgreSQL");
         // FORCE: the edges' read pools are connected.
-        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.expect("drop");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create");
+        postgres_admin(&self.env, &format!("DROP DATABASE {} WITH (FORCE)", self.database)).await;
+        postgres_admin(&self.env, &format!("CREATE DATABASE {}", self.database)).await;
     }
 
     pub async fn db(&self) -> PgConnection {
@@ -344,14 +339,23 @@ impl Drop for Cluster {
     }
 }
 
-fn run(command: &mut Command) {
-    let output = command.output().expect("run sbctl");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// What a command printed, stdout then stderr.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// What a successful `sbctl` run printed; panics with it when the run failed.
+pub fn succeeded(output: std::process::Output) -> String {
+    assert!(output.status.success(), "sbctl failed ({}):\n{}", output.status, output_text(&output));
+    output_text(&output)
+}
+
+/// Runs one statement on the server's maintenance database (create and drop
+/// the tests' databases).
+async fn postgres_admin(env: &Env, statement: &str) {
+    let mut admin = PgConnection::connect(&env.postgres_url).await.expect("connect to PostgreSQL");
+    sqlx::query(statement).execute(&mut admin).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    admin.close().await.unwrap();
 }
 
 fn replace_database(url: &str, database: &str) -> String {

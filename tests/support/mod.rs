@@ -36,7 +36,7 @@ pub async fn start_with(tune_edge: fn(&mut EdgeConfig)) -> Harness {
 }
 
 pub async fn start_configured(tune: impl FnOnce(&mut EmbeddedConfig)) -> Harness {
-    let _ = switchboard_core::telemetry::init("switchboard-tests");
+    telemetry();
     let dir = tempfile::tempdir().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = EmbeddedConfig::new(dir.path().join("chat.db"), [any, any]);
@@ -44,6 +44,14 @@ pub async fn start_configured(tune: impl FnOnce(&mut EmbeddedConfig)) -> Harness
     tune(&mut config);
     let embedded = Embedded::start(config).await.expect("embedded deployment starts");
     Harness { embedded, _dir: dir }
+}
+
+/// Logging, and trace export when the test process itself has an OTLP
+/// endpoint: started once, and kept for the whole run (dropping the
+/// exporter would stop it).
+pub fn telemetry() {
+    static EXPORTER: std::sync::OnceLock<switchboard_core::traces::Exporter> = std::sync::OnceLock::new();
+    EXPORTER.get_or_init(|| switchboard_core::telemetry::init("switchboard-tests"));
 }
 
 impl Harness {
@@ -258,12 +266,25 @@ impl Harness {
         let (status, command) = admin(self.edge(0), method, path, body).await;
         assert_eq!(status, 202, "{method} {path}: {command}");
         let id = command["id"].as_str().expect("the command's id").to_owned();
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while !self.embedded.store.command_applied(&id).await.unwrap() {
-            assert!(tokio::time::Instant::now() < deadline, "command {id} not applied within {TIMEOUT:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(TIMEOUT, Duration::from_millis(20), async || match self.embedded.store.command_applied(&id).await {
+            Ok(true) => Ok(()),
+            _ => Err(format!("command {id} not applied within {TIMEOUT:?}")),
+        })
+        .await;
         command
+    }
+}
+
+/// Asks `check` every `every` until it answers `Ok`, and returns that
+/// value; after `within`, fails with what its last `Err` said was still wrong.
+pub async fn eventually<T>(within: Duration, every: Duration, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(still) => assert!(tokio::time::Instant::now() < deadline, "{still}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

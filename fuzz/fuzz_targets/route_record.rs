@@ -18,7 +18,6 @@ fuzz_target!(|data: &[u8]| {
     {
         assert_eq!(route_key.encode(), key, "a parsed key re-encodes to itself");
         assert!(validate_id(&route_key.room).is_ok() && validate_id(&route_key.node).is_ok());
-        assert_eq!(RouteKey::parse(&route_key.encode()), Ok(route_key));
     }
     if let Some(value) = value
         && let Ok(record) = serde_json::from_slice::<RouteRecord>(value)

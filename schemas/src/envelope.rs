@@ -8,8 +8,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::validate_id;
 use crate::protocol::{ErrorCode, MessageFrame};
-use crate::room_command::RoomCommand;
+use crate::room_command::{ROOM_COMMAND_V1, RoomCommand};
 
 /// `sb-schema` value of records in `sb.inbound`.
 pub const INBOUND_V1: &str = "inbound.v1";
@@ -54,11 +55,38 @@ pub enum Inbound {
     Room(RoomCommand),
 }
 
+/// Largest body the persister stores; the edge enforces a (smaller) limit
+/// first, this guards against other producers.
+pub const MAX_STORED_BODY_BYTES: usize = 64 * 1024;
+
 impl Inbound {
     pub fn room(&self) -> &str {
         match self {
             Inbound::Send(send) => &send.room,
             Inbound::Room(command) => &command.room,
+        }
+    }
+
+    /// Decodes and checks the value of an `sb.inbound` record whose
+    /// `sb-schema` header says `schema`: what the persister (and a replay)
+    /// accepts. The error is why it is refused (the dead-letter reason).
+    pub fn decode(schema: &str, payload: &[u8]) -> Result<Inbound, String> {
+        match schema {
+            INBOUND_V1 => {
+                let send: InboundSend = serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+                validate_id(&send.room).map_err(|e| format!("room: {e}"))?;
+                validate_id(&send.sender).map_err(|e| format!("sender: {e}"))?;
+                if send.body.is_empty() || send.body.len() > MAX_STORED_BODY_BYTES || send.body.contains('\0') {
+                    return Err("body empty, too large or containing NUL".into());
+                }
+                Ok(Inbound::Send(send))
+            }
+            ROOM_COMMAND_V1 => {
+                let command: RoomCommand = serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+                command.validate().map_err(|e| e.to_string())?;
+                Ok(Inbound::Room(command))
+            }
+            other => Err(format!("unknown schema {other:?}")),
         }
     }
 }

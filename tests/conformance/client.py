@@ -60,6 +60,8 @@ def _edges() -> list[tuple[str, int]]:
 
 
 EDGES: list[tuple[str, int]] = _edges()
+# For tests run once per edge: `@pytest.mark.parametrize("edge", EDGE_IDS)`.
+EDGE_IDS: list[int] = list(range(len(EDGES)))
 SECRET: str = os.environ.get("SB_CONFORMANCE_SECRET", "")
 ALLOWED_ORIGIN: str = os.environ.get("SB_CONFORMANCE_ALLOWED_ORIGIN", "")
 PIDS: list[int] = [int(p) for p in os.environ.get("SB_CONFORMANCE_PID", "").replace(",", " ").split() if p]
@@ -131,6 +133,18 @@ class Session:
         with cls.lock:
             cls.close_codes_seen[code] += 1
 
+    @classmethod
+    def saw_status(cls, status: int) -> None:
+        with cls.lock:
+            cls.handshake_statuses_seen[status] += 1
+
+    @classmethod
+    def violation(cls, problem: str) -> "SchemaViolation":
+        """Records a frame the server should not have sent; raise what it returns."""
+        with cls.lock:
+            cls.violations.append(problem)
+        return SchemaViolation(problem)
+
 
 # ----------------------------------------------------------------------------
 # Schemas
@@ -189,16 +203,12 @@ def check_server_frame(data: Any, source: str) -> dict:
     """Decodes and validates one frame the server sent; updates the ledger."""
     if not isinstance(data, str):
         problem = f"{source}: server sent a binary frame ({len(data)} bytes); v1 is text JSON only"
-        with Session.lock:
-            Session.violations.append(problem)
-        raise SchemaViolation(problem)
+        raise Session.violation(problem)
     try:
         frame = json.loads(data)
     except ValueError as e:
         problem = f"{source}: server sent a text frame that is not JSON ({e}): {data[:200]!r}"
-        with Session.lock:
-            Session.violations.append(problem)
-        raise SchemaViolation(problem) from None
+        raise Session.violation(problem) from None
     kind = frame.get("type") if isinstance(frame, dict) else None
     with Session.lock:
         Session.frames_checked += 1
@@ -210,17 +220,13 @@ def check_server_frame(data: Any, source: str) -> dict:
         full_ok = SERVER_VALIDATOR.is_valid(frame)
         if full_ok != ok:
             problem = f"{source}: per-type validation disagrees with the full schema for {frame!r}"
-            with Session.lock:
-                Session.violations.append(problem)
-            raise SchemaViolation(problem)
+            raise Session.violation(problem)
     if not ok:
         problem = (
             f"{source}: frame does not match server-frame.json: {data[:300]}\n  "
             + "\n  ".join(_schema_errors(SERVER_VALIDATOR, frame)[:8])
         )
-        with Session.lock:
-            Session.violations.append(problem)
-        raise SchemaViolation(problem)
+        raise Session.violation(problem)
     if kind == "error":
         with Session.lock:
             Session.error_codes_seen[frame["code"]] += 1
@@ -243,8 +249,7 @@ class Ledger:
     """Every `send` the suite makes, by ref (refs are unique in a session).
 
     States: pending -> acked | refused | acked+refused (acked, then refused by
-    the persister) | closed (the test closed the connection on purpose before
-    the reply could come; allowed only where a test says why)."""
+    the persister)."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -384,14 +389,6 @@ class HandshakeResult:
             raise AssertionError(f"handshake refusal {self.status} has a body that is not JSON: {self.body[:200]!r}")
         return value
 
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
     def __repr__(self) -> str:
         return f"<handshake {self.status} {self.body[:120]!r}>"
 
@@ -494,8 +491,7 @@ def handshake(edge: int, *, token: str | None = None, origin: str | None = None,
             lines.append(f"{k}: {v}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         status, resp_headers, rest = _read_http_head(sock, deadline)
-        with Session.lock:
-            Session.handshake_statuses_seen[status] += 1
+        Session.saw_status(status)
         if status == 101:
             expected = base64.b64encode(
                 hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
@@ -536,8 +532,7 @@ class KeepAlive:
         status, _, body = self.request(f"/ws?token={token}", {
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": ws_key(),
             "Sec-WebSocket-Version": "13"})
-        with Session.lock:
-            Session.handshake_statuses_seen[status] += 1
+        Session.saw_status(status)
         return status, body
 
     def close(self) -> None:
@@ -649,8 +644,7 @@ class Conn:
             legacy=True,  # return the connection itself (websockets 17 warns unless this is explicit)
         )
         label = label or f"{user}@edge{edge}"
-        with Session.lock:
-            Session.handshake_statuses_seen[101] += 1
+        Session.saw_status(101)
         try:
             raw = ws.recv(timeout=10)
         except Exception:
@@ -696,8 +690,6 @@ class Conn:
     def _recv_new(self, timeout: float) -> dict:
         try:
             data = self.ws.recv(timeout=max(0.0, timeout))
-        except TimeoutError:
-            raise
         except ConnectionClosed as e:
             code = e.rcvd.code if e.rcvd is not None else None
             reason = e.rcvd.reason if e.rcvd is not None else ""
@@ -799,6 +791,24 @@ class Conn:
         assert joined["room"] == room and joined["ref"] == ref, joined
         return joined
 
+    def join_and_replay(self, room: str, since: int, epoch: int, count: int, what: str,
+                        why: str) -> tuple[dict, list[dict]]:
+        """Joins with `since` and reads the `count` messages replayed. A Close
+        instead fails the test, saying that `what` was answered with it, how
+        far the replay had come, and `why` that is wrong."""
+        got: list[dict] = []
+        joined = None
+        try:
+            joined = self.join(room, since=since, epoch=epoch)
+            while len(got) < count:
+                got += self.messages(room, 1, timeout=30)
+        except Closed as e:
+            raise AssertionError(
+                f"{what} was answered with Close {e.code} ({e.reason!r}) "
+                f"{'after joined and ' if joined else 'before joined, '}after {len(got)} replayed messages: {why}"
+            ) from None
+        return joined, got
+
     def leave(self, room: str) -> dict:
         ref = new_ref("l")
         self.send_json({"type": "leave", "ref": ref, "room": room})
@@ -857,8 +867,7 @@ def open_refused(edge: int, **kwargs) -> tuple[int, bytes]:
     try:
         conn = Conn.open(edge, **kwargs)
     except InvalidStatus as e:
-        with Session.lock:
-            Session.handshake_statuses_seen[e.response.status_code] += 1
+        Session.saw_status(e.response.status_code)
         return e.response.status_code, e.response.body or b""
     conn.close()
     raise AssertionError(f"handshake to edge {edge} was accepted: {kwargs}")
@@ -1002,9 +1011,7 @@ class RawWs:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 problem = f"{self.label}: server sent a text frame that is not UTF-8"
-                with Session.lock:
-                    Session.violations.append(problem)
-                raise SchemaViolation(problem)
+                raise Session.violation(problem)
             return "text", check_server_frame(text, self.label)
         if opcode == OP_BINARY:
             check_server_frame(payload, self.label)  # raises: binary is not part of v1

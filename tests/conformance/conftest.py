@@ -98,11 +98,6 @@ def warmed_up(idle_watch):
     return True
 
 
-@pytest.fixture
-def edge_pair():
-    return (0, 1)
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     tr.section("conformance summary")

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from client import (ALLOWED_ORIGIN, EDGES, MAX_CONNECTIONS_PER_USER, MAX_ID_BYTES, TOKEN_LEEWAY_S, Conn,
+from client import (ALLOWED_ORIGIN, EDGE_IDS, MAX_CONNECTIONS_PER_USER, MAX_ID_BYTES, TOKEN_LEEWAY_S, Conn,
                     assert_refused, handshake, http_get, mint, open_refused, uniq)
 
-EDGE_IDS = list(range(len(EDGES)))
 
 
 @pytest.mark.parametrize("edge", EDGE_IDS)

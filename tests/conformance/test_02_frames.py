@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from client import EDGES, MAX_NAME_BYTES, MAX_REF_BYTES, Conn, new_ref, uniq
+from client import EDGE_IDS, MAX_NAME_BYTES, MAX_REF_BYTES, Conn, new_ref, uniq
 
-EDGE_IDS = list(range(len(EDGES)))
 CROSS = [(0, 1), (1, 0)]
 
 

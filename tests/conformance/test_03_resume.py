@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from client import SEND_QUEUE_BYTES, Closed, Conn, uniq
+from client import SEND_QUEUE_BYTES, Conn, uniq
 
 # (case, since, epoch offset or None, recovered, replayed seqs) for a room
 # holding seqs 1..5; after the join a live message (seq 6) must follow the
@@ -99,19 +99,12 @@ def test_a_replay_larger_than_the_send_queue_is_delivered():
     epoch = _fill(room, n, body_bytes=limits["max_body_bytes"])
     reader = Conn.open(1)
     try:
-        got: list[dict] = []
-        joined = None
-        try:
-            joined = reader.join(room, since=0, epoch=epoch)
-            while len(got) < n:
-                got += reader.messages(room, 1, timeout=30)
-        except Closed as e:
-            raise AssertionError(
-                f"join with since=0 on a room of {n} messages of {limits['max_body_bytes']} bytes "
-                f"(~{n * frame_bytes // 1024} KiB to replay, within max_replay {limits['max_replay']}) was answered "
-                f"with Close {e.code} ({e.reason!r}) {'after joined and ' if joined else 'before joined, '}"
-                f"after {len(got)} replayed messages: the replay overflowed the {SEND_QUEUE_BYTES // 1024} KiB send "
-                f"queue of a client that reads as fast as it can") from None
+        joined, got = reader.join_and_replay(
+            room, since=0, epoch=epoch, count=n,
+            what=f"join with since=0 on a room of {n} messages of {limits['max_body_bytes']} bytes "
+                 f"(~{n * frame_bytes // 1024} KiB to replay, within max_replay {limits['max_replay']})",
+            why=f"the replay overflowed the {SEND_QUEUE_BYTES // 1024} KiB send queue of a client that reads as fast "
+                f"as it can")
         assert joined["last_seq"] == n and joined["recovered"] is True, joined
         assert [m["seq"] for m in got] == list(range(1, n + 1))
     finally:

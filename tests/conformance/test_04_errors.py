@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from client import (EDGES, LEDGER, MAX_CLIENT_ID_BYTES, MAX_ID_BYTES, MAX_REF_BYTES, MAX_ROOMS_PER_CONNECTION,
+from client import (EDGE_IDS, LEDGER, MAX_CLIENT_ID_BYTES, MAX_ID_BYTES, MAX_REF_BYTES, MAX_ROOMS_PER_CONNECTION,
                     Conn, new_ref, uniq)
 
-EDGE_IDS = list(range(len(EDGES)))
 
 
 @pytest.fixture(params=EDGE_IDS, ids=lambda e: f"edge{e}")
@@ -162,7 +161,7 @@ def test_valid_room_ids_and_case_sensitivity(conn):
     punct = "team:eng.general_" + uniq("X")
     conn.join(longest)
     conn.join(punct)
-    upper, lower = "Case-" + uniq("Room"), None
+    upper = "Case-" + uniq("Room")
     lower = upper.lower()
     conn.join(upper)
     conn.join(lower)  # a different room: no already_joined

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from client import EDGES, OP_PING, OP_TEXT, RawWs, encode_frame
+from client import EDGE_IDS, OP_PING, OP_TEXT, RawWs, encode_frame
 
-EDGE_IDS = list(range(len(EDGES)))
 PING = json.dumps({"type": "ping", "ref": "raw"}).encode()
 
 

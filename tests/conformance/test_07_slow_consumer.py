@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from client import (CLOSE_TIMEOUT_S, KERNEL_SEND_BUFFER_BYTES, LEDGER, SEND_QUEUE_BYTES, WS_WRITE_BUFFER_BYTES, Closed,
+from client import (CLOSE_TIMEOUT_S, KERNEL_SEND_BUFFER_BYTES, LEDGER, SEND_QUEUE_BYTES, WS_WRITE_BUFFER_BYTES,
                     Conn, RawWs, Session, uniq)
 
 FLOODERS = 8
@@ -155,21 +155,13 @@ def test_after_4008_a_rejoin_with_since_replays_what_was_missed(flood):
     assert behind <= limits["max_replay"]
     expected = list(range(last_seen + 1, total + 1))
     back = Conn.open(0, flood["user"], label="slow-consumer-back@edge0")
-    replay: list[dict] = []
-    rejoined = None
     try:
-        try:
-            rejoined = back.join(room, since=last_seen, epoch=flood["epoch"])
-            while len(replay) < len(expected):
-                replay += back.messages(room, 1, timeout=30)
-        except Closed as e:
-            raise AssertionError(
-                f"after the 4008, a rejoin with since={last_seen} ({behind} messages of {limits['max_body_bytes']} "
-                f"bytes to replay, ~{behind * (limits['max_body_bytes'] + 200) // 1024} KiB, within max_replay "
-                f"{limits['max_replay']}) was itself answered with Close {e.code} "
-                f"{'after joined and ' if rejoined else 'before joined, '}after {len(replay)} replayed messages; "
-                f"PROTOCOL.md: 'On 4008, reconnect and rejoin with since: nothing stored is lost, it is replayed'"
-            ) from None
+        rejoined, replay = back.join_and_replay(
+            room, since=last_seen, epoch=flood["epoch"], count=len(expected),
+            what=f"after the 4008, a rejoin with since={last_seen} ({behind} messages of {limits['max_body_bytes']} "
+                 f"bytes to replay, ~{behind * (limits['max_body_bytes'] + 200) // 1024} KiB, within max_replay "
+                 f"{limits['max_replay']})",
+            why="PROTOCOL.md: 'On 4008, reconnect and rejoin with since: nothing stored is lost, it is replayed'")
         assert rejoined["last_seq"] == total and rejoined["recovered"] is True, rejoined
         assert [m["seq"] for m in replay] == expected
     finally:

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Replay rate of `sbctl replay store` into PostgreSQL, next to the raw read
+# rate of the same topic range (`--count-only`) and the live persister
+# draining the same backlog. Real Kafka and PostgreSQL from the project's
+# scripts; release binaries.
+#
+#   bench/replay.sh                  4,000 msg/s for 30 s (120,000 records)
+#   bench/replay.sh RATE SECONDS
+#
+# The backlog is made by clients sending through an edge while no persister
+# runs (rooms of 10, 128-byte bodies, the benchmark driver's load); then,
+# one after the other: the read alone, the replay into an empty database,
+# and a persister started on another empty database, timed until it has
+# stored every record.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+RATE="${1:-4000}"
+SECONDS_OF_LOAD="${2:-30}"
+
+started=()
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
+}
+trap cleanup EXIT
+scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
+scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
+scripts/kafka.sh start >/dev/null
+scripts/postgres.sh start >/dev/null
+cargo build --release -p switchboard-bench -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PSQL="$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1)"
+PSQL="${PSQL:-psql}"
+
+URL="$(scripts/postgres.sh url)"
+STAMP="$(date +%s)"
+export SB_KAFKA_BROKERS="127.0.0.1:${SB_KAFKA_PORT:-19092}"
+export SB_TOPIC_PREFIX="replaybench$STAMP"
+export SB_JWT_SECRET="replay-bench-secret-0123456789abcdef"
+LOGS="$ROOT/.work/replay-bench"
+mkdir -p "$LOGS"
+database() {
+    "$PSQL" "$URL" -X -q -c "CREATE DATABASE $1" >/dev/null
+    echo "${URL%/*}/$1"
+}
+LIVE_DB="$(database "replay_live_$STAMP")"
+REPLAY_DB="$(database "replay_store_$STAMP")"
+
+"$BIN/sbctl" topics --partitions 12 --replication 1 >/dev/null
+"$BIN/sbctl" migrate --database-url "$LIVE_DB" >/dev/null
+"$BIN/router" --ops-listen 127.0.0.1:0 >"$LOGS/router.log" 2>&1 &
+pids+=($!)
+"$BIN/edge" --node-id bench-edge --listen 127.0.0.1:28190 --database-url "$LIVE_DB" \
+    --rate-per-second 1000 --rate-burst 1000 >"$LOGS/edge.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+    curl -fs http://127.0.0.1:28190/readyz >/dev/null && break
+    sleep 0.2
+done
+
+echo "backlog: $RATE msg/s for ${SECONDS_OF_LOAD}s into $SB_TOPIC_PREFIX.inbound (no persister running)"
+"$BIN/sbbench" drive --protocol switchboard --targets 127.0.0.1:28190 --connections 1000 --room-size 10 \
+    --rate "$RATE" --warmup 1s --duration "${SECONDS_OF_LOAD}s" >"$LOGS/drive.log" 2>&1 || true
+tail -3 "$LOGS/drive.log"
+
+echo "--- the topic read alone (sbctl replay store --count-only)"
+"$BIN/sbctl" replay store --from-beginning --execute --count-only --database-url "$REPLAY_DB" \
+    --group "$SB_TOPIC_PREFIX-count" | tail -1
+echo "--- replay into an empty database (sbctl replay store --execute)"
+"$BIN/sbctl" replay store --from-beginning --execute --database-url "$REPLAY_DB" | tail -1
+
+echo "--- the live persister draining the same backlog into another empty database"
+TOTAL="$("$PSQL" "$REPLAY_DB" -X -tAc "SELECT count(*) FROM messages")"
+OPS=127.0.0.1:28191
+began="$(date +%s.%N)"
+"$BIN/persister" --database-url "$LIVE_DB" --migrate=false --ops-listen "$OPS" >"$LOGS/persister.log" 2>&1 &
+pids+=($!)
+while :; do
+    stored="$(curl -fs "http://$OPS/metrics" 2>/dev/null \
+        | awk '/^switchboard_persister_messages_stored_total /{print $2}')"
+    [ "${stored:-0}" -ge "$TOTAL" ] && break
+    sleep 0.1
+done
+ended="$(date +%s.%N)"
+awk -v n="$TOTAL" -v a="$began" -v b="$ended" \
+    'BEGIN { printf "persister stored %d messages in %.1f s from its start (%.0f messages/s)\n", n, b - a, n / (b - a) }'
+"$PSQL" "$URL" -X -q -c "DROP DATABASE replay_live_$STAMP WITH (FORCE)" -c "DROP DATABASE replay_store_$STAMP WITH (FORCE)"

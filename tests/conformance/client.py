@@ -544,7 +544,11 @@ class KeepAlive:
 
 def assert_refused(result: HandshakeResult, status: int, code: str) -> None:
     assert result.status == status, f"expected {status} {code}, got {result!r}"
-    body = result.json()
+    assert_refusal_body(result.json(), code)
+
+
+def assert_refusal_body(body: Any, code: str) -> None:
+    """A handshake refusal's body: `{code, message}` (PROTOCOL.md, "Connecting")."""
     assert isinstance(body, dict) and body.get("code") == code and isinstance(body.get("message"), str), (
         f"refusal body should be {{code: {code!r}, message}}: {body!r}")
 
@@ -659,18 +663,24 @@ class Conn:
     # -- sending ---------------------------------------------------------------
 
     def send_text(self, text: str, *, paced: bool = True) -> None:
-        if paced:
-            self.pacer.take()
-        else:
-            self.pacer.spend()
-        self.ws.send(text)
+        self._send(text, paced)
 
     def send_binary(self, data: bytes, *, paced: bool = True) -> None:
+        self._send(data, paced)
+
+    def _send(self, payload: str | bytes, paced: bool) -> None:
+        """A text (str) or binary (bytes) frame, counted against the rate."""
         if paced:
             self.pacer.take()
         else:
             self.pacer.spend()
-        self.ws.send(data)
+        self.ws.send(payload)
+
+    def request(self, kind: str, **fields: Any) -> str:
+        """Sends a `kind` frame with a fresh ref and `fields`; returns the ref."""
+        ref = new_ref(kind[0])
+        self.send_json({"type": kind, "ref": ref, **fields})
+        return ref
 
     def send_json(self, frame: dict, *, paced: bool = True, valid: bool = True) -> str | None:
         """Sends one JSON frame. `valid` frames are first checked against
@@ -810,8 +820,7 @@ class Conn:
         return joined, got
 
     def leave(self, room: str) -> dict:
-        ref = new_ref("l")
-        self.send_json({"type": "leave", "ref": ref, "room": room})
+        ref = self.request("leave", room=room)
         left = self.reply(ref)
         assert left == {"type": "left", "ref": ref, "room": room}, left
         return left
@@ -853,13 +862,20 @@ class Conn:
                     self.wait_replies(self.sent_refs, timeout=flush)
                 except (AssertionError, Closed):
                     pass
-            while True:
-                try:
-                    self.backlog.append(self._recv_new(0))
-                except (TimeoutError, Closed):
-                    break
+            try:
+                self.read_ready()
+            except Closed:
+                pass
         finally:
             self.ws.close()
+
+    def read_ready(self) -> None:
+        """Reads (and validates) what has already arrived, without waiting."""
+        while True:
+            try:
+                self.backlog.append(self._recv_new(0))
+            except TimeoutError:
+                return
 
 
 def open_refused(edge: int, **kwargs) -> tuple[int, bytes]:

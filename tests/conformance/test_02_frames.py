@@ -51,12 +51,9 @@ def test_join_and_leave(edge):
         joined = conn.join(room)
         assert set(joined) == {"type", "ref", "room", "epoch", "last_seq", "recovered"}, joined
         assert joined["last_seq"] == 0 and joined["recovered"] is True, joined
-        ref = new_ref("l")
-        conn.send_json({"type": "leave", "ref": ref, "room": room})
-        assert conn.reply(ref) == {"type": "left", "ref": ref, "room": room}
+        conn.leave(room)
         # Left means left: leave and send now answer not_joined.
-        ref = new_ref("l")
-        conn.send_json({"type": "leave", "ref": ref, "room": room})
+        ref = conn.request("leave", room=room)
         conn.expect_error(ref, "not_joined")
         ref, _ = conn.say(room, wait=False)
         conn.expect_error(ref, "not_joined")

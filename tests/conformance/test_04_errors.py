@@ -150,8 +150,7 @@ def test_boundaries_that_are_valid(conn):
     "at@sign", "new\nline",
 ], ids=["cafe", "nihon", "empty", "too-long", "space", "slash", "tab", "emoji", "semicolon", "at", "newline"])
 def test_invalid_room(conn, room):
-    ref = new_ref("j")
-    conn.send_json({"type": "join", "ref": ref, "room": room})
+    ref = conn.request("join", room=room)
     conn.expect_error(ref, "invalid_room")
     conn.ping()
 
@@ -190,11 +189,9 @@ def test_not_joined(conn):
     room = uniq("nj")
     ref, _ = conn.say(room, wait=False)
     conn.expect_error(ref, "not_joined")
-    ref = new_ref("t")
-    conn.send_json({"type": "typing", "ref": ref, "room": room})
+    ref = conn.request("typing", room=room)
     conn.expect_error(ref, "not_joined")
-    ref = new_ref("l")
-    conn.send_json({"type": "leave", "ref": ref, "room": room})
+    ref = conn.request("leave", room=room)
     conn.expect_error(ref, "not_joined")
     conn.ping()
 
@@ -202,8 +199,7 @@ def test_not_joined(conn):
 def test_already_joined(conn):
     room = uniq("aj")
     first = conn.join(room)
-    ref = new_ref("j")
-    conn.send_json({"type": "join", "ref": ref, "room": room, "since": 0, "epoch": first["epoch"]})
+    ref = conn.request("join", room=room, since=0, epoch=first["epoch"])
     conn.expect_error(ref, "already_joined")
     # The first join stays in effect, once: one copy of each message.
     _, ack = conn.say(room, "still in")
@@ -211,8 +207,7 @@ def test_already_joined(conn):
     assert m["id"] == ack["id"]
     assert [f for f in conn.drain(0.5) if f["type"] == "message"] == []
     conn.leave(room)
-    ref = new_ref("l")
-    conn.send_json({"type": "leave", "ref": ref, "room": room})
+    ref = conn.request("leave", room=room)
     conn.expect_error(ref, "not_joined")
 
 
@@ -307,24 +302,17 @@ def test_too_many_rooms():
         rooms = [f"{prefix}-{i}" for i in range(MAX_ROOMS_PER_CONNECTION + 1)]
         refs = {}
         for room in rooms[:MAX_ROOMS_PER_CONNECTION]:
-            ref = new_ref("j")
-            conn.send_json({"type": "join", "ref": ref, "room": room})
+            ref = conn.request("join", room=room)
             refs[ref] = room
-            while True:  # read what has arrived, without waiting
-                try:
-                    conn.backlog.append(conn._recv_new(0))
-                except TimeoutError:
-                    break
+            conn.read_ready()
         for ref, room in refs.items():
             reply = conn.reply(ref, timeout=20)
             assert reply["type"] == "joined" and reply["room"] == room, reply
-        ref = new_ref("j")
-        conn.send_json({"type": "join", "ref": ref, "room": rooms[-1]})
+        ref = conn.request("join", room=rooms[-1])
         conn.expect_error(ref, "too_many_rooms")
         conn.leave(rooms[0])
         conn.join(rooms[-1])
-        ref = new_ref("j")
-        conn.send_json({"type": "join", "ref": ref, "room": rooms[0]})
+        ref = conn.request("join", room=rooms[0])
         conn.expect_error(ref, "too_many_rooms")
         conn.ping()
     finally:

@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from client import DATABASE_URL, EDGE_IDS, EDGES, LEDGER, SQLITE_PATH, Conn, Session, mint, new_ref, uniq
+from client import DATABASE_URL, EDGE_IDS, EDGES, LEDGER, SQLITE_PATH, Conn, Session, mint, uniq
 
 ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -79,8 +79,7 @@ def test_private_room_refuses_non_members_with_forbidden(edge):
     outsider = Conn.open(edge)
     member = Conn.open(1 - edge, member_user)
     try:
-        ref = new_ref("j")
-        outsider.send_json({"type": "join", "ref": ref, "room": room})
+        ref = outsider.request("join", room=room)
         outsider.expect_error(ref, "forbidden")
         ref, _ = outsider.say(room, "let me in", wait=False)
         outsider.expect_error(ref, "not_joined")

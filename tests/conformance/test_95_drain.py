@@ -21,7 +21,7 @@ import time
 import pytest
 
 from tools import alive
-from client import EDGES, LEDGER, PIDS, Closed, Conn, KeepAlive, Session, handshake, mint, uniq
+from client import EDGES, LEDGER, PIDS, Closed, Conn, KeepAlive, Session, assert_refusal_body, handshake, mint, uniq
 
 KEEPALIVES_PER_EDGE = 4
 
@@ -137,8 +137,7 @@ def test_draining_closes_clients_with_1012_and_refuses_handshakes_with_503():
         for _, o in results:
             if isinstance(o, tuple) and o[0] != 101:
                 assert o[0] == 503, f"edge {edge}: a handshake during the drain got {o}"
-                body = json.loads(o[1])
-                assert body.get("code") == "draining" and isinstance(body.get("message"), str), body
+                assert_refusal_body(json.loads(o[1]), "draining")
         if 503 in statuses:
             assert 101 not in statuses[statuses.index(503):], f"edge {edge}: accepted a handshake after a 503"
         Session.note(f"note: drain: edge {edge}, new connections: {statuses.count(101)} accepted before the drain, "
@@ -149,8 +148,7 @@ def test_draining_closes_clients_with_1012_and_refuses_handshakes_with_503():
     answered = [(edge, r) for edge, kind, r in late if kind == "upgrade" and isinstance(r, tuple)]
     for edge, (status, body) in answered:
         assert status == 503, f"edge {edge}: an upgrade during the drain was answered {status} {body[:200]!r}"
-        parsed = json.loads(body)
-        assert parsed.get("code") == "draining" and isinstance(parsed.get("message"), str), parsed
+        assert_refusal_body(json.loads(body), "draining")
     Session.note(f"note: drain: upgrades sent during the drain on connections accepted before it: {late}")
     if not answered:
         Session.note("not exercised: 503 draining: no upgrade could be sent while the nodes drained")

@@ -1,19 +1,22 @@
 //! Recovery by replay, against real Kafka and PostgreSQL and the release
 //! binaries: the SQL store is a projection of `sb.inbound`, so `sbctl
 //! replay store` rebuilds it row for row after the database is lost, whole
-//! or in part, even when the replay itself is killed midway; and `sbctl
-//! groups reset` moves a stopped group's offsets only when told to.
+//! or in part, even when the replay itself is killed midway; `sbctl replay
+//! deliver` brings a connected client what its edge's lost delivery topic
+//! held; and `sbctl groups reset` moves a stopped group's offsets only when
+//! told to.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use support::cluster::{Cluster, Options, output_text, succeeded};
-use support::{Client, admin, eventually, seqs};
+use support::{Client, admin, eventually, metric, seqs};
 use switchboard_core::kafka::KafkaConfig;
 use switchboard_core::store::Store;
 
@@ -152,9 +155,28 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
         sqlx::query("UPDATE rooms SET last_seq = 100 WHERE id = $1").bind(room).execute(&mut db).await.unwrap();
     }
     assert_ne!(dump(&cluster).await, before);
-    let partial = succeeded(cluster.sbctl(&["replay", "store", "--by-duration", "1h", "--execute"]));
-    assert!(!partial.contains(" 0 messages stored"), "{partial}");
+    // Only those two rooms, publishing their events again for consumers of
+    // sb.events that lost them too.
+    let events_before = events_end(&cluster);
+    let partial = succeeded(cluster.sbctl(&[
+        "replay",
+        "store",
+        "--by-duration",
+        "1h",
+        "--rooms",
+        "plaza,harbour",
+        "--publish-events",
+        "--execute",
+    ]));
+    assert!(!partial.contains(" 0 messages stored") && !partial.contains(" 0 of other rooms"), "{partial}");
     assert_eq!(dump(&cluster).await, before, "the lost rows came back, nothing doubled");
+    let published: i64 = partial
+        .split(", ")
+        .find_map(|part| part.trim().strip_suffix(" events published")?.parse().ok())
+        .unwrap_or_else(|| panic!("no published count in {partial}"));
+    // Each room's 150 messages, the retries found stored, and the last one.
+    assert!(published >= 2 * 151, "{partial}");
+    assert_eq!(events_end(&cluster) - events_before, published, "sb.events holds what was published");
 
     // The pipeline resumes on the rebuilt database: seqs continue.
     cluster.persister.restart();
@@ -167,6 +189,13 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
         assert_eq!(seqs(&got), vec![last as u64 + 1], "{room} continues without a gap");
     }
     cluster.assert_all_running();
+}
+
+/// How many records sb.events has received (the sum of its partitions' ends).
+fn events_end(cluster: &Cluster) -> i64 {
+    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
+    let topic = format!("{}.events", cluster.prefix);
+    (0..4).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1).sum()
 }
 
 /// Waits until the broker has let a killed (static) member go: its
@@ -263,4 +292,86 @@ async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
     let got = alice.messages("plaza", 1).await;
     assert_eq!(got[0]["client_id"], "after-reset");
     assert_eq!(cluster.stored().await, stored + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_lost_delivery_topic_is_redelivered_in_order_without_duplicates() {
+    let cluster = Cluster::start("redeliver", Options::default()).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "lobby").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "lobby").await;
+    for i in 1..=20 {
+        bob.say("lobby", &format!("before{i}"), "before").await;
+    }
+    assert_eq!(seqs(&alice.messages("lobby", 20).await), (1..=20).collect::<Vec<_>>());
+    // Past the edge's catch-up checks after a join (they read SQL for what
+    // was routed before the route existed, and would find the lost ones).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The replay starts here, so the new topic ends up holding fewer records
+    // than the edge had read from the old one: its position is past the new
+    // topic's end, and it must start over from the new topic's beginning.
+    let since = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+
+    // edge-1's delivery topic is lost while alice is connected to it.
+    let kafka = KafkaConfig::new(cluster.env.kafka.clone());
+    let admin_client = kafka.admin().unwrap();
+    let topic = format!("{}.deliver.edge-1", cluster.prefix);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin_client.delete_topics(&[&topic], &options).await.unwrap() {
+        result.unwrap();
+    }
+    // Gone from the brokers' metadata, so no send below lands in the old topic.
+    let metadata: BaseConsumer = kafka.tool_consumer("sbctl-test").unwrap();
+    eventually(Duration::from_secs(30), Duration::from_millis(200), async || {
+        let found = metadata.fetch_metadata(Some(&topic), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        match found.topics().first().map(|t| t.error()) {
+            Some(Some(_)) => Ok(()),
+            _ => Err(format!("{topic} still exists")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failures = "switchboard_router_delivery_produce_failures_total";
+    let failed_before = metric(cluster.router_ops, failures).await;
+    for i in 21..=25 {
+        bob.say("lobby", &format!("lost{i}"), "lost").await;
+    }
+    assert_eq!(seqs(&bob.messages("lobby", 25).await), (1..=25).collect::<Vec<_>>());
+    // The router gives up on the five records for edge-1: they are gone.
+    eventually(Duration::from_secs(90), Duration::from_millis(500), async || {
+        let failed = metric(cluster.router_ops, failures).await - failed_before;
+        if failed >= 5.0 { Ok(()) } else { Err(format!("{failed} delivery produce failures so far")) }
+    })
+    .await;
+    let new_topic = NewTopic::new(&topic, 1, TopicReplication::Fixed(1));
+    for result in admin_client.create_topics(&[new_topic], &options).await.unwrap() {
+        result.unwrap();
+    }
+    let early = tokio::time::timeout(Duration::from_secs(2), alice.messages("lobby", 1)).await;
+    assert!(early.is_err(), "nothing reaches alice before the replay: {early:?}");
+
+    let plan = succeeded(cluster.sbctl(&["replay", "deliver", "--from-datetime", &since, "--nodes", "edge-1"]));
+    assert!(plan.contains("plan only: nothing changed") && plan.contains("total: 5 records"), "{plan}");
+    let unknown = cluster.sbctl(&["replay", "deliver", "--by-duration", "10m", "--nodes", "edge-9", "--execute"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", output_text(&unknown));
+    assert!(output_text(&unknown).contains("no live node is called edge-9"), "{}", output_text(&unknown));
+    let run = succeeded(cluster.sbctl(&[
+        "replay",
+        "deliver",
+        "--from-datetime",
+        &since,
+        "--nodes",
+        "edge-1",
+        "--rooms",
+        "lobby",
+        "--execute",
+    ]));
+    assert!(run.contains("5 to edge-1"), "{run}");
+
+    // Every missed message, in order; what alice had is not pushed again.
+    let got = alice.messages("lobby", 5).await;
+    assert_eq!(seqs(&got), [21, 22, 23, 24, 25], "{got:?}");
+    bob.say("lobby", "after", "after").await;
+    let next = alice.messages("lobby", 1).await;
+    assert_eq!(seqs(&next), [26], "no duplicate before the next live message: {next:?}");
 }

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use switchboard_core::config::DatabaseArgs;
 
 use crate::groups::{ListArgs, ResetArgs};
-use crate::replay::StoreArgs;
+use crate::replay::deliver::DeliverArgs;
+use crate::replay::store::StoreArgs;
 use crate::rooms::RoomsArgs;
 use crate::topics::TopicsArgs;
 
@@ -27,7 +28,7 @@ pub enum Command {
     },
     /// Room administration: create, add-member, remove-member, reset.
     Rooms(RoomsArgs),
-    /// Re-consume topics to rebuild the SQL store.
+    /// Re-consume topics: rebuild the SQL store, or re-deliver events to the edges.
     #[command(subcommand)]
     Replay(Replay),
     /// The deployment's consumer groups: list them, move their offsets.
@@ -39,6 +40,8 @@ pub enum Command {
 pub enum Replay {
     /// Rebuild the SQL store from sb.inbound (plan only unless --execute).
     Store(StoreArgs),
+    /// Re-route sb.events to the edges, e.g. after a delivery topic was lost (plan only unless --execute).
+    Deliver(DeliverArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +74,8 @@ mod tests {
         assert!(parse(&["replay", "store", db[0], db[1]]).is_err(), "a start position is required");
         assert!(parse(&["replay", "store", db[0], db[1], "--from-beginning", "--by-duration", "1h"]).is_err());
         assert!(parse(&["replay", "store", db[0], db[1], "--by-duration", "1h", "--execute"]).is_ok());
+        assert!(parse(&["replay", "deliver"]).is_err(), "a start position is required");
+        assert!(parse(&["replay", "deliver", "--by-duration", "10m", "--nodes", "edge-1,edge-2", "--execute"]).is_ok());
         assert!(parse(&["groups", "reset", "g"]).is_err(), "a target is required");
         assert!(parse(&["groups", "reset", "g", "--shift-by", "-5", "--execute"]).is_ok());
         assert!(parse(&["groups", "reset", "g", "--to-latest", "--execute", "--dry-run"]).is_err());

@@ -15,6 +15,7 @@ async fn main() {
         Command::Migrate { database } => migrate(database.url.expose()).await,
         Command::Rooms(args) => rooms::run(args).await,
         Command::Replay(Replay::Store(args)) => replay::store(args).await,
+        Command::Replay(Replay::Deliver(args)) => replay::deliver(args).await,
         Command::Groups(Groups::List(args)) => groups::list(args),
         Command::Groups(Groups::Reset(args)) => groups::reset(args),
     };

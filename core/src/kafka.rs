@@ -149,9 +149,17 @@ impl KafkaConfig {
     }
 
     /// Consumer without a group, driven by explicit assignment.
+    ///
+    /// A position past the log's end (the topic was deleted and created
+    /// again) or before its start (retention) restarts from the earliest
+    /// record still held: for an edge's delivery topic, everything a new
+    /// topic holds was written after the loss, which `sbctl replay deliver`
+    /// relies on.
     pub fn assigned_consumer(&self) -> KafkaResult<StreamConsumer> {
         // librdkafka wants a group id even when only assign() is used; it is never joined.
-        self.finish(self.manual_consumer("sb-unused")).create()
+        let mut config = self.manual_consumer("sb-unused");
+        config.set("auto.offset.reset", "earliest");
+        self.finish(config).create()
     }
 
     /// Settings of a consumer that is assigned its partitions and stores

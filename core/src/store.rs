@@ -110,6 +110,19 @@ pub enum Outcome {
     Applied { event: Option<Event>, duplicate: bool },
 }
 
+impl Outcome {
+    /// What this outcome puts on `sb.events`: the stored message, or what
+    /// the room command did. `None` for a refusal (it goes to the sender's
+    /// node, not to the room) and for an outcome with nothing to say.
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            Outcome::Stored { message, .. } => Some(Event::Message(message)),
+            Outcome::Applied { event, .. } => event,
+            Outcome::Rejected { .. } | Outcome::Erased => None,
+        }
+    }
+}
+
 /// SQLite, not PostgreSQL: see the module's note on what differs.
 fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("sqlite")

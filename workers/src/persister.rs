@@ -298,16 +298,16 @@ impl Persister {
         let mut pending = Vec::with_capacity(commands.len());
         for ((record, command), outcome) in decoded.iter().zip(commands).zip(outcomes) {
             let (topic, event) = match (outcome, record) {
-                (None | Some(Outcome::Erased | Outcome::Applied { event: None, .. }), _) => continue,
-                (Some(Outcome::Stored { message, .. }), _) => {
-                    (Cow::Borrowed(events_topic.as_str()), Event::Message(message))
-                }
-                (Some(Outcome::Applied { event: Some(event), .. }), _) => (Cow::Borrowed(events_topic.as_str()), event),
+                (None, _) => continue,
                 (Some(Outcome::Rejected { code, message }), Inbound::Send(send)) => (
                     Cow::Owned(self.topics.deliver(&send.origin.node)),
                     Event::Rejected { room: send.room.clone(), origin: send.origin.clone(), code, message },
                 ),
                 (Some(Outcome::Rejected { .. }), Inbound::Room(_)) => unreachable!("room commands are not refused"),
+                (Some(outcome), _) => match outcome.into_event() {
+                    Some(event) => (Cow::Borrowed(events_topic.as_str()), event),
+                    None => continue,
+                },
             };
             let traceparent = Some(command.hop.context().to_string());
             let payload = event.to_json();

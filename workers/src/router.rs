@@ -217,7 +217,7 @@ impl Progress {
 }
 
 /// Checks an event record before forwarding; the error is the dead-letter reason.
-fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
+pub fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
     match header_str(record, SCHEMA) {
         Some(EVENT_V1) => {}
         Some(other) => return Err(format!("unknown schema {other:?}")),
@@ -235,7 +235,7 @@ fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
 /// Copies one record to a delivery topic, with the router's trace context.
 /// Key and payload are borrowed from the consumed record, not copied per
 /// target.
-async fn forward(
+pub async fn forward(
     producer: &FutureProducer,
     topic: String,
     record: &BorrowedMessage<'_>,
@@ -251,7 +251,7 @@ async fn forward(
 
 /// Reads `sb.routes` and `sb.nodes` from the beginning up to the high
 /// watermarks seen at start, so no event is routed from a partial table.
-async fn load_table(
+pub async fn load_table(
     state: &StreamConsumer,
     topics: &Topics,
     table: &RwLock<RoutingTable>,

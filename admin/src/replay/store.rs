@@ -1,0 +1,395 @@
+//! `sbctl replay store`: rebuilds the SQL store from `sb.inbound` through
+//! the persister's own code (`switchboard_workers::inbound::decode`, then
+//! `Store::apply`), into any database. Plan-only unless `--execute`;
+//! idempotent (what is already stored is found and left alone); resumable
+//! (progress is committed to a consumer group of its own, with the run's
+//! range in the commit metadata); throttleable (`--max-rate`).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::future::join_all;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use switchboard_core::config::{DatabaseArgs, KafkaArgs};
+use switchboard_core::kafka::{KafkaConfig, record_headers};
+use switchboard_core::store::{Outcome, Store, StoreError};
+use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
+use switchboard_workers::inbound;
+
+use super::{From, Part, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
+use crate::error::SbctlError;
+use crate::positions;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub from: From,
+    /// Only these rooms (comma separated); the others' records are read and skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// Run the plan. Without it, the plan is printed and nothing changes.
+    #[arg(long)]
+    pub execute: bool,
+    /// Most records applied per second.
+    #[arg(long)]
+    pub max_rate: Option<NonZeroU32>,
+    /// Consumer group that holds this replay's progress [default: <topic-prefix>-replay-store].
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Replay even though records the range needs were deleted (retention):
+    /// the database then lacks what they held.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// The live persisters' group, which must have no members while the
+    /// replay writes to their database [default: <topic-prefix>-persister].
+    #[arg(long)]
+    pub persister_group: Option<String>,
+    /// The database is not the live persisters' one: replay while they run.
+    #[arg(long)]
+    pub persister_running_ok: bool,
+    /// Read the range and count its records without writing anything: the
+    /// topic's own read rate, to compare with the replay's.
+    #[arg(long)]
+    pub count_only: bool,
+    /// Also publish to sb.events the event of every replayed message and
+    /// room change, as the persister does (at least once: consumers drop
+    /// what they have by room and seq), for consumers of sb.events that lost
+    /// them too. Without it nothing is published (the events are already in
+    /// the topic).
+    #[arg(long, conflicts_with = "count_only")]
+    pub publish_events: bool,
+}
+
+/// Commit metadata: the run this progress belongs to.
+fn metadata(part: &Part, done: bool) -> String {
+    let state = if done { " done" } else { "" };
+    format!("replay-store from={} to={}{state}", part.requested, part.to())
+}
+
+/// Parses commit metadata written by [`metadata`]: (from, to, done).
+fn parse_metadata(text: &str) -> Option<(i64, i64, bool)> {
+    let rest = text.strip_prefix("replay-store ")?;
+    let mut from = None;
+    let mut to = None;
+    let mut done = false;
+    for word in rest.split(' ') {
+        if let Some(v) = word.strip_prefix("from=") {
+            from = v.parse().ok();
+        } else if let Some(v) = word.strip_prefix("to=") {
+            to = v.parse().ok();
+        } else if word == "done" {
+            done = true;
+        }
+    }
+    Some((from?, to?, done))
+}
+
+pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
+    let topics = args.kafka.topics();
+    let topic = topics.inbound();
+    let kafka = args.kafka.config();
+    let group = args.group.clone().unwrap_or_else(|| topics.group("replay-store"));
+    let persisters = args.persister_group.clone().unwrap_or_else(|| topics.group("persister"));
+    let rooms: HashSet<String> = args.rooms.iter().cloned().collect();
+
+    refuse_compacted(&kafka, &topic).await?;
+    let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
+    let mut parts = plan(&consumer, &topic, &args.from)?;
+    resume(&consumer, &topic, &mut parts)?;
+    let store = if args.count_only {
+        None
+    } else {
+        Some(
+            Store::connect(args.database.url.expose(), 2)
+                .await
+                .map_err(|e| SbctlError::Usage(format!("the database at --database-url does not answer: {e}")))?,
+        )
+    };
+    let live = positions::group_members(&consumer, &persisters)?.map_or(0, |g| g.members);
+
+    let mode = if args.execute { "executing" } else { "plan only" };
+    let room_list =
+        if rooms.is_empty() { "all".to_owned() } else { rooms.iter().cloned().collect::<Vec<_>>().join(",") };
+    println!("replay store from {topic} ({mode}); progress in consumer group {group}; rooms: {room_list}");
+    print_parts(&parts);
+    if live > 0 && !args.persister_running_ok && !args.count_only {
+        if args.execute {
+            return Err(SbctlError::Refused(format!(
+                "the persister group {persisters} has {live} live member(s): stop the persisters before replaying \
+                 into their database (they would store new messages between the replayed ones), or pass \
+                 --persister-running-ok when replaying into another database"
+            )));
+        }
+        println!(
+            "warning: the persister group {persisters} has {live} live member(s); --execute will refuse until they \
+             stop (or pass --persister-running-ok when replaying into another database)"
+        );
+    }
+    refuse_lost(&parts, args.allow_partial, "the rebuilt store would lack them")?;
+    if !args.execute {
+        println!("plan only: nothing changed. Add --execute to run it.");
+        return Ok(());
+    }
+    let work: Vec<Part> = parts.into_iter().filter(|p| p.records() > 0).collect();
+    if work.is_empty() {
+        println!("nothing to replay.");
+        return Ok(());
+    }
+    if let Some(store) = &store {
+        store.migrate().await?;
+    }
+    let publisher = match args.publish_events {
+        true => Some(Publisher { producer: kafka.batch_producer()?, topic: topics.events() }),
+        false => None,
+    };
+    let target = store.as_ref().map(|store| Target { store, publisher: publisher.as_ref() });
+    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, args.max_rate).await?;
+    summary.print();
+    Ok(())
+}
+
+/// Takes up an unfinished run of the same range where it stopped, as its
+/// progress (committed offsets with the run's range in the metadata) says.
+fn resume(consumer: &BaseConsumer, topic: &str, parts: &mut [Part]) -> Result<(), SbctlError> {
+    let partitions: Vec<i32> = parts.iter().map(|p| p.partition).collect();
+    let committed: BTreeMap<i32, Option<(i64, String)>> =
+        positions::committed(consumer, topic, &partitions)?.into_iter().collect();
+    for part in parts {
+        if let Some(Some((offset, metadata))) = committed.get(&part.partition)
+            && let Some((run_from, run_to, done)) = parse_metadata(metadata)
+            && !done
+            && run_from == part.requested
+            && *offset > part.requested
+            && *offset <= run_to
+        {
+            part.from = *offset;
+        }
+    }
+    Ok(())
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+struct Summary {
+    read: u64,
+    stored: u64,
+    already: u64,
+    refused: u64,
+    commands: u64,
+    undecodable: u64,
+    other_rooms: u64,
+    failed: u64,
+    published: u64,
+    elapsed: Duration,
+    applying: Duration,
+}
+
+impl Summary {
+    fn print(&self) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "replayed {} records in {:.1} s ({:.0} records/s; {:.1} s of it in SQL): {} messages stored, {} already \
+             stored, {} sends refused as the persister refused them, {} room commands, {} undecodable (dead-lettered \
+             by the persister), {} of other rooms, {} the database refused, {} events published",
+            self.read,
+            secs,
+            self.read as f64 / secs,
+            self.applying.as_secs_f64(),
+            self.stored,
+            self.already,
+            self.refused,
+            self.commands,
+            self.undecodable,
+            self.other_rooms,
+            self.failed,
+            self.published
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    kafka: &KafkaConfig,
+    positions_consumer: &BaseConsumer,
+    group: &str,
+    topic: &str,
+    work: &[Part],
+    target: Option<Target<'_>>,
+    rooms: &HashSet<String>,
+    max_rate: Option<NonZeroU32>,
+) -> Result<Summary, SbctlError> {
+    let Reader { consumer, mut tracker } = Reader::new(kafka, group, topic, work, max_rate)?;
+    let mut summary = Summary::default();
+    let started = Instant::now();
+    while !tracker.done() {
+        let records = tracker.next_batch(&consumer).await?;
+        if records.is_empty() {
+            continue;
+        }
+        let mut batch = Vec::with_capacity(records.len());
+        for record in &records {
+            summary.read += 1;
+            match inbound::decode(record) {
+                Err(_) => summary.undecodable += 1,
+                Ok(decoded) if !rooms.is_empty() && !rooms.contains(decoded.room()) => summary.other_rooms += 1,
+                Ok(decoded) => batch.push(decoded),
+            }
+        }
+        let last = last_offsets(&records);
+        drop(records);
+        if let Some(target) = &target {
+            let applying = Instant::now();
+            let events = apply(target.store, &batch, target.publisher.is_some(), &mut summary).await?;
+            summary.applying += applying.elapsed();
+            if let Some(publisher) = target.publisher {
+                summary.published += publisher.publish(events).await?;
+            }
+        }
+        // Progress is committed once the batch is durable.
+        let by_part: BTreeMap<i32, &Part> = work.iter().map(|p| (p.partition, p)).collect();
+        let offsets: Vec<(i32, i64, String)> = tracker
+            .handled(&last)
+            .into_iter()
+            .map(|(partition, next, done)| (partition, next, metadata(by_part[&partition], done)))
+            .collect();
+        if target.is_some() {
+            positions::commit(positions_consumer, topic, &offsets)?;
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Applies a batch as the persister does (see
+/// [`inbound::apply_isolating`]): retrying while the database is unavailable
+/// (a while, then a clear error), and counting and passing a record the
+/// database refuses for good, which the persister dead-letters.
+/// Returns, when `publish`, the events of what was applied, with their rooms.
+async fn apply(
+    store: &Store,
+    batch: &[Inbound],
+    publish: bool,
+    summary: &mut Summary,
+) -> Result<Vec<(String, Event)>, SbctlError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Why the last attempt gave up, when the database stayed unavailable.
+    let gave_up = Cell::new(None);
+    let gave_up_ref = &gave_up;
+    let results = inbound::apply_isolating(batch, |records| async move {
+        match retried(store, records).await {
+            Err(e) if e.is_retryable() => {
+                gave_up_ref.set(Some(e));
+                None
+            }
+            other => Some(other),
+        }
+    })
+    .await;
+    let Some(results) = results else {
+        return Err(unavailable(gave_up.take().expect("gave up for a reason")));
+    };
+    let mut events = Vec::new();
+    for (result, record) in results.into_iter().zip(batch) {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(room = record.room(), error = %e, "the database refused a record; skipped");
+                summary.failed += 1;
+                continue;
+            }
+        };
+        match &outcome {
+            Outcome::Stored { duplicate: false, .. } => summary.stored += 1,
+            Outcome::Stored { duplicate: true, .. } | Outcome::Erased => summary.already += 1,
+            Outcome::Rejected { .. } => summary.refused += 1,
+            Outcome::Applied { .. } => summary.commands += 1,
+        }
+        if publish && let Some(event) = outcome.into_event() {
+            events.push((record.room().to_owned(), event));
+        }
+    }
+    Ok(events)
+}
+
+/// Where a replay writes: the store, and sb.events when told to publish.
+struct Target<'a> {
+    store: &'a Store,
+    publisher: Option<&'a Publisher>,
+}
+
+/// Publishes what a replay applied to sb.events, as the persister does.
+struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher {
+    /// Publishes and waits for every ack; returns how many were published.
+    async fn publish(&self, events: Vec<(String, Event)>) -> Result<u64, SbctlError> {
+        let pending = events.iter().map(|(room, event)| async move {
+            let payload = event.to_json();
+            let record = FutureRecord::to(&self.topic)
+                .key(room.as_str())
+                .payload(&payload)
+                .headers(record_headers(EVENT_V1, None));
+            self.producer.send(record, Timeout::Never).await
+        });
+        for result in join_all(pending).await {
+            if let Err((e, _)) = result {
+                return Err(SbctlError::Refused(format!(
+                    "could not publish to {} ({e}); progress up to the last batch is saved, run the same command \
+                     again to resume (this batch is applied and published again)",
+                    self.topic
+                )));
+            }
+        }
+        Ok(events.len() as u64)
+    }
+}
+
+fn unavailable(e: StoreError) -> SbctlError {
+    SbctlError::Refused(format!(
+        "the database stayed unavailable ({e}); progress up to the last batch is saved, run the same command again \
+         to resume"
+    ))
+}
+
+async fn retried(store: &Store, batch: &[Inbound]) -> Result<Vec<Outcome>, StoreError> {
+    let attempt = || store.apply(batch);
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(8),
+        )
+        .when(StoreError::is_retryable)
+        .notify(|e, wait| eprintln!("database unavailable ({e}); retrying in {wait:?}"))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::positions::Log;
+
+    #[test]
+    fn progress_metadata_round_trips() {
+        let part =
+            Part { partition: 0, log: Log { start: 0, end: 10 }, from: 3, requested: 0, note: None, lost: false };
+        assert_eq!(parse_metadata(&metadata(&part, false)), Some((0, 10, false)));
+        assert_eq!(parse_metadata(&metadata(&part, true)), Some((0, 10, true)));
+        assert_eq!(parse_metadata("something else"), None);
+    }
+}

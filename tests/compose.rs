@@ -2,19 +2,16 @@
 //! so its structure is checked here: the services, their healthchecks and
 //! `depends_on` conditions, the published ports, the Kafka listeners, and
 //! that every `SB_*` variable a service sets is one its binary accepts (read
-//! from the binaries' own clap definitions).
+//! from the binaries' own clap definitions, in tests/support/binaries.rs,
+//! which tests/helm.rs holds the Helm chart to as well), and that edges get
+//! longer to stop than their drain takes.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use clap::CommandFactory;
+use support::binaries::{BINARIES, EDGE_STOP_AFTER_DRAIN, binary_env, duration, env_defaults, root};
 use yaml_serde::Value;
-
-/// The checkout under test (read at run time, as a shared target directory
-/// may hold a binary built in another checkout).
-fn root() -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo"))
-}
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(root().join("compose.yaml")).expect("compose.yaml at the root");
@@ -54,30 +51,6 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The environment variables a binary reads, with whether each is required
-/// (no default) — from the same clap definitions the binaries parse.
-fn binary_env(binary: &str) -> BTreeMap<String, bool> {
-    let command = match binary {
-        "edge" => switchboard_edge::cli::Cli::command(),
-        "persister" => switchboard_workers::cli::PersisterCli::command(),
-        "router" => switchboard_workers::cli::RouterCli::command(),
-        "sbctl" => switchboard_admin::cli::Cli::command(),
-        other => panic!("no binary named {other:?}"),
-    };
-    let mut names = BTreeMap::new();
-    let mut commands = vec![command];
-    while let Some(command) = commands.pop() {
-        for arg in command.get_arguments() {
-            if let Some(env) = arg.get_env() {
-                let required = arg.is_required_set() && arg.get_default_values().is_empty();
-                names.insert(env.to_string_lossy().into_owned(), required);
-            }
-        }
-        commands.extend(command.get_subcommands().cloned());
-    }
-    names
-}
-
 /// Which of our binaries a service runs (`command`, or the words of a `bash -c` line).
 fn binaries_of(service: &Value) -> Vec<String> {
     let command = str_list(&service["command"]);
@@ -85,7 +58,7 @@ fn binaries_of(service: &Value) -> Vec<String> {
         Some("bash") | Some("sh") => command.last().unwrap().split_whitespace().map(str::to_owned).collect(),
         _ => command,
     };
-    words.into_iter().filter(|w| ["edge", "persister", "router", "sbctl"].contains(&w.as_str())).collect()
+    words.into_iter().filter(|w| BINARIES.contains(&w.as_str())).collect()
 }
 
 #[test]
@@ -204,12 +177,7 @@ fn the_load_balancer_fronts_both_edges_with_websocket_settings() {
         .and_then(|rest| rest.trim_start().split('s').next())
         .and_then(|n| n.parse().ok())
         .expect("proxy_read_timeout in seconds");
-    let idle = switchboard_edge::cli::Cli::command()
-        .get_arguments()
-        .find(|a| a.get_id() == "idle_timeout")
-        .and_then(|a| a.get_default_values().first().cloned())
-        .expect("edge has an idle timeout default");
-    let idle = humantime_secs(idle.to_str().unwrap());
+    let idle = duration(&env_defaults(&["edge"])["SB_IDLE_TIMEOUT"]).as_secs();
     assert!(read_timeout > idle, "proxy_read_timeout {read_timeout}s must exceed the edge idle timeout {idle}s");
 }
 
@@ -225,6 +193,19 @@ fn the_image_holds_every_binary_compose_runs() {
     }
 }
 
-fn humantime_secs(s: &str) -> u64 {
-    s.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{s:?} is not in whole seconds"))
+#[test]
+fn edges_get_longer_to_stop_than_their_drain_takes() {
+    let services = services(&compose());
+    for name in ["edge-1", "edge-2"] {
+        let grace = environment(&services[name])
+            .get("SB_DRAIN_GRACE")
+            .cloned()
+            .unwrap_or_else(|| env_defaults(&["edge"])["SB_DRAIN_GRACE"].clone());
+        let needed = duration(&grace) + EDGE_STOP_AFTER_DRAIN;
+        let stop = duration(services[name]["stop_grace_period"].as_str().expect("edges set stop_grace_period"));
+        assert!(
+            stop > needed,
+            "{name}: stop_grace_period {stop:?} must exceed the drain grace + {EDGE_STOP_AFTER_DRAIN:?}"
+        );
+    }
 }

@@ -42,6 +42,24 @@ async fn a_message_reaches_members_on_both_nodes_once() {
     h.stop().await;
 }
 
+/// `sbctl probe` (the Helm chart's `helm test`) passes against a working
+/// pipeline, and names the step that failed otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_sees_its_message_come_back_and_reports_a_bad_key() {
+    use switchboard_admin::probe::{ProbeArgs, run};
+    let harness = start().await;
+    let args = |secret: &str| ProbeArgs {
+        url: format!("ws://{}/ws", harness.edge(0)),
+        jwt_secret: switchboard_core::config::Secret::new(secret),
+        timeout: Duration::from_secs(20),
+        user: "probe".into(),
+    };
+    run(args(support::SECRET)).await.expect("the round trip works");
+    let refused = run(args("not-the-edges-key-0123456789abcdef")).await.unwrap_err().to_string();
+    assert!(refused.contains("connect") && refused.contains("401"), "{refused}");
+    harness.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_since_returns_exactly_the_missed_messages() {
     let h = start().await;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use switchboard_core::config::DatabaseArgs;
 
 use crate::groups::{ListArgs, ResetArgs};
+use crate::probe::ProbeArgs;
 use crate::replay::deliver::DeliverArgs;
 use crate::replay::store::StoreArgs;
 use crate::rooms::RoomsArgs;
@@ -34,6 +35,8 @@ pub enum Command {
     /// The deployment's consumer groups: list them, move their offsets.
     #[command(subcommand)]
     Groups(Groups),
+    /// A client's round trip through a running deployment: join, send, see it come back (`helm test`).
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,5 +83,7 @@ mod tests {
         assert!(parse(&["groups", "reset", "g", "--shift-by", "-5", "--execute"]).is_ok());
         assert!(parse(&["groups", "reset", "g", "--to-latest", "--execute", "--dry-run"]).is_err());
         assert!(parse(&["rooms", "create", "r", "--kind", "private", "--members", "a,b"]).is_ok());
+        assert!(parse(&["probe", "--url", "ws://edge/ws", "--jwt-secret", "k", "--timeout", "soon"]).is_err());
+        assert!(parse(&["topics", "--allow-differences"]).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use switchboard_admin::cli::{Cli, Command, Groups, Replay};
 use switchboard_admin::error::SbctlError;
-use switchboard_admin::{groups, replay, rooms, topics};
+use switchboard_admin::{groups, probe, replay, rooms, topics};
 use switchboard_core::config::parse_or_exit;
 use switchboard_core::store::Store;
 
@@ -18,6 +18,7 @@ async fn main() {
         Command::Replay(Replay::Deliver(args)) => replay::deliver(args).await,
         Command::Groups(Groups::List(args)) => groups::list(args),
         Command::Groups(Groups::Reset(args)) => groups::reset(args),
+        Command::Probe(args) => probe::run(args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

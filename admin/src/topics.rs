@@ -1,6 +1,8 @@
 //! `sbctl topics`: creates the shared topics, or checks existing ones
 //! against the spec (a no-op when they match; differences are reported and
-//! exit 1, never changed behind the operator's back).
+//! exit 1, never changed behind the operator's back, unless
+//! `--allow-differences`, which reports them and exits 0: for an upgrade
+//! that must not fail on a topic an operator changed on purpose).
 
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ pub struct TopicsArgs {
     /// Retention of sb.ephemeral.
     #[arg(long, env = "SB_EPHEMERAL_RETENTION", default_value = "1h", value_parser = parse_duration)]
     pub ephemeral_retention: Duration,
+    /// Report existing topics that differ from the spec, and exit 0 anyway.
+    #[arg(long)]
+    pub allow_differences: bool,
 }
 
 /// How long a topic keeps records: `None` for ever.
@@ -62,7 +67,9 @@ pub async fn run(args: TopicsArgs) -> Result<(), SbctlError> {
             }
         }
     }
-    if differ {
+    if differ && args.allow_differences {
+        println!("some topics differ from the spec (above); going on, as --allow-differences asks");
+    } else if differ {
         return Err(SbctlError::Refused(
             "some topics differ from the spec; change them by hand or adjust the flags".into(),
         ));

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod binaries;
 pub mod cluster;
 pub mod workload;
 

@@ -35,6 +35,7 @@ phase "opentelemetry collector" scripts/otelcol.sh build
 phase "release build" cargo build --release -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
 
 export SB_E2E_KAFKA=127.0.0.1:${SB_KAFKA_PORT:-19092}
+export SB_E2E_KAFKA_SECURE=localhost:${SB_KAFKA_SECURE_PORT:-19094}
 export SB_E2E_POSTGRES_URL="$(scripts/postgres.sh url)"
 export SB_E2E_BIN_DIR="$BIN_DIR"
 # The PostgreSQL variants of the store tests, then the multi-process suite.

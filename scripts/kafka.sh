@@ -2,6 +2,12 @@
 # A single-node Apache Kafka (KRaft, broker+controller) on loopback, for the
 # real-cluster tests and for running the production binaries by hand.
 #
+# Two client listeners: PLAINTEXT on 127.0.0.1:$SB_KAFKA_PORT (19092), and
+# SASL_SSL on localhost:$SB_KAFKA_SECURE_PORT (19094), as a managed cluster
+# offers it: TLS with a certificate signed by the project's test CA
+# (scripts/tls.sh; clients trust .work/tls/ca.crt) and SASL with
+# SCRAM-SHA-512 or PLAIN, user `sb`, password `sb-secret`.
+#
 #   scripts/kafka.sh start    fetch jars (cached), format storage once, start, wait until it serves
 #   scripts/kafka.sh stop     stop it
 #   scripts/kafka.sh status
@@ -17,6 +23,9 @@ WORK="${SB_WORK_DIR:-$ROOT/.work}/kafka"
 LIBS="${SB_CACHE_DIR:-$HOME/.cache/switchboard}/kafka-$KAFKA_VERSION/libs"
 PORT="${SB_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${SB_KAFKA_CONTROLLER_PORT:-19093}"
+SECURE_PORT="${SB_KAFKA_SECURE_PORT:-19094}"
+SASL_USER=sb
+SASL_PASSWORD=sb-secret
 PIDFILE="$WORK/kafka.pid"
 
 fetch() {
@@ -43,15 +52,25 @@ POM
 
 configure() {
     mkdir -p "$WORK/data"
+    local tls
+    tls="$("$ROOT/scripts/tls.sh" make)"
     cat > "$WORK/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_SSL://127.0.0.1:$SECURE_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://localhost:$SECURE_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+# The managed-cluster listener: TLS (a PEM keystore: key and certificate in
+# one file) and SASL. SCRAM users live in the cluster metadata (added after
+# start); PLAIN's user is declared here.
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls/server.pem
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
 log.dirs=$WORK/data
 num.partitions=4
 offsets.topic.replication.factor=1
@@ -109,7 +128,11 @@ start() {
     echo $! > "$PIDFILE"
     for _ in $(seq 1 120); do
         if grep -q "Kafka Server started" "$WORK/server.log" 2>/dev/null; then
-            echo "kafka $KAFKA_VERSION running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+            # The SCRAM user (idempotent: the same password again).
+            java -cp "$cp" -Dlog4j2.configurationFile="$WORK/log4j2.properties" kafka.admin.ConfigCommand \
+                --bootstrap-server "127.0.0.1:$PORT" --alter --entity-type users --entity-name "$SASL_USER" \
+                --add-config "SCRAM-SHA-512=[iterations=4096,password=$SASL_PASSWORD]" >/dev/null
+            echo "kafka $KAFKA_VERSION running on 127.0.0.1:$PORT and SASL_SSL localhost:$SECURE_PORT (pid $(cat "$PIDFILE"))"
             return
         fi
         if ! running; then break; fi

@@ -140,6 +140,45 @@ async fn a_message_is_one_trace_from_the_client_through_the_four_processes() {
     cluster.assert_all_running();
 }
 
+/// As against a managed Kafka and PostgreSQL: every process and `sbctl`
+/// reach the broker only through its SASL_SSL listener (SCRAM-SHA-512, the
+/// broker's certificate verified against the test CA and its host name) and
+/// PostgreSQL over TLS with `sslmode=verify-full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn the_pipeline_runs_over_sasl_ssl_and_postgres_tls() {
+    let cluster = Cluster::start("secure", Options { secure: true, ..Options::default() }).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "vault").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "vault").await;
+    for i in 0..10 {
+        alice.say("vault", &format!("s{i}"), "over tls").await;
+    }
+    assert_eq!(seqs(&bob.messages("vault", 10).await), (1..=10).collect::<Vec<_>>());
+    assert_eq!(cluster.stored().await, 11, "ten and the warm-up message");
+
+    // Every connection to the test database (the edges' and the
+    // persister's pools, and this test's) is encrypted.
+    let mut db = cluster.db().await;
+    let rows = sqlx::query(
+        "SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid \
+         WHERE a.datname = current_database()",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert!(rows.len() >= 3, "the processes' pools are connected: {} connections", rows.len());
+    assert!(rows.iter().all(|r| r.get::<bool, _>("ssl")), "a connection without TLS");
+
+    // A wrong password is refused by the broker, and said so.
+    let mut wrong = std::process::Command::new(cluster.env.bin_dir.join("sbctl"));
+    wrong.args(["groups", "list"]).env("SB_KAFKA_BROKERS", &cluster.env.kafka_secure);
+    wrong.envs(cluster.common_env.iter().map(|(k, v)| (k, v))).env("SB_KAFKA_SASL_PASSWORD", "wrong");
+    let refused = wrong.output().unwrap();
+    let text = support::cluster::output_text(&refused);
+    assert!(!refused.status.success(), "{text}");
+    assert!(text.contains("SASL authentication error"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn resume_on_the_other_edge_gets_exactly_what_was_missed() {

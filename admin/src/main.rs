@@ -10,6 +10,7 @@ use switchboard_core::store::Store;
 #[tokio::main]
 async fn main() {
     let cli: Cli = parse_or_exit();
+    switchboard_core::telemetry::init_cli();
     let result = match cli.command {
         Command::Topics(args) => topics::run(args).await,
         Command::Migrate { database } => migrate(database.url.expose()).await,

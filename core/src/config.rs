@@ -4,12 +4,13 @@
 //! any port is bound.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, KafkaSecurity, Sasl, SaslMechanism, SecurityProtocol};
 use crate::topics::Topics;
 
 /// Exit status for unusable configuration (sysexits EX_USAGE).
@@ -91,11 +92,77 @@ pub struct KafkaArgs {
     /// queue whole batches and wait only 0.2 ms).
     #[arg(long = "kafka-linger", env = "SB_KAFKA_LINGER", default_value = "2ms", value_parser = parse_duration)]
     pub linger: Duration,
+    /// How to talk to the brokers: plaintext, ssl (TLS), sasl_plaintext or
+    /// sasl_ssl (SASL over TLS: what managed clusters ask for).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "SB_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "plaintext"
+    )]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism (with sasl_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long = "kafka-sasl-mechanism", env = "SB_KAFKA_SASL_MECHANISM", value_enum)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name (with sasl_*).
+    #[arg(long = "kafka-sasl-username", env = "SB_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (with sasl_*).
+    #[arg(long = "kafka-sasl-password", env = "SB_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA certificates that sign the brokers' certificates
+    /// (with ssl and sasl_ssl); unset: the system's CA store.
+    #[arg(long = "kafka-ca-location", env = "SB_KAFKA_CA_LOCATION")]
+    pub ca_location: Option<PathBuf>,
 }
 
 impl KafkaArgs {
+    /// The clients' settings; a security setting that cannot work ends the
+    /// process with a message that says what to set.
     pub fn config(&self) -> KafkaConfig {
-        KafkaConfig { options: self.options.clone(), linger: self.linger, ..KafkaConfig::new(self.brokers.clone()) }
+        let security = self.security().unwrap_or_else(|e| exit_bad_config(e));
+        KafkaConfig {
+            options: self.options.clone(),
+            linger: self.linger,
+            security,
+            ..KafkaConfig::new(self.brokers.clone())
+        }
+    }
+
+    /// Checks the security settings together (clap checks each alone).
+    pub fn security(&self) -> Result<KafkaSecurity, String> {
+        let protocol = self.security_protocol;
+        let sasl = match (protocol.sasl(), &self.sasl_mechanism, &self.sasl_username, &self.sasl_password) {
+            (true, Some(mechanism), Some(username), Some(password)) => {
+                Some(Sasl { mechanism: *mechanism, username: username.clone(), password: password.clone() })
+            }
+            (true, _, _, _) => {
+                return Err(format!(
+                    "--kafka-security-protocol {} needs --kafka-sasl-mechanism, --kafka-sasl-username and \
+                     --kafka-sasl-password (SB_KAFKA_SASL_MECHANISM, _USERNAME, _PASSWORD)",
+                    protocol.name()
+                ));
+            }
+            (false, None, None, None) => None,
+            (false, _, _, _) => {
+                return Err(format!(
+                    "SASL settings are given but --kafka-security-protocol is {}: use sasl_ssl (or sasl_plaintext)",
+                    protocol.name()
+                ));
+            }
+        };
+        if let Some(ca) = &self.ca_location {
+            if !protocol.tls() {
+                return Err(format!(
+                    "--kafka-ca-location is given but --kafka-security-protocol is {}: use ssl or sasl_ssl",
+                    protocol.name()
+                ));
+            }
+            if !ca.is_file() {
+                return Err(format!("--kafka-ca-location {}: no such file", ca.display()));
+            }
+        }
+        Ok(KafkaSecurity { protocol, sasl, ca_location: self.ca_location.clone() })
     }
 
     pub fn topics(&self) -> Topics {
@@ -117,6 +184,36 @@ pub struct DatabaseArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct KafkaOnly {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn kafka(args: &[&str]) -> Result<KafkaSecurity, String> {
+        KafkaOnly::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().kafka.security()
+    }
+
+    #[test]
+    fn kafka_security_settings_are_checked_together() {
+        assert_eq!(kafka(&[]).unwrap().protocol, SecurityProtocol::Plaintext);
+        let sasl = ["--kafka-security-protocol", "sasl_ssl", "--kafka-sasl-mechanism", "SCRAM-SHA-512"];
+        let user = ["--kafka-sasl-username", "sb", "--kafka-sasl-password", "hunter2"];
+        let ok = kafka(&[&sasl[..], &user[..]].concat()).unwrap();
+        assert_eq!(ok.sasl.as_ref().unwrap().mechanism, SaslMechanism::ScramSha512);
+        assert!(!format!("{ok:?}").contains("hunter2"), "the password is redacted");
+        let missing = kafka(&sasl).unwrap_err();
+        assert!(missing.contains("--kafka-sasl-username"), "{missing}");
+        let stray = kafka(&user).unwrap_err();
+        assert!(stray.contains("use sasl_ssl"), "{stray}");
+        let ca = kafka(&["--kafka-ca-location", "/no/such/ca.pem", "--kafka-security-protocol", "ssl"]).unwrap_err();
+        assert!(ca.contains("no such file"), "{ca}");
+        let plain_ca = kafka(&["--kafka-ca-location", "Cargo.toml"]).unwrap_err();
+        assert!(plain_ca.contains("use ssl or sasl_ssl"), "{plain_ca}");
+        let mechanism = ["--kafka-security-protocol", "sasl_ssl", "--kafka-sasl-mechanism", "GSSAPI"];
+        assert!(KafkaOnly::try_parse_from(std::iter::once("x").chain(mechanism)).is_err());
+    }
 
     #[test]
     fn secrets_are_redacted() {

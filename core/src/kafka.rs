@@ -5,6 +5,7 @@
 //! The same code talks to librdkafka's mock cluster (embedded default) and to
 //! a real cluster (production).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::headers::TraceParent;
 
+use crate::config::Secret;
+
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,10 +36,82 @@ const CONSUME_ERROR_PAUSE: Duration = Duration::from_millis(5);
 /// sent its first records alone.
 const BATCH_LINGER: Duration = Duration::from_micros(200);
 
+/// How clients reach the brokers: `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// `sasl.mechanism`: the ones managed clusters offer that need no extra
+/// library (GSSAPI/Kerberos would need Cyrus SASL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// TLS and SASL settings, applied to every client (broker certificates are
+/// checked against the CA and the broker's host name).
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    pub protocol: SecurityProtocol,
+    pub sasl: Option<Sasl>,
+    /// PEM CA bundle; `None`: the system's store.
+    pub ca_location: Option<PathBuf>,
+}
+
 /// Connection settings for every Kafka client of a process.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub brokers: String,
+    pub security: KafkaSecurity,
     /// Pass-through librdkafka settings (security, tuning); applied last.
     pub options: Vec<(String, String)>,
     pub linger: Duration,
@@ -48,6 +123,7 @@ impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
+            security: KafkaSecurity::default(),
             options: Vec::new(),
             linger: Duration::from_millis(2),
             fetch_wait: Duration::from_millis(10),
@@ -57,6 +133,26 @@ impl KafkaConfig {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        let security = &self.security;
+        config.set("security.protocol", security.protocol.name());
+        if let Some(sasl) = &security.sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism.name())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose());
+        }
+        match &security.ca_location {
+            Some(ca) => {
+                config.set("ssl.ca.location", ca.to_string_lossy());
+            }
+            // OpenSSL is built into the binaries (rdkafka's ssl-vendored),
+            // so its default CA path is not the system's: look for the
+            // system's store in the usual places.
+            None if security.protocol.tls() => {
+                config.set("ssl.ca.location", "probe");
+            }
+            None => {}
+        }
         config
     }
 

@@ -19,6 +19,20 @@ pub fn init(service: &'static str) -> crate::traces::Exporter {
     crate::traces::init(service).unwrap_or_else(|e| crate::config::exit_bad_config(e))
 }
 
+/// The logger of a command-line tool (`sbctl`): warnings and errors on
+/// stderr, so what librdkafka reports (a refused SASL login, a certificate
+/// that does not verify) is seen before the command's own error.
+pub fn init_cli() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .without_time()
+        .try_init();
+}
+
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }

@@ -11,8 +11,9 @@
 //! | `DELETE /v1/rooms/{room}/members/{user}` | remove a member |
 //! | `POST /v1/rooms/{room}/reset` | reset the history |
 //!
-//! Authorized by `Authorization: Bearer <JWT>` signed with the edge's key and
-//! carrying `admin: true`.
+//! Authorized by `Authorization: Bearer <JWT>`, verified as client tokens are
+//! (HS256 with the edge's secret, or the identity provider's RS256/ES256, see
+//! `crate::auth`), and carrying `admin: true`.
 
 use std::sync::Arc;
 
@@ -135,7 +136,7 @@ async fn authorize_and_issue(
 ) -> Result<RoomCommand, AdminError> {
     // The token first: an unauthenticated caller learns nothing about its request.
     let token = bearer(headers).ok_or(AdminError::Unauthorized(AuthError::Missing))?;
-    let admin = state.auth.verify_admin(token).map_err(|e| match e {
+    let admin = state.auth.verify_admin(token).await.map_err(|e| match e {
         AuthError::NotAdmin => AdminError::Forbidden(e),
         other => AdminError::Unauthorized(other),
     })?;

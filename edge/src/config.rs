@@ -29,9 +29,30 @@ pub struct EdgeConfig {
     /// Address to listen on.
     #[arg(long, env = "SB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// HS256 secret that signs client tokens.
+    /// HS256 secret that signs client tokens (at least 32 bytes). Optional
+    /// with --jwks-url; without it, HS256 tokens are refused.
     #[arg(long = "jwt-secret", env = "SB_JWT_SECRET")]
-    pub jwt_secret: Secret,
+    pub jwt_secret: Option<Secret>,
+    /// JWKS URL of the identity provider whose RS256 and ES256 tokens are
+    /// accepted (e.g. https://idp.example.com/.well-known/jwks.json).
+    /// Fetched at start; the edge does not start without it.
+    #[arg(long = "jwks-url", env = "SB_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// The `iss` the identity provider's tokens must carry (needs --jwks-url).
+    #[arg(long = "jwt-issuer", env = "SB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Audiences, comma separated: the identity provider's tokens must name
+    /// one in `aud` (needs --jwks-url). Unset, any audience is accepted.
+    #[arg(long = "jwt-audience", env = "SB_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Least time between two fetches of the key set caused by tokens naming
+    /// a key id it lacks (a key rotation); such tokens are refused meanwhile.
+    #[arg(long = "jwks-refresh-min-interval", env = "SB_JWKS_REFRESH_MIN_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub jwks_refresh_min_interval: Duration,
+    /// Age of the held key set after which it is fetched again, in the
+    /// background, so a key the provider withdrew stops being accepted.
+    #[arg(long = "jwks-refresh-interval", env = "SB_JWKS_REFRESH_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub jwks_refresh_interval: Duration,
     /// Browser origins allowed to connect, comma separated; `*` allows any.
     /// Requests without an Origin header (native apps) are always allowed.
     #[arg(long = "allowed-origins", env = "SB_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -123,10 +144,7 @@ impl EdgeConfig {
     /// Checks what clap cannot; run before binding any port.
     pub fn validate(&self) -> Result<(), String> {
         switchboard_schemas::ids::validate_id(&self.node_id).map_err(|e| format!("--node-id: {e}"))?;
-        // RFC 7518 asks for an HS256 key at least as long as the hash.
-        if self.jwt_secret.expose().len() < 32 {
-            return Err("--jwt-secret must be at least 32 bytes".into());
-        }
+        self.validate_token_keys()?;
         if self.max_body_bytes >= self.max_frame_bytes {
             return Err("--max-body-bytes must be smaller than --max-frame-bytes".into());
         }
@@ -141,12 +159,44 @@ impl EdgeConfig {
         Ok(())
     }
 
+    /// Where tokens are verified: a secret, an identity provider, or both.
+    fn validate_token_keys(&self) -> Result<(), String> {
+        // RFC 7518 asks for an HS256 key at least as long as the hash.
+        if self.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err("--jwt-secret must be at least 32 bytes".into());
+        }
+        let Some(url) = &self.jwks_url else {
+            if self.jwt_secret.is_none() {
+                return Err("set --jwt-secret (HS256 tokens) or --jwks-url (an identity provider's tokens)".into());
+            }
+            if self.jwt_issuer.is_some() || !self.jwt_audience.is_empty() {
+                return Err(
+                    "--jwt-issuer and --jwt-audience check an identity provider's tokens: set --jwks-url".into()
+                );
+            }
+            return Ok(());
+        };
+        crate::jwks::validate_url(url).map_err(|e| format!("--jwks-url: {e}"))?;
+        if self.jwt_issuer.as_ref().is_some_and(|i| i.is_empty()) || self.jwt_audience.iter().any(String::is_empty) {
+            return Err("--jwt-issuer and --jwt-audience may not be empty".into());
+        }
+        if self.jwks_refresh_min_interval.is_zero() || self.jwks_refresh_interval.is_zero() {
+            return Err("--jwks-refresh-min-interval and --jwks-refresh-interval must be positive".into());
+        }
+        Ok(())
+    }
+
     /// Settings for tests and the embedded default.
     pub fn for_node(node_id: &str, listen: SocketAddr, jwt_secret: &str) -> Self {
         Self {
             node_id: node_id.to_owned(),
             listen,
-            jwt_secret: Secret::new(jwt_secret),
+            jwt_secret: Some(Secret::new(jwt_secret)),
+            jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: Vec::new(),
+            jwks_refresh_min_interval: Duration::from_secs(30),
+            jwks_refresh_interval: Duration::from_secs(3600),
             allowed_origins: vec!["*".into()],
             max_frame_bytes: 16 * 1024,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
@@ -171,5 +221,54 @@ impl EdgeConfig {
             dev_mode: false,
             backlog: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(flags: &[&str]) -> Result<EdgeConfig, String> {
+        let args = ["edge", "--node-id", "edge-1", "--database-url", "sqlite://x"].iter().chain(flags);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.edge.validate()?;
+        Ok(cli.edge)
+    }
+
+    #[test]
+    fn tokens_need_a_secret_or_an_identity_provider() {
+        let secret_only = parse(&["--jwt-secret", SECRET]).unwrap();
+        assert!(secret_only.jwks_url.is_none());
+        let provider = parse(&[
+            "--jwks-url",
+            "https://idp.example.com/.well-known/jwks.json",
+            "--jwt-issuer",
+            "https://idp.example.com/",
+            "--jwt-audience",
+            "chat,chat-admin",
+        ])
+        .unwrap();
+        assert!(provider.jwt_secret.is_none(), "no secret needed with a provider");
+        assert_eq!(provider.jwt_audience, ["chat", "chat-admin"]);
+        assert_eq!(provider.jwks_refresh_min_interval, Duration::from_secs(30));
+        assert_eq!(provider.jwks_refresh_interval, Duration::from_secs(3600));
+        assert!(parse(&["--jwt-secret", SECRET, "--jwks-url", "https://idp.example.com/jwks"]).is_ok(), "both");
+
+        let refused = |flags: &[&str], says: &str| {
+            let error = parse(flags).unwrap_err();
+            assert!(error.contains(says), "{flags:?}: {error}");
+        };
+        refused(&[], "set --jwt-secret (HS256 tokens) or --jwks-url");
+        refused(&["--jwt-secret", "short"], "at least 32 bytes");
+        refused(&["--jwt-secret", SECRET, "--jwt-audience", "chat"], "set --jwks-url");
+        refused(&["--jwt-secret", SECRET, "--jwt-issuer", "https://idp.example.com/"], "set --jwks-url");
+        refused(&["--jwks-url", "idp.example.com/jwks"], "--jwks-url: SB_JWKS_URL");
+        refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwt-issuer", ""], "may not be empty");
+        refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwks-refresh-min-interval", "0s"], "positive");
     }
 }

@@ -32,6 +32,9 @@ async fn dev_token(State(state): State<Arc<EdgeState>>, Query(query): Query<Hash
     }
     let exp = switchboard_core::clock::now_ms() as u64 / 1000 + DEV_TOKEN_TTL_SECS;
     let claims = Claims { sub: user.clone(), name: query.get("name").cloned().filter(|n| !n.trim().is_empty()), exp };
-    let token = issue_hs256(state.config.jwt_secret.expose().as_bytes(), &claims);
+    let Some(secret) = &state.config.jwt_secret else {
+        return (StatusCode::NOT_FOUND, "no SB_JWT_SECRET: dev tokens are off").into_response();
+    };
+    let token = issue_hs256(secret.expose().as_bytes(), &claims);
     axum::Json(serde_json::json!({ "token": token })).into_response()
 }

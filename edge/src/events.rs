@@ -17,6 +17,7 @@ use switchboard_core::metrics::{Metrics, seconds_buckets};
 use switchboard_schemas::protocol::{CLIENT_FRAME_TYPES, ErrorCode};
 use switchboard_schemas::room_command::RoomCommand;
 
+use crate::jwks::{JwksError, KeySet};
 use crate::outbox::CloseReason;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,6 +107,9 @@ pub struct EdgeEvents {
     backfilled_messages: Counter,
     admin_requests: Family<AdminRequest, Counter>,
     removals: Counter,
+    /// By outcome: `ok`, `failed`.
+    jwks_fetches: [Counter; 2],
+    jwks_refreshes_too_soon: Counter,
 }
 
 impl EdgeEvents {
@@ -174,6 +178,20 @@ impl EdgeEvents {
             "Connections taken out of a private room because their user was removed from it",
             removals.clone(),
         );
+        let jwks_family = Family::<Outcome, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's key set (SB_JWKS_URL), by outcome",
+            jwks_family.clone(),
+        );
+        let jwks_fetches = ["ok", "failed"].map(|outcome| jwks_family.get_or_create(&Outcome { outcome }).clone());
+        let jwks_refreshes_too_soon = Counter::default();
+        registry.register(
+            "jwks_refreshes_too_soon",
+            "Lookups of a key id the held key set lacked that did not fetch the set again, the last fetch \
+             having started less than SB_JWKS_REFRESH_MIN_INTERVAL before",
+            jwks_refreshes_too_soon.clone(),
+        );
         Self {
             metrics,
             connections,
@@ -190,6 +208,8 @@ impl EdgeEvents {
             backfilled_messages,
             admin_requests,
             removals,
+            jwks_fetches,
+            jwks_refreshes_too_soon,
         }
     }
 
@@ -271,6 +291,32 @@ impl EdgeEvents {
     /// `connections` of a removed user were taken out of a private room.
     pub(crate) fn removed_from_room(&self, connections: usize) {
         self.removals.inc_by(connections as u64);
+    }
+
+    /// The identity provider's key set was fetched and is now held.
+    pub(crate) fn jwks_fetched(&self, set: &KeySet) {
+        self.jwks_fetches[0].inc();
+        let mut kids: Vec<&str> = set.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        tracing::info!(?kids, skipped = ?set.skipped, "fetched the identity provider's key set");
+    }
+
+    /// A fetch of the key set failed; `retry_in` when it is tried again at
+    /// start. At run time the keys already held stay in use.
+    pub(crate) fn jwks_fetch_failed(&self, error: &JwksError, retry_in: Option<std::time::Duration>) {
+        self.jwks_fetches[1].inc();
+        match retry_in {
+            Some(after) => tracing::warn!(%error, ?after, "could not fetch the identity provider's key set; retrying"),
+            None => tracing::warn!(%error, "could not fetch the identity provider's key set"),
+        }
+    }
+
+    /// A token named a key id the held set lacked, and the last fetch (or
+    /// the one the lookup waited for) started within the refresh interval:
+    /// the set was not fetched again for it.
+    pub(crate) fn jwks_refresh_too_soon(&self) {
+        self.jwks_refreshes_too_soon.inc();
+        tracing::debug!("unknown key id within SB_JWKS_REFRESH_MIN_INTERVAL of the last fetch; not fetching again");
     }
 }
 

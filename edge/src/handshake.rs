@@ -67,7 +67,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HandshakeError> {
-    let (claims, slot) = admit(&state, &query, &headers).inspect_err(|e| state.events.handshake(e.outcome()))?;
+    let (claims, slot) = admit(&state, &query, &headers).await.inspect_err(|e| state.events.handshake(e.outcome()))?;
     state.events.handshake(Handshake::Ok);
     let limit = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
@@ -79,7 +79,7 @@ pub async fn upgrade(
 }
 
 /// Everything that can refuse a client, in order: draining, origin, token, cap.
-fn admit(
+async fn admit(
     state: &Arc<EdgeState>,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -93,7 +93,7 @@ fn admit(
         return Err(HandshakeError::OriginNotAllowed(origin.to_owned()));
     }
     let token = query.get("token").map(String::as_str).or_else(|| bearer(headers)).ok_or(AuthError::Missing)?;
-    let claims = state.auth.verify(token)?;
+    let claims = state.auth.verify(token).await?;
     let slot = state
         .hub
         .reserve_user(&claims.sub, state.config.max_connections_per_user)

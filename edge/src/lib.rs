@@ -13,6 +13,7 @@ pub mod events;
 pub mod handshake;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod node;
 pub mod outbox;
 pub mod publish;

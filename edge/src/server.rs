@@ -29,6 +29,7 @@ use crate::config::EdgeConfig;
 use crate::delivery::Delivery;
 use crate::events::EdgeEvents;
 use crate::hub::{Hub, RouteChange};
+use crate::jwks::JwksError;
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
 use crate::state::EdgeState;
@@ -44,6 +45,8 @@ pub enum EdgeError {
     DeliveryTopicUnavailable { topic: String, source: KafkaError },
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("identity provider's key set: {0}")]
+    Jwks(#[from] JwksError),
 }
 
 pub struct Edge {
@@ -53,8 +56,9 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Connects to Kafka, makes sure the delivery topic exists and is
-    /// assigned (from its end), and announces this node's new epoch.
+    /// Fetches the identity provider's key set (when configured), connects
+    /// to Kafka, makes sure the delivery topic exists and is assigned (from
+    /// its end), and announces this node's new epoch.
     pub async fn start(
         config: EdgeConfig,
         kafka: &KafkaConfig,
@@ -62,6 +66,9 @@ impl Edge {
         store: Store,
         events: Arc<EdgeEvents>,
     ) -> Result<Self, EdgeError> {
+        // First: a key set that cannot be fetched stops the start before
+        // this node announces itself.
+        let auth = Authenticator::from_config(&config, events.clone()).await?;
         let node = config.node_id.clone();
         let epoch = now_ms() as u64;
         let producer = kafka.producer()?;
@@ -85,7 +92,7 @@ impl Edge {
             events: events.clone(),
         };
         let state = Arc::new(EdgeState {
-            auth: Authenticator::hs256(config.jwt_secret.expose().as_bytes(), config.token_leeway),
+            auth,
             config,
             node,
             epoch,
@@ -111,7 +118,8 @@ impl Edge {
 
     /// The HTTP routes of this node.
     pub fn router(&self) -> Router {
-        let mut router = Router::new().route("/ws", get(handshake::upgrade)).merge(admin::routes());
+        let mut router =
+            Router::new().route("/ws", get(handshake::upgrade)).merge(admin::routes());
         if self.state.config.dev_mode {
             router = router.merge(demo::routes());
         }

@@ -22,6 +22,10 @@ use super::{Client, SECRET};
 /// Where the services and binaries are; `scripts/e2e.sh` sets these.
 pub struct Env {
     pub kafka: String,
+    /// The broker's SASL_SSL listener and the CA its certificate chains to
+    /// (`scripts/kafka.sh`, `scripts/tls.sh`).
+    pub kafka_secure: String,
+    pub ca: PathBuf,
     /// A database the role may connect to; per-test databases are created next to it.
     pub postgres_url: String,
     pub bin_dir: PathBuf,
@@ -44,6 +48,8 @@ impl Env {
         }
         Env {
             kafka: std::env::var("SB_E2E_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            kafka_secure: std::env::var("SB_E2E_KAFKA_SECURE").unwrap_or_else(|_| "localhost:19094".into()),
+            ca: root.join(".work/tls/ca.crt"),
             postgres_url: std::env::var("SB_E2E_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://sb:sb@127.0.0.1:15432/sb".into()),
             bin_dir,
@@ -121,11 +127,20 @@ pub struct Options {
     pub edge_kafka_options: Vec<String>,
     /// Where every process exports its traces (OTLP/HTTP), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// Every process and `sbctl` reach Kafka over SASL_SSL (SCRAM-SHA-512)
+    /// and PostgreSQL over TLS (verify-full), as managed services.
+    pub secure: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { partitions: 4, rate_per_second: 500, edge_kafka_options: Vec::new(), otlp_endpoint: None }
+        Options {
+            partitions: 4,
+            rate_per_second: 500,
+            edge_kafka_options: Vec::new(),
+            otlp_endpoint: None,
+            secure: false,
+        }
     }
 }
 
@@ -143,6 +158,8 @@ pub struct Cluster {
     pub persister_ops: SocketAddr,
     pub router_ops: SocketAddr,
     pub dir: PathBuf,
+    /// Settings every process and `sbctl` get in their environment.
+    pub common_env: Vec<(String, String)>,
 }
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -161,8 +178,26 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
 
         postgres_admin(&env, &format!("CREATE DATABASE {database}")).await;
-        let database_url = replace_database(&env.postgres_url, &database);
-        let kafka_flags = [format!("--kafka-brokers={}", env.kafka), format!("--topic-prefix={prefix}")];
+        let mut database_url = replace_database(&env.postgres_url, &database);
+        let mut brokers = env.kafka.clone();
+        let mut common_env: Vec<(String, String)> = Vec::new();
+        if options.secure {
+            brokers = env.kafka_secure.clone();
+            let ca = env.ca.display().to_string();
+            for (key, value) in [
+                ("SB_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("SB_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("SB_KAFKA_SASL_USERNAME", "sb"),
+                ("SB_KAFKA_SASL_PASSWORD", "sb-secret"),
+                ("SB_KAFKA_CA_LOCATION", ca.as_str()),
+            ] {
+                common_env.push((key.into(), value.into()));
+            }
+            // By host name, so the certificate's name is checked too.
+            database_url =
+                format!("{}?sslmode=verify-full&sslrootcert={ca}", database_url.replace("@127.0.0.1:", "@localhost:"));
+        }
+        let kafka_flags = [format!("--kafka-brokers={brokers}"), format!("--topic-prefix={prefix}")];
 
         let common: Vec<String> =
             kafka_flags.iter().cloned().chain([format!("--database-url={database_url}")]).collect();
@@ -178,7 +213,10 @@ impl Cluster {
                     ("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={name}")),
                 ],
                 None => Vec::new(),
-            },
+            }
+            .into_iter()
+            .chain(common_env.iter().cloned())
+            .collect(),
             log: dir.join(format!("{name}.log")),
             child: None,
             starts: 0,
@@ -229,6 +267,7 @@ impl Cluster {
             database_url,
             dir,
             env,
+            common_env,
         };
         let partitions = format!("--partitions={}", options.partitions);
         succeeded(cluster.sbctl(&["topics", &partitions, "--replication=1"]));
@@ -305,7 +344,9 @@ impl Cluster {
     /// test database, for the commands that take one) after `args`.
     pub fn sbctl(&self, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(self.env.bin_dir.join("sbctl"));
-        command.args(args).env("SB_KAFKA_BROKERS", &self.env.kafka).env("SB_TOPIC_PREFIX", &self.prefix);
+        let brokers = if self.common_env.is_empty() { &self.env.kafka } else { &self.env.kafka_secure };
+        command.args(args).env("SB_KAFKA_BROKERS", brokers).env("SB_TOPIC_PREFIX", &self.prefix);
+        command.envs(self.common_env.iter().map(|(k, v)| (k, v)));
         command.env("SB_DATABASE_URL", &self.database_url).env("NO_COLOR", "1");
         command.output().expect("run sbctl")
     }

@@ -308,3 +308,94 @@ pub async fn metric_reaching(addr: SocketAddr, series: &str, want: f64) -> f64 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// An edge started next to the embedded ones (the same mock cluster, store
+/// and workers) with settings a test chooses, e.g. an identity provider's
+/// JWKS URL. Stop it before the harness.
+pub struct ExtraEdge {
+    pub addr: SocketAddr,
+    pub state: std::sync::Arc<switchboard_edge::state::EdgeState>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    /// Starts edge `node` with the embedded default's edge settings (HS256
+    /// with [`SECRET`]), changed by `tune`; `Edge::start`'s error if it fails.
+    pub async fn start_edge(
+        &self,
+        node: &str,
+        tune: impl FnOnce(&mut EdgeConfig),
+    ) -> Result<ExtraEdge, switchboard_edge::server::EdgeError> {
+        use switchboard::embedded::{EDGE_LINGER, MOCK_FETCH_WAIT};
+        use switchboard_core::kafka::KafkaConfig;
+        let embedded = &self.embedded;
+        embedded.cluster().create_topic(&embedded.topics.deliver(node), 1, 1).expect("delivery topic");
+        let kafka = KafkaConfig {
+            linger: EDGE_LINGER,
+            fetch_wait: MOCK_FETCH_WAIT,
+            ..KafkaConfig::new(embedded.bootstrap.clone())
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = EdgeConfig::for_node(node, addr, SECRET);
+        config.drain_grace = Duration::from_secs(1);
+        tune(&mut config);
+        config.validate().expect("valid edge settings");
+        let events = std::sync::Arc::new(switchboard_edge::events::EdgeEvents::new(
+            &switchboard_core::metrics::Metrics::default(),
+        ));
+        let edge = switchboard_edge::server::Edge::start(
+            config,
+            &kafka,
+            embedded.topics.clone(),
+            embedded.store.clone(),
+            events,
+        )
+        .await?;
+        let state = edge.state().clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = edge.serve(listener, token).await {
+                tracing::error!(error = %e, "extra edge failed");
+            }
+        });
+        Ok(ExtraEdge { addr, state, shutdown, task })
+    }
+}
+
+impl ExtraEdge {
+    /// Drains and stops the edge.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl Client {
+    /// Connects with `token` (whose `sub` is `user`) and consumes the `welcome` frame.
+    pub async fn connect_with_token(addr: SocketAddr, user: &str, token: &str) -> Client {
+        let url = format!("ws://{addr}/ws?token={token}");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        let mut client = Client { ws, buffered: VecDeque::new(), refs: 0, user: user.into() };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["user"], user);
+        client
+    }
+}
+
+/// A handshake with `token` that the edge must refuse: its HTTP status and
+/// the JSON body naming the reason.
+pub async fn refused_handshake(addr: SocketAddr, token: &str) -> (u16, Value) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await {
+        Err(WsError::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            (response.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null))
+        }
+        Ok(_) => panic!("the handshake was accepted"),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}

@@ -84,62 +84,56 @@ forms, so the grace-period check below always understands it.
 {{- end }}
 
 {{/*
-SB_KAFKA_OPTIONS: TLS, SASL and any extra librdkafka settings, as the
-comma-separated key=value list the binaries parse. The SASL username and
-password are never written here: Kubernetes substitutes $(KAFKA_SASL_...)
-from the env entries "switchboard.kafkaEnv" declares before this one, which
-read the Secret.
+The librdkafka security.protocol the kafka.tls / kafka.sasl values ask for
+(SB_KAFKA_SECURITY_PROTOCOL).
 */}}
-{{- define "switchboard.kafkaOptions" -}}
+{{- define "switchboard.kafkaSecurityProtocol" -}}
 {{- $k := .Values.kafka }}
-{{- $opts := list }}
-{{- if and $k.tls.enabled $k.sasl.enabled }}
-{{- $opts = append $opts "security.protocol=SASL_SSL" }}
-{{- else if $k.tls.enabled }}
-{{- $opts = append $opts "security.protocol=SSL" }}
-{{- else if $k.sasl.enabled }}
-{{- $opts = append $opts "security.protocol=SASL_PLAINTEXT" }}
+{{- if and $k.tls.enabled $k.sasl.enabled }}sasl_ssl
+{{- else if $k.tls.enabled }}ssl
+{{- else if $k.sasl.enabled }}sasl_plaintext
+{{- else }}plaintext
 {{- end }}
-{{- if and $k.tls.enabled $k.tls.caFromSecret }}
-{{- $opts = append $opts "ssl.ca.location=/etc/switchboard/kafka/ca.crt" }}
-{{- end }}
-{{- if $k.sasl.enabled }}
-{{- $opts = append $opts (printf "sasl.mechanism=%s" $k.sasl.mechanism) }}
-{{- $opts = append $opts "sasl.username=$(KAFKA_SASL_USERNAME)" }}
-{{- $opts = append $opts "sasl.password=$(KAFKA_SASL_PASSWORD)" }}
-{{- end }}
-{{- range $key, $value := $k.options }}
-{{- $opts = append $opts (printf "%s=%v" $key $value) }}
-{{- end }}
-{{- join "," $opts }}
 {{- end }}
 
 {{/*
-Env entries every Kafka client needs: brokers, topic prefix, SASL
-credentials from the Secret, the options above. Call with the root context.
+Env entries every Kafka client needs: brokers, topic prefix, TLS and SASL
+(credentials from the Secret), any other librdkafka option. Call with the
+root context.
 */}}
 {{- define "switchboard.kafkaEnv" -}}
+{{- $k := .Values.kafka }}
 - name: SB_KAFKA_BROKERS
-  value: {{ .Values.kafka.brokers | quote }}
+  value: {{ $k.brokers | quote }}
 - name: SB_TOPIC_PREFIX
-  value: {{ .Values.kafka.topicPrefix | quote }}
-{{- if .Values.kafka.sasl.enabled }}
-# Not read by the binaries: Kubernetes substitutes them into SB_KAFKA_OPTIONS.
-- name: KAFKA_SASL_USERNAME
+  value: {{ $k.topicPrefix | quote }}
+- name: SB_KAFKA_SECURITY_PROTOCOL
+  value: {{ include "switchboard.kafkaSecurityProtocol" . | quote }}
+{{- if and $k.tls.enabled $k.tls.caFromSecret }}
+- name: SB_KAFKA_CA_LOCATION
+  value: /etc/switchboard/kafka/ca.crt
+{{- end }}
+{{- if $k.sasl.enabled }}
+- name: SB_KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+- name: SB_KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.secrets.keys.kafkaSaslUsername }}
-- name: KAFKA_SASL_PASSWORD
+- name: SB_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "switchboard.secretName" . }}
       key: {{ .Values.secrets.keys.kafkaSaslPassword }}
 {{- end }}
-{{- $options := include "switchboard.kafkaOptions" . }}
-{{- if $options }}
+{{- with $k.options }}
+{{- $opts := list }}
+{{- range $key, $value := . }}
+{{- $opts = append $opts (printf "%s=%v" $key $value) }}
+{{- end }}
 - name: SB_KAFKA_OPTIONS
-  value: {{ $options | quote }}
+  value: {{ join "," $opts | quote }}
 {{- end }}
 {{- end }}
 

@@ -227,6 +227,27 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
+    /// Up to `limit` messages of a room, newest first: those before
+    /// `before` (a seq), or the newest ones.
+    pub async fn messages_before(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<MessageFrame>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(
+            "SELECT room, seq, id, client_id, sender, sender_name, body, sent_at FROM messages \
+             WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(room)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
     /// Whether the persister has applied the room command with this id.
     pub async fn command_applied(&self, id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM room_commands WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
@@ -409,6 +430,12 @@ mod tests {
 
         let history = store.messages_between(&r, 1, 3, 10).await.unwrap();
         assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        // Pages back through history, newest first.
+        let seqs = |page: Vec<MessageFrame>| page.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.messages_before(&r, None, 2).await.unwrap()), vec![3, 2]);
+        assert_eq!(seqs(store.messages_before(&r, Some(2), 10).await.unwrap()), vec![1]);
+        assert_eq!(seqs(store.messages_before(&r, Some(1), 10).await.unwrap()), Vec::<u64>::new());
+        assert_eq!(seqs(store.messages_before(&r, Some(u64::MAX), 1).await.unwrap()), vec![3]);
         assert_eq!(history[0].sender_name, "B");
         // The edge's time from the record, never the store's clock, so a
         // replay of the topic writes the same row.

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod demo;
 pub mod events;
 pub mod handshake;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod jwks;

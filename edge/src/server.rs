@@ -33,7 +33,7 @@ use crate::jwks::JwksError;
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
 use crate::state::EdgeState;
-use crate::{admin, demo, handshake, http};
+use crate::{admin, demo, handshake, history, http};
 
 #[derive(Debug, Error)]
 pub enum EdgeError {
@@ -119,7 +119,7 @@ impl Edge {
     /// The HTTP routes of this node.
     pub fn router(&self) -> Router {
         let mut router =
-            Router::new().route("/ws", get(handshake::upgrade)).merge(admin::routes());
+            Router::new().route("/ws", get(handshake::upgrade)).merge(admin::routes()).merge(history::routes());
         if self.state.config.dev_mode {
             router = router.merge(demo::routes());
         }

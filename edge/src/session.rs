@@ -15,11 +15,12 @@ use switchboard_schemas::PROTOCOL_VERSION;
 use switchboard_schemas::envelope::{Event, InboundSend, Origin};
 use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::ids::{message_id, validate_id};
-use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, ServerFrame};
+use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, MAX_HISTORY_BYTES, ServerFrame};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::Claims;
+use crate::history;
 use crate::hub::UserSlot;
 use crate::outbox::{CloseReason, Closing, Outbox, OutboxReceiver};
 use crate::publish;
@@ -254,6 +255,25 @@ impl Session {
                 self.send(reference, room, client_id, body, parent).await
             }
             ClientFrame::Typing { reference, room } => self.typing(reference, room),
+            ClientFrame::History { reference, room, before_seq, limit } => {
+                Box::pin(self.history(reference, room, before_seq, limit)).await
+            }
+        }
+    }
+
+    /// A page of the room's history (see `crate::history`), bounded by half
+    /// the send queue so the answer always fits in it.
+    async fn history(&mut self, reference: String, room: String, before: Option<u64>, limit: Option<u32>) {
+        let max_bytes = MAX_HISTORY_BYTES.min(self.state.config.send_queue_bytes / 2);
+        match history::page(&self.state.store, &self.claims.sub, &room, before, limit, max_bytes).await {
+            Ok(page) => self.reply(ServerFrame::History {
+                reference,
+                room: page.room,
+                epoch: page.epoch,
+                messages: page.messages,
+                has_more: page.has_more,
+            }),
+            Err(e) => self.fail(&reference, e.code(), e.to_string()),
         }
     }
 

@@ -13,6 +13,17 @@ pub const MAX_REF_LEN: usize = 64;
 /// Longest `client_id` accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
+/// Most messages one `history` page holds (a larger `limit` is capped to it).
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+
+/// `history`'s `limit` when none is given.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// A `history` page stops early once its messages, encoded, add up to this
+/// many bytes (`has_more` says there is more), so a page of large messages
+/// stays small.
+pub const MAX_HISTORY_BYTES: usize = 512 * 1024;
+
 /// A frame sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -62,10 +73,23 @@ pub enum ClientFrame {
         #[serde(rename = "ref")]
         reference: String,
     },
+    /// A page of a room's stored messages, newest first: the ones before
+    /// `before_seq` (the newest ones without it), at most `limit` (default
+    /// 50, capped at 100). The connection need not have joined the room, only
+    /// be allowed to read it.
+    History {
+        #[serde(rename = "ref")]
+        reference: String,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 /// The `type` values a client may send.
-pub const CLIENT_FRAME_TYPES: [&str; 5] = ["join", "leave", "send", "typing", "ping"];
+pub const CLIENT_FRAME_TYPES: [&str; 6] = ["join", "leave", "send", "typing", "ping", "history"];
 
 /// Limits the server enforces, announced in `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -141,6 +165,18 @@ pub enum ServerFrame {
     Reset {
         room: String,
         epoch: u64,
+    },
+    /// The answer to `history`: messages newest first (seqs descending).
+    /// `has_more`: older messages exist; ask again with `before_seq` set to
+    /// the last (oldest) seq of this page.
+    History {
+        #[serde(rename = "ref")]
+        reference: String,
+        room: String,
+        /// The room's epoch the page belongs to.
+        epoch: u64,
+        messages: Vec<MessageFrame>,
+        has_more: bool,
     },
 }
 
@@ -278,6 +314,7 @@ impl ClientFrame {
             ClientFrame::Send { .. } => "send",
             ClientFrame::Typing { .. } => "typing",
             ClientFrame::Ping { .. } => "ping",
+            ClientFrame::History { .. } => "history",
         }
     }
 
@@ -288,6 +325,7 @@ impl ClientFrame {
             | ClientFrame::Leave { reference, .. }
             | ClientFrame::Send { reference, .. }
             | ClientFrame::Typing { reference, .. }
+            | ClientFrame::History { reference, .. }
             | ClientFrame::Ping { reference } => reference,
         }
     }

@@ -294,3 +294,33 @@ def test_client_frame_schema_matches_what_the_suite_sends():
     assert all(CLIENT_VALIDATOR.is_valid(f) for f in good)
     assert not any(CLIENT_VALIDATOR.is_valid(f) for f in bad)
     json.dumps(good)
+
+
+@pytest.mark.parametrize("src,dst", CROSS)
+def test_history_pages_back_newest_first_without_joining(src, dst):
+    room = uniq("hist")
+    alice = Conn.open(src)
+    bob = Conn.open(dst)
+    try:
+        alice.join(room)
+        acks = [alice.say(room, f"m{i}", client_id=f"h{i}")[1] for i in range(5)]
+        alice.messages(room, 5)
+        ref = bob.request("history", room=room, limit=2)
+        page = bob.reply(ref)
+        assert set(page) == {"type", "ref", "room", "epoch", "messages", "has_more"}, page
+        assert page["type"] == "history" and page["room"] == room and page["has_more"] is True, page
+        assert [m["seq"] for m in page["messages"]] == [5, 4]
+        assert [m["id"] for m in page["messages"]] == [acks[4]["id"], acks[3]["id"]]
+        assert set(page["messages"][0]) == {"room", "seq", "id", "client_id", "sender", "sender_name", "body",
+                                            "sent_at"}, page
+        ref = bob.request("history", room=room, before_seq=4)
+        rest = bob.reply(ref)
+        assert [m["seq"] for m in rest["messages"]] == [3, 2, 1] and rest["has_more"] is False, rest
+        # Asking is not joining: sending there is still not_joined.
+        ref, _ = bob.say(room, wait=False)
+        bob.expect_error(ref, "not_joined")
+        ref = bob.request("history", room=room, limit=0)
+        bob.expect_error(ref, "invalid_frame")
+    finally:
+        alice.close()
+        bob.close()

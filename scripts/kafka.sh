@@ -103,12 +103,23 @@ running() {
 }
 
 start() {
-    if running; then echo "kafka already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return; fi
-    # Another checkout's broker (or anything else) on the port would make ours fail late and obscurely.
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-        echo "port 127.0.0.1:$PORT is taken by another process (another checkout's broker?); stop it first" >&2
-        exit 1
+    if running; then
+        # A broker started by an older version of this script has no SASL_SSL listener.
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$SECURE_PORT") 2>/dev/null; then
+            echo "kafka is running (pid $(cat "$PIDFILE")) without its SASL_SSL listener on $SECURE_PORT" \
+                "(started by an older scripts/kafka.sh): run scripts/kafka.sh stop, then start" >&2
+            exit 1
+        fi
+        echo "kafka already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+        return
     fi
+    # Another checkout's broker (or anything else) on a port would make ours fail late and obscurely.
+    for port in "$PORT" "$SECURE_PORT"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port 127.0.0.1:$port is taken by another process (another checkout's broker?); stop it first" >&2
+            exit 1
+        fi
+    done
     fetch
     configure
     local cp="$LIBS/*"

@@ -16,10 +16,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${SB_WORK_DIR:-$ROOT/.work}/tls"
 
 make_certs() {
-    if [ -f "$DIR/server.pem" ]; then echo "$DIR"; return; fi
+    if [ -f "$DIR/ca.crt" ] && [ -f "$DIR/server.crt" ] && [ -f "$DIR/server.key" ] && [ -f "$DIR/server.pem" ]; then
+        echo "$DIR"
+        return
+    fi
     mkdir -p "$DIR"
-    local tmp
+    # Keys readable by their owner only, from the start; the temporary
+    # directory (with the CA's key) goes whatever happens.
+    umask 077
     tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Switchboard test CA" \
         -keyout "$tmp/ca.key" -out "$tmp/ca.crt" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
@@ -29,10 +35,11 @@ make_certs() {
         -days 3650 -extfile "$tmp/ext.cnf" -out "$tmp/server.crt" 2>/dev/null
     openssl pkcs8 -topk8 -nocrypt -in "$tmp/server.key" -out "$tmp/server.pk8"
     cat "$tmp/server.pk8" "$tmp/server.crt" > "$tmp/server.pem"
-    cp "$tmp/ca.crt" "$tmp/server.crt" "$tmp/server.pem" "$DIR/"
     cp "$tmp/server.pk8" "$DIR/server.key"
-    chmod 600 "$DIR/server.key" "$DIR/server.pem"
-    rm -rf "$tmp"
+    cp "$tmp/server.pem" "$DIR/"
+    # Certificates are public; the key files stay the owner's only.
+    cp "$tmp/ca.crt" "$tmp/server.crt" "$DIR/"
+    chmod 644 "$DIR/ca.crt" "$DIR/server.crt"
     echo "$DIR"
 }
 

@@ -514,6 +514,11 @@ fn credentials_come_from_secrets_only() {
                 if key == "SB_KAFKA_OPTIONS" {
                     let options = str_of(&entry["value"]);
                     assert!(!options.contains("sasl.password"), "{values:?}: {name} spells out a password: {options}");
+                    // Every value as librdkafka reads it: no float notation.
+                    for option in options.split(',') {
+                        let value = option.split_once('=').map_or("", |(_, v)| v);
+                        assert!(!value.contains("e+"), "{values:?}: {name} passes {option}");
+                    }
                 }
             }
         }

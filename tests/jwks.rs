@@ -356,7 +356,12 @@ async fn an_edge_whose_key_set_cannot_be_fetched_does_not_start() {
     // Nobody listens on a port just released.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let url = format!("http://{closed}/.well-known/jwks.json");
-    let tune = |url: String| move |c: &mut EdgeConfig| c.jwks_url = Some(url);
+    let tune = |url: String| {
+        move |c: &mut EdgeConfig| {
+            c.jwks_url = Some(url);
+            c.jwt_audience = vec![AUDIENCE.into()];
+        }
+    };
     let error = h.start_edge("edge-idp-1", tune(url.clone())).await.err().expect("no start without keys");
     assert!(matches!(error, EdgeError::Jwks(JwksError::Request { .. })), "{error}");
     assert!(error.to_string().contains(&url), "{error}");

@@ -134,6 +134,9 @@ impl KafkaArgs {
         let protocol = self.security_protocol;
         let sasl = match (protocol.sasl(), &self.sasl_mechanism, &self.sasl_username, &self.sasl_password) {
             (true, Some(mechanism), Some(username), Some(password)) => {
+                if username.is_empty() || password.expose().is_empty() {
+                    return Err("--kafka-sasl-username and --kafka-sasl-password may not be empty".into());
+                }
                 Some(Sasl { mechanism: *mechanism, username: username.clone(), password: password.clone() })
             }
             (true, _, _, _) => {
@@ -203,6 +206,8 @@ mod tests {
         let ok = kafka(&[&sasl[..], &user[..]].concat()).unwrap();
         assert_eq!(ok.sasl.as_ref().unwrap().mechanism, SaslMechanism::ScramSha512);
         assert!(!format!("{ok:?}").contains("hunter2"), "the password is redacted");
+        let empty = kafka(&[&sasl[..], &["--kafka-sasl-username", "sb", "--kafka-sasl-password", ""][..]].concat());
+        assert!(empty.unwrap_err().contains("may not be empty"));
         let missing = kafka(&sasl).unwrap_err();
         assert!(missing.contains("--kafka-sasl-username"), "{missing}");
         let stray = kafka(&user).unwrap_err();

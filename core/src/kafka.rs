@@ -228,7 +228,12 @@ impl KafkaConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            // Long enough for a broker restart (9-14 s in the fault suite)
+            // to pass inside the session: a session that expired during an
+            // outage once left a static member with no partitions and no
+            // error (the workers' restarts reuse their instance id, so they
+            // take their partitions back at once whatever this is).
+            .set("session.timeout.ms", "30000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         self.finish(config).create_with_context(GroupContext { on_stats })

@@ -151,11 +151,6 @@ impl Authenticator {
         if let Some(url) = &config.jwks_url {
             let jwks = Jwks::start(url, config.jwks_refresh_min_interval, config.jwks_refresh_interval, events).await?;
             let checks = ProviderChecks { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() };
-            if checks.audience.is_empty() {
-                tracing::warn!(
-                    "no SB_JWT_AUDIENCE: tokens the identity provider issues to any of its applications are accepted"
-                );
-            }
             if checks.issuer.is_none() {
                 tracing::warn!("no SB_JWT_ISSUER: the tokens' iss is not checked");
             }

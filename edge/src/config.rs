@@ -183,6 +183,14 @@ impl EdgeConfig {
         if self.jwks_refresh_min_interval.is_zero() || self.jwks_refresh_interval.is_zero() {
             return Err("--jwks-refresh-min-interval and --jwks-refresh-interval must be positive".into());
         }
+        // A provider signs tokens for all its applications; without an
+        // audience check, one issued to another of them (with an `admin`
+        // claim of its own, say) would be accepted here.
+        if self.jwt_audience.is_empty() {
+            return Err("--jwks-url needs --jwt-audience (SB_JWT_AUDIENCE): the audience the identity provider puts \
+                        in the tokens it issues for this chat"
+                .into());
+        }
         Ok(())
     }
 
@@ -257,7 +265,8 @@ mod tests {
         assert_eq!(provider.jwt_audience, ["chat", "chat-admin"]);
         assert_eq!(provider.jwks_refresh_min_interval, Duration::from_secs(30));
         assert_eq!(provider.jwks_refresh_interval, Duration::from_secs(3600));
-        assert!(parse(&["--jwt-secret", SECRET, "--jwks-url", "https://idp.example.com/jwks"]).is_ok(), "both");
+        let both = ["--jwt-secret", SECRET, "--jwks-url", "https://idp.example.com/jwks", "--jwt-audience", "chat"];
+        assert!(parse(&both).is_ok(), "both");
 
         let refused = |flags: &[&str], says: &str| {
             let error = parse(flags).unwrap_err();
@@ -270,5 +279,6 @@ mod tests {
         refused(&["--jwks-url", "idp.example.com/jwks"], "--jwks-url: SB_JWKS_URL");
         refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwt-issuer", ""], "may not be empty");
         refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwks-refresh-min-interval", "0s"], "positive");
+        refused(&["--jwks-url", "https://idp.example.com/jwks"], "--jwks-url needs --jwt-audience");
     }
 }

@@ -105,6 +105,14 @@ pub async fn page(
     Ok(Page { room: room.to_owned(), epoch: state.epoch, messages, has_more })
 }
 
+/// Requests `GET /v1/rooms/{room}/messages` serves at once on one edge; more
+/// are answered 429 at once. Socket `history` frames are bounded by each
+/// connection's rate limit; this bounds what HTTP clients can take of the
+/// database pool the edge's joins and gap backfill also use.
+const MAX_CONCURRENT_HTTP_PAGES: usize = 4;
+
+static HTTP_PAGES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HTTP_PAGES);
+
 pub fn routes() -> axum::Router<Arc<EdgeState>> {
     axum::Router::new().route("/v1/rooms/{room}/messages", get(http_page))
 }
@@ -119,6 +127,10 @@ async fn http_page(
 ) -> Response {
     let refuse = |status: StatusCode, code: &'static str, message: String| {
         (status, Json(ErrorBody { code, message })).into_response()
+    };
+    let Ok(_permit) = HTTP_PAGES.try_acquire() else {
+        let busy = "too many history requests at once on this edge; retry shortly".to_owned();
+        return refuse(StatusCode::TOO_MANY_REQUESTS, "busy", busy);
     };
     let Some(token) = bearer(&headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", AuthError::Missing.to_string());

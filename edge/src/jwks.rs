@@ -52,6 +52,12 @@ pub enum JwksError {
     /// Configuration: the operator's to fix.
     #[error("SB_JWKS_URL {url:?} is not an http:// or https:// URL with a host")]
     BadUrl { url: String },
+    /// Configuration: keys fetched in the clear from another machine could
+    /// be swapped on the way, and whoever swapped them signs any token.
+    #[error(
+        "SB_JWKS_URL {url:?} is plain http to another machine: use https (http only to this machine, e.g. a sidecar)"
+    )]
+    PlainHttp { url: String },
     /// The machine's CA store is empty or unreadable: the image's to fix.
     #[error(
         "no CA certificates to check {url} with ({source}); install ca-certificates or point SSL_CERT_FILE at a bundle"
@@ -224,8 +230,14 @@ fn parse_url(url: &str) -> Result<Uri, JwksError> {
     let bad = || JwksError::BadUrl { url: url.to_owned() };
     let uri: Uri = url.parse().map_err(|_| bad())?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else { return Err(bad()) };
+    if !scheme_ok {
         return Err(bad());
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() == Some("http") && !loopback {
+        return Err(JwksError::PlainHttp { url: url.to_owned() });
     }
     Ok(uri)
 }
@@ -570,6 +582,10 @@ mod tests {
     fn urls_need_a_scheme_this_client_speaks_and_a_host() {
         assert!(validate_url("https://idp.example.com/.well-known/jwks.json").is_ok());
         assert!(validate_url("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(validate_url("http://localhost:8080/jwks").is_ok());
+        assert!(validate_url("http://[::1]:8080/jwks").is_ok());
+        assert!(matches!(validate_url("http://idp.example.com/jwks"), Err(JwksError::PlainHttp { .. })));
+        assert!(matches!(validate_url("http://10.0.0.5/jwks"), Err(JwksError::PlainHttp { .. })));
         for bad in ["", "idp.example.com/jwks", "ftp://idp.example.com/jwks", "https:///jwks", "not a url"] {
             assert!(validate_url(bad).is_err(), "{bad:?} accepted");
         }

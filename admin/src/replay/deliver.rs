@@ -181,9 +181,10 @@ impl Summary {
     fn print(&self) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let per_node: Vec<String> = self.per_node.iter().map(|(node, n)| format!("{n} to {node}")).collect();
+        let sent: u64 = self.per_node.values().sum();
         println!(
-            "re-delivered {} events in {:.1} s ({:.0} events/s): {}; {} to no node (no live member), {} of other \
-             rooms, {} invalid (the router dead-letters them)",
+            "read {} events in {:.1} s ({:.0} events/s) and sent {sent} records: {}; {} to no node (no live \
+             member), {} of other rooms, {} invalid (the router dead-letters them)",
             self.read,
             secs,
             self.read as f64 / secs,

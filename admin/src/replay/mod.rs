@@ -298,8 +298,16 @@ impl Tracker {
         consumer: &'c StreamConsumer,
     ) -> Result<Vec<BorrowedMessage<'c>>, SbctlError> {
         let mut records: Vec<BorrowedMessage<'c>> = Vec::new();
-        let mut wait = STALL_TIMEOUT;
+        // Waits (up to the stall timeout in all) only until the first record
+        // of the batch; after that, takes only what is already fetched. A
+        // partition's end, or a record past the range, is no record.
+        let stall = tokio::time::Instant::now() + STALL_TIMEOUT;
         while records.len() < self.batch_max {
+            let wait = if records.is_empty() {
+                stall.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                Duration::ZERO
+            };
             let received = match tokio::time::timeout(wait, consumer.recv()).await {
                 Ok(received) => received,
                 Err(_) if records.is_empty() => {
@@ -311,7 +319,6 @@ impl Tracker {
                 }
                 Err(_) => break,
             };
-            wait = Duration::ZERO;
             match received {
                 Ok(record) => {
                     let Some(progress) = self.state.get_mut(&record.partition()) else { continue };

@@ -69,17 +69,39 @@ pub struct StoreArgs {
     pub publish_events: bool,
 }
 
-/// Commit metadata: the run this progress belongs to.
-fn metadata(part: &Part, done: bool) -> String {
-    let state = if done { " done" } else { "" };
-    format!("replay-store from={} to={}{state}", part.requested, part.to())
+/// What a run is besides its range: which rooms, whether it publishes, and
+/// into which database (hashed: anyone who can list the group reads the
+/// metadata). A run takes up only an unfinished run of the same kind, so a
+/// run for other rooms or another database never skips what that one did.
+fn run_kind(rooms: &HashSet<String>, publish: bool, database_url: &str) -> String {
+    let mut sorted: Vec<&String> = rooms.iter().collect();
+    sorted.sort();
+    let rooms = if sorted.is_empty() {
+        "all".to_owned()
+    } else {
+        format!("{:016x}", fnv1a(sorted.iter().flat_map(|r| r.bytes().chain([b','])).collect::<Vec<_>>().as_slice()))
+    };
+    format!("rooms={rooms} publish={} db={:016x}", u8::from(publish), fnv1a(database_url.as_bytes()))
 }
 
-/// Parses commit metadata written by [`metadata`]: (from, to, done).
-fn parse_metadata(text: &str) -> Option<(i64, i64, bool)> {
+/// FNV-1a, 64 bits: a hash that stays the same across Rust releases (the
+/// standard library's does not promise to), for the metadata above.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Commit metadata: the run this progress belongs to.
+fn metadata(part: &Part, kind: &str, done: bool) -> String {
+    let state = if done { " done" } else { "" };
+    format!("replay-store from={} to={} {kind}{state}", part.requested, part.to())
+}
+
+/// Parses commit metadata written by [`metadata`]: (from, to, kind, done).
+fn parse_metadata(text: &str) -> Option<(i64, i64, String, bool)> {
     let rest = text.strip_prefix("replay-store ")?;
     let mut from = None;
     let mut to = None;
+    let mut kind = Vec::new();
     let mut done = false;
     for word in rest.split(' ') {
         if let Some(v) = word.strip_prefix("from=") {
@@ -88,9 +110,11 @@ fn parse_metadata(text: &str) -> Option<(i64, i64, bool)> {
             to = v.parse().ok();
         } else if word == "done" {
             done = true;
+        } else {
+            kind.push(word);
         }
     }
-    Some((from?, to?, done))
+    Some((from?, to?, kind.join(" "), done))
 }
 
 pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
@@ -104,7 +128,8 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
     refuse_compacted(&kafka, &topic).await?;
     let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
     let mut parts = plan(&consumer, &topic, &args.from)?;
-    resume(&consumer, &topic, &mut parts)?;
+    let kind = run_kind(&rooms, args.publish_events, args.database.url.expose());
+    resume(&consumer, &topic, &kind, &mut parts)?;
     let store = if args.count_only {
         None
     } else {
@@ -152,21 +177,22 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
         false => None,
     };
     let target = store.as_ref().map(|store| Target { store, publisher: publisher.as_ref() });
-    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, args.max_rate).await?;
+    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, &kind, args.max_rate).await?;
     summary.print();
     Ok(())
 }
 
-/// Takes up an unfinished run of the same range where it stopped, as its
-/// progress (committed offsets with the run's range in the metadata) says.
-fn resume(consumer: &BaseConsumer, topic: &str, parts: &mut [Part]) -> Result<(), SbctlError> {
+/// Takes up an unfinished run of the same range and kind where it stopped,
+/// as its progress (committed offsets with the run in the metadata) says.
+fn resume(consumer: &BaseConsumer, topic: &str, kind: &str, parts: &mut [Part]) -> Result<(), SbctlError> {
     let partitions: Vec<i32> = parts.iter().map(|p| p.partition).collect();
     let committed: BTreeMap<i32, Option<(i64, String)>> =
         positions::committed(consumer, topic, &partitions)?.into_iter().collect();
     for part in parts {
         if let Some(Some((offset, metadata))) = committed.get(&part.partition)
-            && let Some((run_from, run_to, done)) = parse_metadata(metadata)
+            && let Some((run_from, run_to, run_kind, done)) = parse_metadata(metadata)
             && !done
+            && run_kind == kind
             && run_from == part.requested
             && *offset > part.requested
             && *offset <= run_to
@@ -198,7 +224,7 @@ impl Summary {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         println!(
             "replayed {} records in {:.1} s ({:.0} records/s; {:.1} s of it in SQL): {} messages stored, {} already \
-             stored, {} sends refused as the persister refused them, {} room commands, {} undecodable (dead-lettered \
+             stored, {} sends refused as the persister refused them, {} room commands and read markers, {} undecodable (dead-lettered \
              by the persister), {} of other rooms, {} the database refused, {} events published",
             self.read,
             secs,
@@ -225,6 +251,7 @@ async fn execute(
     work: &[Part],
     target: Option<Target<'_>>,
     rooms: &HashSet<String>,
+    kind: &str,
     max_rate: Option<NonZeroU32>,
 ) -> Result<Summary, SbctlError> {
     let Reader { consumer, mut tracker } = Reader::new(kafka, group, topic, work, max_rate)?;
@@ -259,7 +286,7 @@ async fn execute(
         let offsets: Vec<(i32, i64, String)> = tracker
             .handled(&last)
             .into_iter()
-            .map(|(partition, next, done)| (partition, next, metadata(by_part[&partition], done)))
+            .map(|(partition, next, done)| (partition, next, metadata(by_part[&partition], kind, done)))
             .collect();
         if target.is_some() {
             positions::commit(positions_consumer, topic, &offsets)?;
@@ -388,8 +415,15 @@ mod tests {
     fn progress_metadata_round_trips() {
         let part =
             Part { partition: 0, log: Log { start: 0, end: 10 }, from: 3, requested: 0, note: None, lost: false };
-        assert_eq!(parse_metadata(&metadata(&part, false)), Some((0, 10, false)));
-        assert_eq!(parse_metadata(&metadata(&part, true)), Some((0, 10, true)));
+        let kind = run_kind(&HashSet::new(), false, "postgres://db");
+        assert_eq!(parse_metadata(&metadata(&part, &kind, false)), Some((0, 10, kind.clone(), false)));
+        assert_eq!(parse_metadata(&metadata(&part, &kind, true)), Some((0, 10, kind.clone(), true)));
+        let some_rooms: HashSet<String> = ["b".into(), "a".into()].into();
+        let other = run_kind(&some_rooms, false, "postgres://db");
+        assert_ne!(other, kind, "a run for some rooms is another kind of run");
+        assert_eq!(other, run_kind(&["a".into(), "b".into()].into(), false, "postgres://db"), "in any order");
+        assert_ne!(run_kind(&HashSet::new(), true, "postgres://db"), kind);
+        assert_ne!(run_kind(&HashSet::new(), false, "postgres://other"), kind);
         assert_eq!(parse_metadata("something else"), None);
     }
 }

@@ -130,6 +130,10 @@ root context.
 {{- with $k.options }}
 {{- $opts := list }}
 {{- range $key, $value := . }}
+{{- if kindIs "float64" $value }}
+{{- /* A whole YAML number arrives as a float: 2000000, not 2e+06. */}}
+{{- $value = ternary (printf "%d" (int64 $value)) (toString $value) (eq $value (float64 (int64 $value))) }}
+{{- end }}
 {{- $opts = append $opts (printf "%s=%v" $key $value) }}
 {{- end }}
 - name: SB_KAFKA_OPTIONS

@@ -19,6 +19,7 @@ use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 use thiserror::Error;
 
 mod batch;
+mod reads;
 mod rooms;
 
 #[derive(Debug, Error)]
@@ -248,6 +249,19 @@ impl Store {
         rows.iter().map(message_from_row).collect()
     }
 
+    /// The last seq `user` has read in `room` (0: nothing yet).
+    pub async fn read_position(&self, room: &str, user: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT seq FROM read_positions WHERE room = $1 AND user_id = $2")
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>("seq")? as u64,
+            None => 0,
+        })
+    }
+
     /// Whether the persister has applied the room command with this id.
     pub async fn command_applied(&self, id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM room_commands WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
@@ -271,16 +285,24 @@ impl Store {
         let mut outcomes = Vec::with_capacity(records.len());
         let mut rest = records;
         while let Some(first) = rest.first() {
-            if let Inbound::Room(command) = first {
-                outcomes.push(rooms::apply(&mut tx, command).await?);
-                rest = &rest[1..];
-                continue;
+            match first {
+                Inbound::Room(command) => {
+                    outcomes.push(rooms::apply(&mut tx, command).await?);
+                    rest = &rest[1..];
+                    continue;
+                }
+                Inbound::Read(marker) => {
+                    outcomes.push(reads::apply(&mut tx, marker).await?);
+                    rest = &rest[1..];
+                    continue;
+                }
+                Inbound::Send(_) => {}
             }
             let sends: Vec<&InboundSend> = rest
                 .iter()
                 .map_while(|r| match r {
                     Inbound::Send(send) => Some(send),
-                    Inbound::Room(_) => None,
+                    Inbound::Room(_) | Inbound::Read(_) => None,
                 })
                 .collect();
             outcomes.extend(batch::persist(&mut tx, &sends).await?);
@@ -301,6 +323,7 @@ impl Store {
             ("messages", "room, seq, id, sender, sender_name, client_id, body, sent_at", "room, seq"),
             ("room_commands", "id, room, action, issued_by, issued_at, epoch", "id"),
             ("reset_messages", "id, room", "id"),
+            ("read_positions", "room, user_id, seq", "room, user_id"),
         ];
         let mut lines = Vec::new();
         for (table, columns, order) in tables {
@@ -493,6 +516,60 @@ mod tests {
         store.apply(&[command(&fresh, RoomAction::AddMember { user: "bob".into() })]).await.unwrap();
         assert_eq!(store.access(&fresh, "alice").await.unwrap(), Access::Forbidden);
         assert!(matches!(store.access(&fresh, "bob").await.unwrap(), Access::Granted(_)));
+    }
+
+    fn marker(room: &str, user: &str, seq: u64) -> Inbound {
+        Inbound::Read(switchboard_schemas::read_marker::ReadMarker {
+            room: room.into(),
+            user: user.into(),
+            seq,
+            origin: Origin { node: "n".into(), conn: 1, reference: "r".into() },
+        })
+    }
+
+    /// Read positions move forward only, stop at the room's last seq (as
+    /// the log had it at that point), are refused in a private room the
+    /// user may not read, and are part of what a replay must rebuild.
+    async fn read_positions_move_forward_only(store: &Store) {
+        let r = room("reads");
+        let read = |user: &str, seq| marker(&r, user, seq);
+        let event = |seq| Outcome::Applied {
+            event: Some(Event::Read { room: r.clone(), user: "a".into(), seq }),
+            duplicate: false,
+        };
+        let unchanged = Outcome::Applied { event: None, duplicate: true };
+        // Before any message there is nothing to have read.
+        assert_eq!(store.apply(&[read("a", 3)]).await.unwrap(), std::slice::from_ref(&unchanged));
+        let batch = [Inbound::Send(send(&r, "b", "1")), read("a", 5), Inbound::Send(send(&r, "b", "2")), read("a", 2)];
+        let out = store.apply(&batch).await.unwrap();
+        assert_eq!(out[1], event(1), "capped at the last seq when it was applied");
+        assert_eq!(out[3], event(2));
+        assert_eq!(store.apply(&[read("a", 1), read("a", 2)]).await.unwrap(), [unchanged.clone(), unchanged.clone()]);
+        assert_eq!(store.read_position(&r, "a").await.unwrap(), 2);
+        assert_eq!(store.read_position(&r, "nobody").await.unwrap(), 0);
+        assert!(store.dump().await.unwrap().iter().any(|l| l.starts_with("read_positions\t") && l.contains(&r)));
+
+        let secret = room("reads-private");
+        store
+            .apply(&[command(&secret, RoomAction::Create { kind: RoomKind::Private, members: vec!["a".into()] })])
+            .await
+            .unwrap();
+        let out = store.apply(&[marker(&secret, "eve", 1)]).await.unwrap();
+        assert!(matches!(out[0], Outcome::Rejected { code: ErrorCode::Forbidden, .. }), "{out:?}");
+
+        store.apply(&[command(&r, RoomAction::ResetHistory)]).await.unwrap();
+        assert_eq!(store.read_position(&r, "a").await.unwrap(), 0, "a reset clears the room's positions");
+    }
+
+    #[tokio::test]
+    async fn sqlite_read_positions_move_forward_only() {
+        read_positions_move_forward_only(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_read_positions_move_forward_only() {
+        read_positions_move_forward_only(&postgres().await).await;
     }
 
     /// A reset starts a new epoch whose messages start at seq 1; applied

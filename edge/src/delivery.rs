@@ -87,7 +87,7 @@ impl Delivery {
             }
             Event::Typing { room, user } => {
                 let frame = Utf8Bytes::from(ServerFrame::Typing { room: room.clone(), user: user.clone() }.to_json());
-                self.hub.deliver_ephemeral(&room, &user, &frame);
+                self.hub.deliver_ephemeral(&room, Some(&user), &frame);
             }
             Event::Rejected { origin, code, message, .. } => {
                 if origin.node == self.node {
@@ -96,6 +96,12 @@ impl Delivery {
                 }
             }
             Event::MemberRemoved { room, user } => self.remove_member(room, &user).await,
+            // The reader's own connections too: a read on the phone clears
+            // the badge on the laptop.
+            Event::Read { room, user, seq } => {
+                let frame = Utf8Bytes::from(ServerFrame::Read { room: room.clone(), user, seq }.to_json());
+                self.hub.deliver_ephemeral(&room, None, &frame);
+            }
             Event::HistoryReset { room, epoch } => {
                 let frame = Utf8Bytes::from(ServerFrame::Reset { room: room.clone(), epoch }.to_json());
                 self.hub.reset(&room, epoch, &frame);

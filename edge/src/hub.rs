@@ -191,11 +191,12 @@ impl Hub {
         sent
     }
 
-    /// Pushes an ephemeral frame to every member of `room` except `user`'s own connections.
-    pub fn deliver_ephemeral(&self, room: &str, except_user: &str, frame: &Utf8Bytes) {
+    /// Pushes a frame that is not a message (typing, read positions) to
+    /// every member of `room`, except `except_user`'s own connections if given.
+    pub fn deliver_ephemeral(&self, room: &str, except_user: Option<&str>, frame: &Utf8Bytes) {
         let state = self.lock();
         if let Some(members) = state.rooms.get(room) {
-            for member in members.values().filter(|m| m.user != except_user) {
+            for member in members.values().filter(|m| except_user != Some(m.user.as_str())) {
                 member.outbox.push(frame.clone());
             }
         }

@@ -16,6 +16,7 @@ use switchboard_core::kafka::record_headers;
 use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
 use switchboard_schemas::headers::TraceParent;
+use switchboard_schemas::read_marker::{READ_MARKER_V1, ReadMarker};
 use tokio::time::Instant;
 
 use crate::state::EdgeState;
@@ -87,6 +88,19 @@ pub(crate) fn typing(state: &EdgeState, event: Event) {
     if let Err((e, _)) = state.producer.send_result(record) {
         tracing::debug!(error = %e, "typing notice dropped");
     }
+}
+
+/// Enqueues a read marker (key: its room), in the connection's order like
+/// its sends. Nobody waits for Kafka's acknowledgement: the position coming
+/// back as `read` confirms it, and a lost marker is superseded by the next.
+pub(crate) async fn read_marker(state: &EdgeState, marker: &ReadMarker) -> Result<(), KafkaError> {
+    let payload = marker.to_json();
+    let topic = state.topics.inbound();
+    let record = FutureRecord::to(&topic)
+        .key(marker.room.as_str())
+        .payload(payload.as_slice())
+        .headers(record_headers(READ_MARKER_V1, None));
+    enqueue(&state.producer, record, state.config.produce_queue_timeout).await.map(drop)
 }
 
 /// Pause before trying again to enqueue on a full local producer queue.

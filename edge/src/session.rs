@@ -2,7 +2,7 @@
 //! and a writer task that drains the connection's outbox and pings. Either
 //! ending ends the other.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use switchboard_schemas::envelope::{Event, InboundSend, Origin};
 use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::ids::{message_id, validate_id};
 use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, MAX_HISTORY_BYTES, ServerFrame};
+use switchboard_schemas::read_marker::ReadMarker;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -34,6 +35,12 @@ const REPLAY_CHUNK: u32 = 100;
 
 /// Times a join's replay looks again for messages stored while it was sent.
 const REPLAY_CATCH_UP_ROUNDS: u32 = 3;
+
+/// A connection publishes at most one read marker per room in this time; a
+/// higher position read meanwhile waits for the end of it, so a client that
+/// marks every message read as it scrolls costs one record (and one `read`
+/// frame to each member) a second, not one per message.
+const READ_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a connection until either side ends it.
 pub async fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot) {
@@ -61,6 +68,8 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
         tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval, config.close_timeout));
     let mut session = Session::new(state.clone(), conn, claims, outbox.clone());
     session.read_loop(stream).await;
+    // A position read just before the end is not lost to the window.
+    session.flush_reads(true).await;
 
     outbox.closing().close(None);
     state.events.disconnected(outbox.closing().reason());
@@ -159,6 +168,18 @@ struct Session {
     limiter: DefaultDirectRateLimiter,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
     in_flight: Arc<Semaphore>,
+    /// Read positions per joined room (see [`READ_WINDOW`]).
+    reads: HashMap<String, ReadState>,
+}
+
+/// A room's read position as this connection told it: the last published,
+/// and a higher one held back until the window ends.
+#[derive(Debug, Default)]
+struct ReadState {
+    published: u64,
+    /// (seq, the request `ref` that set it)
+    pending: Option<(u64, String)>,
+    window_ends: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -167,7 +188,16 @@ impl Session {
         let quota = Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-        Self { conn, claims, outbox, rooms: HashSet::new(), limiter: RateLimiter::direct(quota), in_flight, state }
+        Self {
+            conn,
+            claims,
+            outbox,
+            rooms: HashSet::new(),
+            limiter: RateLimiter::direct(quota),
+            in_flight,
+            state,
+            reads: HashMap::new(),
+        }
     }
 
     async fn read_loop<S>(&mut self, mut stream: S)
@@ -177,8 +207,13 @@ impl Session {
         let closing = self.outbox.closing().clone();
         let idle = self.state.config.idle_timeout;
         loop {
+            let flush_at = self.reads.values().filter(|r| r.pending.is_some()).filter_map(|r| r.window_ends).min();
             let next = tokio::select! {
                 _ = closing.token.cancelled() => return,
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                    self.flush_reads(false).await;
+                    continue;
+                }
                 next = tokio::time::timeout(idle, stream.next()) => next,
             };
             match next {
@@ -243,6 +278,8 @@ impl Session {
                 Box::pin(self.join(reference, room, since, epoch)).await
             }
             ClientFrame::Leave { reference, room } => {
+                self.flush_room_read(&room).await;
+                self.reads.remove(&room);
                 if self.rooms.remove(&room) && self.state.hub.leave(&room, self.conn) {
                     self.reply(ServerFrame::Left { reference, room });
                 } else {
@@ -255,24 +292,31 @@ impl Session {
                 self.send(reference, room, client_id, body, parent).await
             }
             ClientFrame::Typing { reference, room } => self.typing(reference, room),
+            ClientFrame::Read { reference, room, seq } => self.read(reference, room, seq).await,
             ClientFrame::History { reference, room, before_seq, limit } => {
                 Box::pin(self.history(reference, room, before_seq, limit)).await
             }
         }
     }
 
-    /// A page of the room's history (see `crate::history`), bounded by half
-    /// the send queue so the answer always fits in it.
+    /// A page of the room's history (see `crate::history`), at most half
+    /// the send queue, queued at the client's reading pace like a join's
+    /// replay: it waits for the queue to be at most half full, so pages
+    /// asked back to back, or a busy room's live traffic, never overflow it.
     async fn history(&mut self, reference: String, room: String, before: Option<u64>, limit: Option<u32>) {
         let max_bytes = MAX_HISTORY_BYTES.min(self.state.config.send_queue_bytes / 2);
         match history::page(&self.state.store, &self.claims.sub, &room, before, limit, max_bytes).await {
-            Ok(page) => self.reply(ServerFrame::History {
-                reference,
-                room: page.room,
-                epoch: page.epoch,
-                messages: page.messages,
-                has_more: page.has_more,
-            }),
+            Ok(page) => {
+                let frame = ServerFrame::History {
+                    reference,
+                    room: page.room,
+                    epoch: page.epoch,
+                    messages: page.messages,
+                    has_more: page.has_more,
+                };
+                let patience = self.state.config.close_timeout;
+                self.outbox.push_paced(Utf8Bytes::from(frame.to_json()), patience).await;
+            }
             Err(e) => self.fail(&reference, e.code(), e.to_string()),
         }
     }
@@ -330,8 +374,23 @@ impl Session {
         } else {
             Vec::new()
         };
-        let joined =
-            ServerFrame::Joined { reference, room: room.clone(), epoch: room_state.epoch, last_seq: last, recovered };
+        let read_seq = match store.read_position(&room, &self.claims.sub).await {
+            Ok(seq) => seq.min(last),
+            Err(e) => {
+                tracing::warn!(error = %e, "join: read position unavailable");
+                return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
+            }
+        };
+        self.reads.insert(room.clone(), ReadState { published: read_seq, ..ReadState::default() });
+        let joined = ServerFrame::Joined {
+            reference,
+            room: room.clone(),
+            epoch: room_state.epoch,
+            last_seq: last,
+            recovered,
+            read_seq,
+            unread: last - read_seq,
+        };
         self.outbox.push_frame(&joined);
         // The replay goes to the queue at the client's reading pace (up to
         // `max_replay` messages can be far more than the send queue holds),
@@ -389,6 +448,7 @@ impl Session {
             return true;
         }
         self.rooms.remove(room);
+        self.reads.remove(room);
         false
     }
 
@@ -464,6 +524,59 @@ impl Session {
             outbox.push_frame(&reply);
             drop(permit);
         });
+    }
+
+    /// A read position: published at once if the room's window is over,
+    /// otherwise held (the highest wins) until it is. A position at or below
+    /// what this connection already told is dropped; the persister also
+    /// keeps positions from moving back.
+    async fn read(&mut self, reference: String, room: String, seq: u64) {
+        if !self.in_room(&room) {
+            return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
+        }
+        let now = tokio::time::Instant::now();
+        let state = self.reads.entry(room.clone()).or_default();
+        let told = state.pending.as_ref().map_or(state.published, |(p, _)| (*p).max(state.published));
+        if seq <= told {
+            return;
+        }
+        state.pending = Some((seq, reference));
+        if state.window_ends.is_none_or(|end| end <= now) {
+            self.flush_room_read(&room).await;
+        }
+    }
+
+    /// Publishes the rooms' held read positions: all of them when `all`,
+    /// otherwise those whose window has ended.
+    async fn flush_reads(&mut self, all: bool) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.pending.is_some() && (all || r.window_ends.is_none_or(|end| end <= now)))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.flush_room_read(&room).await;
+        }
+    }
+
+    /// Publishes `room`'s held read position, if any, and starts a window.
+    async fn flush_room_read(&mut self, room: &str) {
+        let Some(state) = self.reads.get_mut(room) else { return };
+        let Some((seq, reference)) = state.pending.take() else { return };
+        state.published = seq;
+        state.window_ends = Some(tokio::time::Instant::now() + READ_WINDOW);
+        let marker = ReadMarker {
+            room: room.to_owned(),
+            user: self.claims.sub.clone(),
+            seq,
+            origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
+        };
+        if let Err(e) = publish::read_marker(&self.state, &marker).await {
+            tracing::warn!(error = %e, "read marker not published");
+            self.fail(&reference, ErrorCode::Unavailable, "kafka is unavailable; send the read position again");
+        }
     }
 
     fn typing(&mut self, reference: String, room: String) {

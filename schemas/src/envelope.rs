@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::validate_id;
 use crate::protocol::{ErrorCode, MessageFrame};
+use crate::read_marker::{READ_MARKER_V1, ReadMarker};
 use crate::room_command::{ROOM_COMMAND_V1, RoomCommand};
 
 /// `sb-schema` value of records in `sb.inbound`.
@@ -48,11 +49,12 @@ pub struct InboundSend {
 }
 
 /// What `sb.inbound` carries (the `sb-schema` header says which): a
-/// client's send or a room command, both keyed by room.
+/// client's send, a room command or a read marker, all keyed by room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     Send(InboundSend),
     Room(RoomCommand),
+    Read(ReadMarker),
 }
 
 /// Largest body the persister stores; the edge enforces a (smaller) limit
@@ -64,6 +66,7 @@ impl Inbound {
         match self {
             Inbound::Send(send) => &send.room,
             Inbound::Room(command) => &command.room,
+            Inbound::Read(marker) => &marker.room,
         }
     }
 
@@ -86,6 +89,11 @@ impl Inbound {
                 command.validate().map_err(|e| e.to_string())?;
                 Ok(Inbound::Room(command))
             }
+            READ_MARKER_V1 => {
+                let marker: ReadMarker = serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+                marker.validate()?;
+                Ok(Inbound::Read(marker))
+            }
             other => Err(format!("unknown schema {other:?}")),
         }
     }
@@ -107,6 +115,8 @@ pub enum Event {
     MemberRemoved { room: String, user: String },
     /// The room's history was reset: a new epoch, whose messages start at seq 1.
     HistoryReset { room: String, epoch: u64 },
+    /// A user's read position in a room moved forward to `seq`.
+    Read { room: String, user: String, seq: u64 },
 }
 
 /// A message as stored in SQL, with the room epoch it belongs to.
@@ -125,7 +135,8 @@ impl Event {
             Event::Typing { room, .. }
             | Event::Rejected { room, .. }
             | Event::MemberRemoved { room, .. }
-            | Event::HistoryReset { room, .. } => room,
+            | Event::HistoryReset { room, .. }
+            | Event::Read { room, .. } => room,
         }
     }
 
@@ -182,6 +193,7 @@ mod tests {
             Event::Typing { room: "lobby".into(), user: "bob".into() },
             Event::MemberRemoved { room: "staff".into(), user: "bob".into() },
             Event::HistoryReset { room: "staff".into(), epoch: 2 },
+            Event::Read { room: "lobby".into(), user: "bob".into(), seq: 7 },
             Event::Rejected {
                 room: "secret".into(),
                 origin: origin(),

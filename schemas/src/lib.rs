@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod headers;
 pub mod ids;
 pub mod protocol;
+pub mod read_marker;
 pub mod room_command;
 pub mod routing;
 

@@ -73,6 +73,15 @@ pub enum ClientFrame {
         #[serde(rename = "ref")]
         reference: String,
     },
+    /// The user has read the room up to `seq`: their read position moves
+    /// forward (never back), their other connections and the room's members
+    /// see `read {room, user, seq}`. Only in a joined room; no reply.
+    Read {
+        #[serde(rename = "ref")]
+        reference: String,
+        room: String,
+        seq: u64,
+    },
     /// A page of a room's stored messages, newest first: the ones before
     /// `before_seq` (the newest ones without it), at most `limit` (default
     /// 50, capped at 100). The connection need not have joined the room, only
@@ -89,7 +98,7 @@ pub enum ClientFrame {
 }
 
 /// The `type` values a client may send.
-pub const CLIENT_FRAME_TYPES: [&str; 6] = ["join", "leave", "send", "typing", "ping", "history"];
+pub const CLIENT_FRAME_TYPES: [&str; 7] = ["join", "leave", "send", "typing", "ping", "history", "read"];
 
 /// Limits the server enforces, announced in `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -127,6 +136,10 @@ pub enum ServerFrame {
         last_seq: u64,
         /// True when every message after `since` was replayed.
         recovered: bool,
+        /// The user's read position in the room (0: nothing read).
+        read_seq: u64,
+        /// Messages after the read position: `last_seq - read_seq`.
+        unread: u64,
     },
     Left {
         #[serde(rename = "ref")]
@@ -165,6 +178,14 @@ pub enum ServerFrame {
     Reset {
         room: String,
         epoch: u64,
+    },
+    /// A member's read position moved forward (the user's own too, so their
+    /// other connections can clear a badge). At most about one a second per
+    /// connection and room: a client's quick successive reads are merged.
+    Read {
+        room: String,
+        user: String,
+        seq: u64,
     },
     /// The answer to `history`: messages newest first (seqs descending).
     /// `has_more`: older messages exist; ask again with `before_seq` set to
@@ -315,6 +336,7 @@ impl ClientFrame {
             ClientFrame::Typing { .. } => "typing",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::History { .. } => "history",
+            ClientFrame::Read { .. } => "read",
         }
     }
 
@@ -326,6 +348,7 @@ impl ClientFrame {
             | ClientFrame::Send { reference, .. }
             | ClientFrame::Typing { reference, .. }
             | ClientFrame::History { reference, .. }
+            | ClientFrame::Read { reference, .. }
             | ClientFrame::Ping { reference } => reference,
         }
     }
@@ -472,7 +495,16 @@ mod tests {
                 body: "b".into(),
                 sent_at: 5,
             }),
-            ServerFrame::Joined { reference: "j".into(), room: "r".into(), epoch: 1, last_seq: 0, recovered: true },
+            ServerFrame::Joined {
+                reference: "j".into(),
+                room: "r".into(),
+                epoch: 1,
+                last_seq: 9,
+                recovered: true,
+                read_seq: 4,
+                unread: 5,
+            },
+            ServerFrame::Read { room: "r".into(), user: "u".into(), seq: 4 },
             ServerFrame::Removed { room: "r".into() },
             ServerFrame::Reset { room: "r".into(), epoch: 2 },
         ];

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use schemars::{JsonSchema, schema_for};
 use switchboard_schemas::envelope::{Event, InboundSend};
 use switchboard_schemas::protocol::{ClientFrame, ServerFrame};
+use switchboard_schemas::read_marker::ReadMarker;
 use switchboard_schemas::room_command::RoomCommand;
 use switchboard_schemas::routing::{NodeRecord, RouteRecord};
 
@@ -23,6 +24,7 @@ fn checked_in_schemas_are_fresh() {
         ("server-frame.json", render::<ServerFrame>()),
         ("inbound-send.json", render::<InboundSend>()),
         ("room-command.json", render::<RoomCommand>()),
+        ("read-marker.json", render::<ReadMarker>()),
         ("event.json", render::<Event>()),
         ("route-record.json", render::<RouteRecord>()),
         ("node-record.json", render::<NodeRecord>()),

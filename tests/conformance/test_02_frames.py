@@ -49,8 +49,9 @@ def test_join_and_leave(edge):
     conn = Conn.open(edge)
     try:
         joined = conn.join(room)
-        assert set(joined) == {"type", "ref", "room", "epoch", "last_seq", "recovered"}, joined
+        assert set(joined) == {"type", "ref", "room", "epoch", "last_seq", "recovered", "read_seq", "unread"}, joined
         assert joined["last_seq"] == 0 and joined["recovered"] is True, joined
+        assert joined["read_seq"] == 0 and joined["unread"] == 0, joined
         conn.leave(room)
         # Left means left: leave and send now answer not_joined.
         ref = conn.request("leave", room=room)
@@ -324,3 +325,44 @@ def test_history_pages_back_newest_first_without_joining(src, dst):
     finally:
         alice.close()
         bob.close()
+
+
+@pytest.mark.parametrize("src,dst", CROSS)
+def test_read_positions_move_forward_and_reach_the_room_and_the_reader_s_other_connections(src, dst):
+    room = uniq("read")
+    alice = Conn.open(src)
+    bob = Conn.open(dst)
+    bob_phone = Conn.open(src, bob.user)
+    conns = [alice, bob, bob_phone]
+    try:
+        for conn in conns:
+            conn.join(room)
+        for i in range(3):
+            alice.say(room, f"r{i}")
+        for conn in conns:
+            conn.messages(room, 3)
+
+        def read_frame(conn: Conn) -> dict:
+            return conn.expect(lambda f: f["type"] == "read" and f["room"] == room, 10, f"read in {room}")
+
+        bob.send_json({"type": "read", "ref": new_ref("r"), "room": room, "seq": 2})
+        for conn in conns:
+            assert read_frame(conn) == {"type": "read", "room": room, "user": bob.user, "seq": 2}
+        # Backwards changes nothing; forward again (within the second) comes
+        # as one position, the highest.
+        bob.send_json({"type": "read", "ref": new_ref("r"), "room": room, "seq": 1})
+        bob.send_json({"type": "read", "ref": new_ref("r"), "room": room, "seq": 3})
+        for conn in conns:
+            assert read_frame(conn)["seq"] == 3
+        alice.say(room, "r3")
+        late = Conn.open(dst, bob.user)
+        conns.append(late)
+        joined = late.join(room)
+        assert (joined["last_seq"], joined["read_seq"], joined["unread"]) == (4, 3, 1), joined
+        # Only in a room the connection is in.
+        ref = new_ref("r")
+        alice.send_json({"type": "read", "ref": ref, "room": uniq("elsewhere"), "seq": 1})
+        alice.expect_error(ref, "not_joined")
+    finally:
+        for conn in conns:
+            conn.close()

@@ -214,7 +214,7 @@ impl Persister {
                     (Some(Outcome::Applied { duplicate: false, .. }), Inbound::Room(room_command)) => {
                         self.events.room_command_applied(room_command)
                     }
-                    (Some(Outcome::Applied { .. }), Inbound::Send(_)) => {}
+                    (Some(Outcome::Applied { .. }), Inbound::Send(_) | Inbound::Read(_)) => {}
                 }
             }
             if !self.publish(decoded, commands, outcomes).await {
@@ -302,6 +302,10 @@ impl Persister {
                 (Some(Outcome::Rejected { code, message }), Inbound::Send(send)) => (
                     Cow::Owned(self.topics.deliver(&send.origin.node)),
                     Event::Rejected { room: send.room.clone(), origin: send.origin.clone(), code, message },
+                ),
+                (Some(Outcome::Rejected { code, message }), Inbound::Read(marker)) => (
+                    Cow::Owned(self.topics.deliver(&marker.origin.node)),
+                    Event::Rejected { room: marker.room.clone(), origin: marker.origin.clone(), code, message },
                 ),
                 (Some(Outcome::Rejected { .. }), Inbound::Room(_)) => unreachable!("room commands are not refused"),
                 (Some(outcome), _) => match outcome.into_event() {

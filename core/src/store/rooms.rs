@@ -80,6 +80,8 @@ pub(super) async fn apply(tx: &mut Tx, command: &RoomCommand) -> Result<Outcome,
                         .execute(&mut **tx)
                         .await?;
                     sqlx::query("DELETE FROM messages WHERE room = $1").bind(room).execute(&mut **tx).await?;
+                    // The new epoch's seqs start again at 1: nothing is read yet.
+                    sqlx::query("DELETE FROM read_positions WHERE room = $1").bind(room).execute(&mut **tx).await?;
                     let epoch = row.try_get::<i64, _>("epoch")? as u64;
                     Some(Event::HistoryReset { room: room.to_owned(), epoch })
                 }

@@ -355,6 +355,8 @@ def test_read_positions_move_forward_and_reach_the_room_and_the_reader_s_other_c
         for conn in conns:
             assert read_frame(conn)["seq"] == 3
         alice.say(room, "r3")
+        # Stored once it comes back.
+        assert [m["seq"] for m in alice.messages(room, 1)] == [4]
         late = Conn.open(dst, bob.user)
         conns.append(late)
         joined = late.join(room)

@@ -170,6 +170,9 @@ struct Session {
     in_flight: Arc<Semaphore>,
     /// Read positions per joined room (see [`READ_WINDOW`]).
     reads: HashMap<String, ReadState>,
+    /// When the earliest held read position is due: kept as positions are
+    /// held and published, so reading a frame scans nothing.
+    read_flush_at: Option<tokio::time::Instant>,
 }
 
 /// A room's read position as this connection told it: the last published,
@@ -197,6 +200,7 @@ impl Session {
             in_flight,
             state,
             reads: HashMap::new(),
+            read_flush_at: None,
         }
     }
 
@@ -207,7 +211,7 @@ impl Session {
         let closing = self.outbox.closing().clone();
         let idle = self.state.config.idle_timeout;
         loop {
-            let flush_at = self.reads.values().filter(|r| r.pending.is_some()).filter_map(|r| r.window_ends).min();
+            let flush_at = self.read_flush_at;
             let next = tokio::select! {
                 _ = closing.token.cancelled() => return,
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
@@ -541,8 +545,9 @@ impl Session {
             return;
         }
         state.pending = Some((seq, reference));
-        if state.window_ends.is_none_or(|end| end <= now) {
-            self.flush_room_read(&room).await;
+        match state.window_ends {
+            Some(end) if end > now => self.read_flush_at = Some(self.read_flush_at.map_or(end, |at| at.min(end))),
+            _ => self.flush_room_read(&room).await,
         }
     }
 
@@ -559,6 +564,8 @@ impl Session {
         for room in due {
             self.flush_room_read(&room).await;
         }
+        let held = self.reads.values().filter(|r| r.pending.is_some());
+        self.read_flush_at = held.filter_map(|r| r.window_ends).min();
     }
 
     /// Publishes `room`'s held read position, if any, and starts a window.

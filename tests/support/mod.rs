@@ -80,13 +80,7 @@ pub struct Client {
 impl Client {
     /// Connects as `user` and consumes the `welcome` frame.
     pub async fn connect(addr: SocketAddr, user: &str) -> Client {
-        let url = format!("ws://{addr}/ws?token={}", token(user));
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        let mut client = Client { ws, buffered: VecDeque::new(), refs: 0, user: user.into() };
-        let welcome = client.recv().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        assert_eq!(welcome["user"], user);
-        client
+        Client::connect_with_token(addr, user, &token(user)).await
     }
 
     /// Connects as `user` and joins `room` from its current end.

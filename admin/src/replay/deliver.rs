@@ -8,7 +8,6 @@
 //! a rerun simply sends the range again.
 
 use std::collections::{BTreeMap, HashSet};
-use std::num::NonZeroU32;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use switchboard_workers::router;
 use switchboard_workers::routing_table::RoutingTable;
 use tokio_util::sync::CancellationToken;
 
-use super::{From, Part, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
+use super::{Part, Range, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
 use crate::error::SbctlError;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -28,23 +27,11 @@ pub struct DeliverArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
-    pub from: From,
-    /// Only these rooms (comma separated).
-    #[arg(long, value_delimiter = ',')]
-    pub rooms: Vec<String>,
+    pub range: Range,
     /// Only to these nodes (comma separated), e.g. the edge whose delivery
     /// topic was lost [default: every live node with members in the room].
     #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<String>,
-    /// Run the plan. Without it, the plan is printed and nothing changes.
-    #[arg(long)]
-    pub execute: bool,
-    /// Most events read per second.
-    #[arg(long)]
-    pub max_rate: Option<NonZeroU32>,
-    /// Re-deliver even though events the range needs were deleted (retention).
-    #[arg(long)]
-    pub allow_partial: bool,
     /// A node whose last heartbeat is this much older than the newest one
     /// gets nothing (as the router's `--node-stale-after`).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -57,11 +44,11 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
     let kafka = args.kafka.config();
     // Reads only: the group is never joined and nothing is committed to it.
     let group = topics.group("replay-deliver");
-    let rooms: HashSet<String> = args.rooms.iter().cloned().collect();
+    let rooms: HashSet<String> = args.range.rooms();
 
     refuse_compacted(&kafka, &topic).await?;
     let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
-    let parts = plan(&consumer, &topic, &args.from)?;
+    let parts = plan(&consumer, &topic, &args.range.from)?;
 
     // The table as the router has it now.
     let table = RwLock::new(RoutingTable::new(args.node_stale_after.as_millis() as i64));
@@ -75,10 +62,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
     let mut live_list: Vec<&String> = live.iter().collect();
     live_list.sort();
 
-    let mode = if args.execute { "executing" } else { "plan only" };
-    let room_list =
-        if rooms.is_empty() { "all".to_owned() } else { rooms.iter().cloned().collect::<Vec<_>>().join(",") };
-    println!("replay deliver from {topic} ({mode}); rooms: {room_list}");
+    println!("replay deliver from {topic} {}", args.range.describe());
     println!(
         "live nodes: {}",
         if live_list.is_empty() {
@@ -108,8 +92,8 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
             topics.nodes()
         )));
     }
-    refuse_lost(&parts, args.allow_partial, "their events cannot be re-delivered")?;
-    if !args.execute {
+    refuse_lost(&parts, args.range.allow_partial, "their events cannot be re-delivered")?;
+    if !args.range.execute {
         println!("plan only: nothing changed. Add --execute to run it.");
         return Ok(());
     }
@@ -120,7 +104,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
     }
 
     let producer = kafka.batch_producer()?;
-    let Reader { consumer, mut tracker } = Reader::new(&kafka, &group, &topic, &work, args.max_rate)?;
+    let Reader { consumer, mut tracker } = Reader::new(&kafka, &group, &topic, &work, args.range.max_rate)?;
     let mut summary = Summary::default();
     let started = Instant::now();
     while !tracker.done() {

@@ -8,7 +8,7 @@
 pub mod deliver;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,40 @@ pub struct From {
     /// From this long ago (e.g. 2h, 3days).
     #[arg(long, value_parser = parse_duration)]
     pub by_duration: Option<Duration>,
+}
+
+/// What both replays take: where to start, which rooms, plan or execute,
+/// how fast, and whether to go on past deleted records.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Range {
+    #[command(flatten)]
+    pub from: From,
+    /// Only these rooms (comma separated); the others' records are read and skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// Run the plan. Without it, the plan is printed and nothing changes.
+    #[arg(long)]
+    pub execute: bool,
+    /// Most records handled per second.
+    #[arg(long)]
+    pub max_rate: Option<NonZeroU32>,
+    /// Go on even though records the range needs were deleted (retention):
+    /// what they held is missing from the result.
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+impl Range {
+    pub fn rooms(&self) -> HashSet<String> {
+        self.rooms.iter().cloned().collect()
+    }
+
+    /// The plan's heading: the mode and the rooms.
+    pub fn describe(&self) -> String {
+        let mode = if self.execute { "executing" } else { "plan only" };
+        let rooms = if self.rooms.is_empty() { "all".to_owned() } else { self.rooms.join(",") };
+        format!("({mode}); rooms: {rooms}")
+    }
 }
 
 /// One partition's part of the plan.

@@ -21,7 +21,7 @@ use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
 use switchboard_workers::inbound;
 
-use super::{From, Part, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
+use super::{Part, Range, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
 use crate::error::SbctlError;
 use crate::positions;
 
@@ -32,23 +32,10 @@ pub struct StoreArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
-    pub from: From,
-    /// Only these rooms (comma separated); the others' records are read and skipped.
-    #[arg(long, value_delimiter = ',')]
-    pub rooms: Vec<String>,
-    /// Run the plan. Without it, the plan is printed and nothing changes.
-    #[arg(long)]
-    pub execute: bool,
-    /// Most records applied per second.
-    #[arg(long)]
-    pub max_rate: Option<NonZeroU32>,
+    pub range: Range,
     /// Consumer group that holds this replay's progress [default: <topic-prefix>-replay-store].
     #[arg(long)]
     pub group: Option<String>,
-    /// Replay even though records the range needs were deleted (retention):
-    /// the database then lacks what they held.
-    #[arg(long)]
-    pub allow_partial: bool,
     /// The live persisters' group, which must have no members while the
     /// replay writes to their database [default: <topic-prefix>-persister].
     #[arg(long)]
@@ -123,11 +110,11 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
     let kafka = args.kafka.config();
     let group = args.group.clone().unwrap_or_else(|| topics.group("replay-store"));
     let persisters = args.persister_group.clone().unwrap_or_else(|| topics.group("persister"));
-    let rooms: HashSet<String> = args.rooms.iter().cloned().collect();
+    let rooms: HashSet<String> = args.range.rooms();
 
     refuse_compacted(&kafka, &topic).await?;
     let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
-    let mut parts = plan(&consumer, &topic, &args.from)?;
+    let mut parts = plan(&consumer, &topic, &args.range.from)?;
     let kind = run_kind(&rooms, args.publish_events, args.database.url.expose());
     resume(&consumer, &topic, &kind, &mut parts)?;
     let store = if args.count_only {
@@ -141,13 +128,10 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
     };
     let live = positions::group_members(&consumer, &persisters)?.map_or(0, |g| g.members);
 
-    let mode = if args.execute { "executing" } else { "plan only" };
-    let room_list =
-        if rooms.is_empty() { "all".to_owned() } else { rooms.iter().cloned().collect::<Vec<_>>().join(",") };
-    println!("replay store from {topic} ({mode}); progress in consumer group {group}; rooms: {room_list}");
+    println!("replay store from {topic} {}; progress in consumer group {group}", args.range.describe());
     print_parts(&parts);
     if live > 0 && !args.persister_running_ok && !args.count_only {
-        if args.execute {
+        if args.range.execute {
             return Err(SbctlError::Refused(format!(
                 "the persister group {persisters} has {live} live member(s): stop the persisters before replaying \
                  into their database (they would store new messages between the replayed ones), or pass \
@@ -159,8 +143,8 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
              stop (or pass --persister-running-ok when replaying into another database)"
         );
     }
-    refuse_lost(&parts, args.allow_partial, "the rebuilt store would lack them")?;
-    if !args.execute {
+    refuse_lost(&parts, args.range.allow_partial, "the rebuilt store would lack them")?;
+    if !args.range.execute {
         println!("plan only: nothing changed. Add --execute to run it.");
         return Ok(());
     }
@@ -177,7 +161,7 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
         false => None,
     };
     let target = store.as_ref().map(|store| Target { store, publisher: publisher.as_ref() });
-    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, &kind, args.max_rate).await?;
+    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, &kind, args.range.max_rate).await?;
     summary.print();
     Ok(())
 }

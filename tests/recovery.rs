@@ -15,6 +15,7 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
+use sqlx::Connection;
 use support::cluster::{Cluster, Options, output_text, succeeded};
 use support::{Client, admin, eventually, metric, seqs};
 use switchboard_core::kafka::KafkaConfig;
@@ -377,4 +378,94 @@ async fn a_lost_delivery_topic_is_redelivered_in_order_without_duplicates() {
     bob.say("lobby", "after", "after").await;
     let next = alice.messages("lobby", 1).await;
     assert_eq!(seqs(&next), [26], "no duplicate before the next live message: {next:?}");
+}
+
+/// Retention deleted the oldest records of `sb.inbound` (here the broker's
+/// DeleteRecords, which moves each partition's log start as retention
+/// does): a replay from before the log start names the loss and refuses,
+/// plan or not, and with `--allow-partial` stores exactly what is left; a
+/// group reset outside the log refuses unless told to clamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_replay_past_retention_names_the_loss_and_goes_on_only_when_allowed() {
+    let cluster = Cluster::start("retention", Options::default()).await;
+    let mut clients = Vec::new();
+    for (i, room) in ROOMS.iter().enumerate() {
+        clients.push(Client::in_room(cluster.edges[i % 2], &format!("user{i}"), room).await);
+    }
+    for round in 0..30 {
+        for (i, room) in ROOMS.iter().enumerate() {
+            clients[i].say(room, &format!("c{round}"), "kept or lost").await;
+        }
+    }
+    let sent = 30 * ROOMS.len() as u64;
+    eventually(Duration::from_secs(30), Duration::from_millis(200), async || {
+        let stored = cluster.stored().await;
+        if stored > sent { Ok(()) } else { Err(format!("{stored} of {sent} + the warm-up stored")) }
+    })
+    .await;
+
+    // Half of every partition goes, as retention would take it.
+    let kafka = KafkaConfig::new(cluster.env.kafka.clone());
+    let topic = format!("{}.inbound", cluster.prefix);
+    let watermarks: BaseConsumer = kafka.tool_consumer("sbctl-test").unwrap();
+    let mut cut = TopicPartitionList::new();
+    let mut left = 0;
+    for partition in 0..4 {
+        let (low, high) = watermarks.fetch_watermarks(&topic, partition, Duration::from_secs(10)).unwrap();
+        assert_eq!(low, 0);
+        let start = high / 2;
+        left += high - start;
+        cut.add_partition_offset(&topic, partition, Offset::Offset(start)).unwrap();
+    }
+    assert!(left < sent as i64, "something is deleted: {left} left of {sent}");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted = kafka.admin().unwrap().delete_records(&cut, &options).await.unwrap();
+    for element in deleted.elements() {
+        element.error().unwrap();
+    }
+
+    // Into a database of its own, while the live pipeline runs.
+    let fresh = format!("{}_partial", cluster.database);
+    let mut db = cluster.db().await;
+    sqlx::query(&format!("CREATE DATABASE {fresh}")).execute(&mut db).await.unwrap();
+    let fresh_url = cluster.database_url.replace(&format!("/{}", cluster.database), &format!("/{fresh}"));
+    let replay = |more: &[&str]| {
+        let mut args = vec!["replay", "store", "--database-url", &fresh_url, "--persister-running-ok"];
+        args.extend_from_slice(more);
+        cluster.sbctl(&args)
+    };
+    for start in [&["--from-beginning"][..], &["--by-duration", "1h"], &["--from-beginning", "--execute"]] {
+        let refused = replay(start);
+        let text = output_text(&refused);
+        assert_eq!(refused.status.code(), Some(1), "{start:?}: {text}");
+        assert!(text.contains("(retention): LOST") && text.contains("--allow-partial"), "{start:?}: {text}");
+    }
+    let store = Store::connect(&fresh_url, 1).await.unwrap();
+    assert!(store.dump().await.is_err(), "a refusal changes nothing, not even the tables");
+    store.close().await;
+
+    let partial = succeeded(replay(&["--from-beginning", "--allow-partial", "--execute"]));
+    assert!(partial.contains(&format!("replayed {left} records")), "{left} records are left:\n{partial}");
+    let mut fresh_db = sqlx::PgConnection::connect(&fresh_url).await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM messages").fetch_all(&mut fresh_db).await.unwrap();
+    assert_eq!(ids.len() as i64, left, "every record left is one message");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(kept, left, "the replayed messages are the live store's newest ones");
+    drop(fresh_db);
+
+    // The replay's group, now at the end: a shift to before the log start.
+    let group = format!("{}-replay-store", cluster.prefix);
+    let shift = ["groups", "reset", group.as_str(), "--topic", topic.as_str(), "--shift-by", "-1000"];
+    let refused = cluster.sbctl(&shift);
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    assert!(output_text(&refused).contains("is outside the log"), "{}", output_text(&refused));
+    let clamped = succeeded(cluster.sbctl(&[&shift[..], &["--allow-partial"]].concat()));
+    assert!(clamped.contains("clamped") && clamped.contains("dry run: nothing changed"), "{clamped}");
+
+    sqlx::query(&format!("DROP DATABASE {fresh} WITH (FORCE)")).execute(&mut db).await.unwrap();
 }

@@ -6,12 +6,16 @@
 #
 #   bench/replay.sh                  4,000 msg/s for 30 s (120,000 records)
 #   bench/replay.sh RATE SECONDS
+#   SB_BENCH_BASELINE_SBCTL=/path/to/older/sbctl bench/replay.sh
+#                                    also replays the same backlog with another
+#                                    build, for before/after figures of one run
 #
 # The backlog is made by clients sending through an edge while no persister
 # runs (rooms of 10, 128-byte bodies, the benchmark driver's load); then,
 # one after the other: the read alone, the replay into an empty database,
-# and a persister started on another empty database, timed until it has
-# stored every record.
+# the same rows inserted by the database alone (INSERT ... SELECT, no
+# client: the floor under any replay into this database), and a persister
+# started on another empty database, timed until it has stored every record.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -71,15 +75,32 @@ echo "--- the topic read alone (sbctl replay store --count-only)"
 echo "--- replay into an empty database (sbctl replay store --execute)"
 "$BIN/sbctl" replay store --from-beginning --execute --database-url "$REPLAY_DB" | tail -1
 
-echo "--- the live persister draining the same backlog into another empty database"
+if [ -n "${SB_BENCH_BASELINE_SBCTL:-}" ]; then
+    echo "--- the same replay with $SB_BENCH_BASELINE_SBCTL, into another empty database"
+    BASELINE_DB="$(database "replay_baseline_$STAMP")"
+    "$SB_BENCH_BASELINE_SBCTL" replay store --from-beginning --execute --database-url "$BASELINE_DB" \
+        --group "$SB_TOPIC_PREFIX-baseline" 2>/dev/null | tail -1
+    "$PSQL" "$URL" -X -q -c "DROP DATABASE replay_baseline_$STAMP WITH (FORCE)"
+fi
+
 TOTAL="$("$PSQL" "$REPLAY_DB" -X -tAc "SELECT count(*) FROM messages")"
+echo "--- the database alone: the replayed rows copied into an empty table with the same indexes (no client)"
+"$PSQL" "$REPLAY_DB" -X -q -c "CREATE TABLE floor_copy (LIKE messages INCLUDING ALL)"
+began="$(date +%s.%N)"
+"$PSQL" "$REPLAY_DB" -X -q -c "INSERT INTO floor_copy SELECT * FROM messages"
+ended="$(date +%s.%N)"
+awk -v n="$TOTAL" -v a="$began" -v b="$ended" \
+    'BEGIN { printf "the database inserted %d rows in %.1f s (%.0f rows/s): no replay into it can be faster\n", n, b - a, n / (b - a) }'
+"$PSQL" "$REPLAY_DB" -X -q -c "DROP TABLE floor_copy"
+
+echo "--- the live persister draining the same backlog into another empty database"
 OPS=127.0.0.1:28191
 began="$(date +%s.%N)"
 "$BIN/persister" --database-url "$LIVE_DB" --migrate=false --ops-listen "$OPS" >"$LOGS/persister.log" 2>&1 &
 pids+=($!)
 while :; do
     stored="$(curl -fs "http://$OPS/metrics" 2>/dev/null \
-        | awk '/^switchboard_persister_messages_stored_total /{print $2}')"
+        | awk '/^switchboard_persister_messages_stored_total /{print $2}' || true)"
     [ "${stored:-0}" -ge "$TOTAL" ] && break
     sleep 0.1
 done

@@ -12,13 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use sqlx::Connection;
 use support::cluster::{Cluster, Options, output_text, succeeded};
 use support::{Client, admin, eventually, metric, seqs};
-use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::kafka::{KafkaConfig, ToolConsumer};
 use switchboard_core::store::Store;
 
 const ROOMS: [&str; 4] = ["plaza", "market", "harbour", "tower"];
@@ -197,7 +197,7 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
 
 /// How many records sb.events has received (the sum of its partitions' ends).
 fn events_end(cluster: &Cluster) -> i64 {
-    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
+    let consumer: ToolConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
     let topic = format!("{}.events", cluster.prefix);
     (0..4).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1).sum()
 }
@@ -218,7 +218,7 @@ async fn wait_until_no_members(cluster: &Cluster, group: &str) {
 
 /// The group's committed offset per partition of `topic`.
 fn committed(cluster: &Cluster, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer(group).unwrap();
+    let consumer: ToolConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer(group).unwrap();
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
         list.add_partition(topic, p);
@@ -273,7 +273,7 @@ async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
     assert_eq!(committed(&cluster, &group, &inbound, 4), before, "refusals move nothing");
 
     succeeded(cluster.sbctl(&["groups", "reset", &group, "--to-datetime", &middle_text, "--execute"]));
-    let consumer: BaseConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
+    let consumer: ToolConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
     let mut times = TopicPartitionList::new();
     for p in 0..4 {
         times.add_partition_offset(&inbound, p, Offset::Offset(middle)).unwrap();
@@ -325,7 +325,7 @@ async fn a_lost_delivery_topic_is_redelivered_in_order_without_duplicates() {
         result.unwrap();
     }
     // Gone from the brokers' metadata, so no send below lands in the old topic.
-    let metadata: BaseConsumer = kafka.tool_consumer("sbctl-test").unwrap();
+    let metadata: ToolConsumer = kafka.tool_consumer("sbctl-test").unwrap();
     eventually(Duration::from_secs(30), Duration::from_millis(200), async || {
         let found = metadata.fetch_metadata(Some(&topic), Duration::from_secs(5)).map_err(|e| e.to_string())?;
         match found.topics().first().map(|t| t.error()) {
@@ -408,7 +408,7 @@ async fn a_replay_past_retention_names_the_loss_and_goes_on_only_when_allowed() 
     // Half of every partition goes, as retention would take it.
     let kafka = KafkaConfig::new(cluster.env.kafka.clone());
     let topic = format!("{}.inbound", cluster.prefix);
-    let watermarks: BaseConsumer = kafka.tool_consumer("sbctl-test").unwrap();
+    let watermarks: ToolConsumer = kafka.tool_consumer("sbctl-test").unwrap();
     let mut cut = TopicPartitionList::new();
     let mut left = 0;
     for partition in 0..4 {

@@ -3,8 +3,9 @@
 //! by N). A reset is a dry run unless `--execute`, refuses a group with live
 //! members, and never clamps an offset outside the log unless told to.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use switchboard_core::config::KafkaArgs;
+use switchboard_core::kafka::ToolConsumer;
 use switchboard_core::topics::Topics;
 
 use crate::error::SbctlError;
@@ -70,7 +71,7 @@ struct Position {
 
 /// Committed offsets of `group` on `topics` (partitions without one are left out).
 fn positions_of(kafka: &KafkaArgs, group: &str, topics: &[String]) -> Result<Vec<Position>, SbctlError> {
-    let consumer: BaseConsumer = kafka.config().tool_consumer(group)?;
+    let consumer: ToolConsumer = kafka.config().tool_consumer(group)?;
     let mut out = Vec::new();
     for topic in topics {
         // A project topic this deployment does not have (yet) holds no offsets.
@@ -88,7 +89,7 @@ fn positions_of(kafka: &KafkaArgs, group: &str, topics: &[String]) -> Result<Vec
 pub fn list(args: ListArgs) -> Result<(), SbctlError> {
     let topics = args.kafka.topics();
     let prefix = format!("{}-", args.kafka.topic_prefix);
-    let consumer: BaseConsumer = args.kafka.config().tool_consumer("sbctl")?;
+    let consumer: ToolConsumer = args.kafka.config().tool_consumer("sbctl")?;
     let groups = consumer.fetch_group_list(None, positions::TIMEOUT)?;
     let mut names: Vec<(String, String, usize)> = groups
         .groups()
@@ -124,7 +125,7 @@ pub fn list(args: ListArgs) -> Result<(), SbctlError> {
 
 pub fn reset(args: ResetArgs) -> Result<(), SbctlError> {
     let topics = args.kafka.topics();
-    let consumer: BaseConsumer = args.kafka.config().tool_consumer(&args.group)?;
+    let consumer: ToolConsumer = args.kafka.config().tool_consumer(&args.group)?;
     let Some(group) = positions::group_members(&consumer, &args.group)? else {
         return Err(SbctlError::Usage(format!(
             "unknown group {:?}; `sbctl groups list` shows the project's groups",

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminOptions, ResourceSpecifier};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_core::clock::now_ms;
-use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT};
+use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT, ToolConsumer};
 
 use crate::error::SbctlError;
 
@@ -25,7 +25,7 @@ pub struct Log {
 }
 
 /// The partitions of `topic`, or a usage error naming it when the cluster does not know it.
-pub fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, SbctlError> {
+pub fn topic_partitions(consumer: &ToolConsumer, topic: &str) -> Result<Vec<i32>, SbctlError> {
     let mut partitions = switchboard_core::kafka::partitions(consumer.client(), topic).map_err(|e| {
         SbctlError::Usage(format!("topic {topic} does not exist ({e}); check --topic-prefix and --kafka-brokers"))
     })?;
@@ -34,7 +34,7 @@ pub fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>
 }
 
 /// Members of `group` now: `None` when the cluster does not know the group.
-pub fn group_members(consumer: &BaseConsumer, group: &str) -> Result<Option<GroupState>, SbctlError> {
+pub fn group_members(consumer: &ToolConsumer, group: &str) -> Result<Option<GroupState>, SbctlError> {
     let list = consumer.fetch_group_list(Some(group), TIMEOUT)?;
     Ok(list
         .groups()
@@ -51,7 +51,7 @@ pub struct GroupState {
     pub members: usize,
 }
 
-pub fn log(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<Log, SbctlError> {
+pub fn log(consumer: &ToolConsumer, topic: &str, partition: i32) -> Result<Log, SbctlError> {
     let (start, end) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
     Ok(Log { start, end })
 }
@@ -59,7 +59,7 @@ pub fn log(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<Log, 
 /// Per partition, the offset of the first record at or after `at_ms`, or
 /// `None` when the partition has no record that late (Kafka answers "end").
 pub fn offsets_at(
-    consumer: &BaseConsumer,
+    consumer: &ToolConsumer,
     topic: &str,
     parts: &[i32],
     at_ms: i64,
@@ -87,7 +87,7 @@ pub type Committed = (i64, String);
 
 /// A group's committed offset per partition (`None`: nothing committed).
 pub fn committed(
-    consumer: &BaseConsumer,
+    consumer: &ToolConsumer,
     topic: &str,
     parts: &[i32],
 ) -> Result<Vec<(i32, Option<Committed>)>, SbctlError> {
@@ -109,7 +109,7 @@ pub fn committed(
 }
 
 /// Commits offsets (next offset to read) with metadata for the consumer's group.
-pub fn commit(consumer: &BaseConsumer, topic: &str, offsets: &[(i32, i64, String)]) -> Result<(), SbctlError> {
+pub fn commit(consumer: &ToolConsumer, topic: &str, offsets: &[(i32, i64, String)]) -> Result<(), SbctlError> {
     let mut list = TopicPartitionList::new();
     for (p, offset, metadata) in offsets {
         list.add_partition_offset(topic, *p, Offset::Offset(*offset))?;

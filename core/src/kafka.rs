@@ -14,8 +14,8 @@ use backon::{ConstantBuilder, Retryable};
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
-use rdkafka::config::FromClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
@@ -243,10 +243,10 @@ impl KafkaConfig {
     /// `group` for its committed offsets, but it commits only when told,
     /// joins nothing (assignments are explicit) and reports each partition's
     /// end, so a bounded read knows when it is done.
-    pub fn tool_consumer<C: FromClientConfig>(&self, group: &str) -> KafkaResult<C> {
+    pub fn tool_consumer<C: FromClientConfigAndContext<ToolContext>>(&self, group: &str) -> KafkaResult<C> {
         let mut config = self.manual_consumer(group);
         config.set("enable.partition.eof", "true").set("auto.offset.reset", "error");
-        self.finish(config).create()
+        self.finish(config).create_with_context(ToolContext)
     }
 
     /// Consumer without a group, driven by explicit assignment.
@@ -296,6 +296,29 @@ impl ConsumerContext for GroupContext {}
 
 /// A consumer in a group, made by [`KafkaConfig::group_consumer`].
 pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Context of the operator tools' consumers. They ask for a notice at each
+/// partition's end (a bounded read knows it is done from it), and
+/// librdkafka also hands that notice to the error callback, which would log
+/// it as an error once per partition; everything else is logged as by
+/// default.
+pub struct ToolContext;
+
+impl ClientContext for ToolContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)) {
+            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ToolContext {}
+
+/// A tool consumer polled by hand, made by [`KafkaConfig::tool_consumer`].
+pub type ToolConsumer = BaseConsumer<ToolContext>;
+
+/// A tool consumer read as a stream, made by [`KafkaConfig::tool_consumer`].
+pub type ToolStreamConsumer = StreamConsumer<ToolContext>;
 
 /// Logs an error a consumer returned instead of a record, then pauses
 /// briefly. librdkafka queues its notices (broker down, reconnecting) among

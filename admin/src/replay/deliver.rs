@@ -12,9 +12,9 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use rdkafka::consumer::BaseConsumer;
 use switchboard_core::clock::now_ms;
 use switchboard_core::config::{KafkaArgs, parse_duration};
+use switchboard_core::kafka::ToolConsumer;
 use switchboard_workers::router;
 use switchboard_workers::routing_table::RoutingTable;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
     let rooms: HashSet<String> = args.range.rooms();
 
     refuse_compacted(&kafka, &topic).await?;
-    let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
+    let consumer: ToolConsumer = kafka.tool_consumer(&group)?;
     let parts = plan(&consumer, &topic, &args.range.from)?;
 
     // The table as the router has it now.

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use switchboard_core::config::parse_duration;
-use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::kafka::{KafkaConfig, ToolConsumer, ToolStreamConsumer};
 
 use crate::error::SbctlError;
 use crate::positions::{self, Log, format_time, parse_time};
@@ -125,7 +125,7 @@ pub async fn refuse_compacted(kafka: &KafkaConfig, topic: &str) -> Result<(), Sb
 }
 
 /// The range of every partition of `topic` from `from` to the end it has now.
-pub fn plan(consumer: &BaseConsumer, topic: &str, from: &From) -> Result<Vec<Part>, SbctlError> {
+pub fn plan(consumer: &ToolConsumer, topic: &str, from: &From) -> Result<Vec<Part>, SbctlError> {
     let partitions = positions::topic_partitions(consumer, topic)?;
     let at = match (&from.from_datetime, from.by_duration) {
         (Some(text), _) => Some(parse_time(text)?),
@@ -190,7 +190,7 @@ pub fn refuse_lost(parts: &[Part], allow_partial: bool, without: &str) -> Result
 
 /// The timestamp of the record at `offset`, read once.
 fn first_record_time(
-    consumer: &BaseConsumer,
+    consumer: &ToolConsumer,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -257,7 +257,7 @@ impl Progress {
 /// tracker of where each partition is (kept apart so the records of a batch,
 /// which borrow the consumer, can live while the tracker moves on).
 pub struct Reader {
-    pub consumer: StreamConsumer,
+    pub consumer: ToolStreamConsumer,
     pub tracker: Tracker,
 }
 
@@ -269,7 +269,7 @@ impl Reader {
         work: &[Part],
         max_rate: Option<NonZeroU32>,
     ) -> Result<Reader, SbctlError> {
-        let consumer: StreamConsumer = kafka.tool_consumer(group)?;
+        let consumer: ToolStreamConsumer = kafka.tool_consumer(group)?;
         let mut list = TopicPartitionList::new();
         for p in work {
             list.add_partition_offset(topic, p.partition, Offset::Offset(p.from))?;
@@ -329,7 +329,7 @@ impl Tracker {
     /// range, or the end of what it holds) is done once this batch is handled.
     pub async fn next_batch<'c>(
         &mut self,
-        consumer: &'c StreamConsumer,
+        consumer: &'c ToolStreamConsumer,
     ) -> Result<Vec<BorrowedMessage<'c>>, SbctlError> {
         let mut records: Vec<BorrowedMessage<'c>> = Vec::new();
         // Waits (up to the stall timeout in all) only until the first record

@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use switchboard_core::config::{DatabaseArgs, KafkaArgs};
-use switchboard_core::kafka::{KafkaConfig, record_headers};
+use switchboard_core::kafka::{KafkaConfig, ToolConsumer, ToolStreamConsumer, record_headers};
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
 use switchboard_workers::inbound;
 
-use super::{Part, Range, Reader, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
+use super::{Part, Range, Reader, Tracker, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
 use crate::error::SbctlError;
 use crate::positions;
 
@@ -113,7 +112,7 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
     let rooms: HashSet<String> = args.range.rooms();
 
     refuse_compacted(&kafka, &topic).await?;
-    let consumer: BaseConsumer = kafka.tool_consumer(&group)?;
+    let consumer: ToolConsumer = kafka.tool_consumer(&group)?;
     let mut parts = plan(&consumer, &topic, &args.range.from)?;
     let kind = run_kind(&rooms, args.publish_events, args.database.url.expose());
     resume(&consumer, &topic, &kind, &mut parts)?;
@@ -121,7 +120,7 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
         None
     } else {
         Some(
-            Store::connect(args.database.url.expose(), 2)
+            Store::connect(args.database.url.expose(), 1)
                 .await
                 .map_err(|e| SbctlError::Usage(format!("the database at --database-url does not answer: {e}")))?,
         )
@@ -168,7 +167,7 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
 
 /// Takes up an unfinished run of the same range and kind where it stopped,
 /// as its progress (committed offsets with the run in the metadata) says.
-fn resume(consumer: &BaseConsumer, topic: &str, kind: &str, parts: &mut [Part]) -> Result<(), SbctlError> {
+fn resume(consumer: &ToolConsumer, topic: &str, kind: &str, parts: &mut [Part]) -> Result<(), SbctlError> {
     let partitions: Vec<i32> = parts.iter().map(|p| p.partition).collect();
     let committed: BTreeMap<i32, Option<(i64, String)>> =
         positions::committed(consumer, topic, &partitions)?.into_iter().collect();
@@ -204,6 +203,15 @@ struct Summary {
 }
 
 impl Summary {
+    /// Adds what a batch's apply did to the run's counts.
+    fn add_applied(&mut self, lane: &Summary) {
+        self.stored += lane.stored;
+        self.already += lane.already;
+        self.refused += lane.refused;
+        self.commands += lane.commands;
+        self.failed += lane.failed;
+    }
+
     fn print(&self) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         println!(
@@ -226,10 +234,40 @@ impl Summary {
     }
 }
 
+/// A batch read and decoded.
+struct Decoded {
+    records: Vec<Inbound>,
+    /// The last offset read per partition.
+    last: BTreeMap<i32, i64>,
+}
+
+/// Reads the next batch and decodes it, counting what it skips.
+async fn read_batch(
+    consumer: &ToolStreamConsumer,
+    tracker: &mut Tracker,
+    rooms: &HashSet<String>,
+    summary: &mut Summary,
+) -> Result<Option<Decoded>, SbctlError> {
+    let records = tracker.next_batch(consumer).await?;
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let mut decoded = Decoded { records: Vec::with_capacity(records.len()), last: last_offsets(&records) };
+    for record in &records {
+        summary.read += 1;
+        match inbound::decode(record) {
+            Err(_) => summary.undecodable += 1,
+            Ok(inbound) if !rooms.is_empty() && !rooms.contains(inbound.room()) => summary.other_rooms += 1,
+            Ok(inbound) => decoded.records.push(inbound),
+        }
+    }
+    Ok(Some(decoded))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     kafka: &KafkaConfig,
-    positions_consumer: &BaseConsumer,
+    positions_consumer: &ToolConsumer,
     group: &str,
     topic: &str,
     work: &[Part],
@@ -239,60 +277,96 @@ async fn execute(
     max_rate: Option<NonZeroU32>,
 ) -> Result<Summary, SbctlError> {
     let Reader { consumer, mut tracker } = Reader::new(kafka, group, topic, work, max_rate)?;
+    let by_part: BTreeMap<i32, &Part> = work.iter().map(|p| (p.partition, p)).collect();
     let mut summary = Summary::default();
     let started = Instant::now();
-    while !tracker.done() {
-        let records = tracker.next_batch(&consumer).await?;
-        if records.is_empty() {
-            continue;
+    // The batch read last: applied while the next one is read, so the
+    // database is not idle while records are fetched and decoded.
+    let mut pending: Option<Decoded> = None;
+    let mut unsaved = BTreeMap::new();
+    let mut saved = Instant::now();
+    loop {
+        let reading = !tracker.done();
+        if !reading && pending.is_none() {
+            break;
         }
-        let mut batch = Vec::with_capacity(records.len());
-        for record in &records {
-            summary.read += 1;
-            match inbound::decode(record) {
-                Err(_) => summary.undecodable += 1,
-                Ok(decoded) if !rooms.is_empty() && !rooms.contains(decoded.room()) => summary.other_rooms += 1,
-                Ok(decoded) => batch.push(decoded),
+        let mut counts = Summary::default();
+        let read =
+            async { if reading { read_batch(&consumer, &mut tracker, rooms, &mut counts).await } else { Ok(None) } };
+        let applying = async {
+            match (&target, &pending) {
+                (Some(target), Some(batch)) => {
+                    let began = Instant::now();
+                    let applied = apply(target.store, &batch.records, target.publisher.is_some()).await;
+                    Some((applied, began.elapsed()))
+                }
+                _ => None,
+            }
+        };
+        let (next, applied) = tokio::join!(read, applying);
+        summary.read += counts.read;
+        summary.undecodable += counts.undecodable;
+        summary.other_rooms += counts.other_rooms;
+        if let Some(batch) = pending.take() {
+            if let Some((applied, took)) = applied {
+                let (counts, events) = applied?;
+                summary.applying += took;
+                summary.add_applied(&counts);
+                if let Some(publisher) = target.as_ref().and_then(|t| t.publisher) {
+                    summary.published += publisher.publish(events).await?;
+                }
+            }
+            // Progress is saved once the batch is durable.
+            unsaved.extend(
+                tracker.handled(&batch.last).into_iter().map(|(partition, next, done)| (partition, (next, done))),
+            );
+            if saved.elapsed() >= SAVE_PROGRESS_EVERY {
+                save_progress(positions_consumer, topic, &by_part, kind, &mut unsaved, target.is_some())?;
+                saved = Instant::now();
             }
         }
-        let last = last_offsets(&records);
-        drop(records);
-        if let Some(target) = &target {
-            let applying = Instant::now();
-            let events = apply(target.store, &batch, target.publisher.is_some(), &mut summary).await?;
-            summary.applying += applying.elapsed();
-            if let Some(publisher) = target.publisher {
-                summary.published += publisher.publish(events).await?;
-            }
-        }
-        // Progress is committed once the batch is durable.
-        let by_part: BTreeMap<i32, &Part> = work.iter().map(|p| (p.partition, p)).collect();
-        let offsets: Vec<(i32, i64, String)> = tracker
-            .handled(&last)
-            .into_iter()
-            .map(|(partition, next, done)| (partition, next, metadata(by_part[&partition], kind, done)))
-            .collect();
-        if target.is_some() {
-            positions::commit(positions_consumer, topic, &offsets)?;
-        }
+        pending = next?;
     }
+    save_progress(positions_consumer, topic, &by_part, kind, &mut unsaved, target.is_some())?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-/// Applies a batch as the persister does (see
+/// How often a run saves its progress. Saving is a round trip to the
+/// group's coordinator, which once per batch took a fifth of a replay's
+/// time; a run killed in between applies up to this much again when
+/// resumed, which changes nothing (applying is idempotent).
+const SAVE_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Commits the progress not saved yet (per partition: the next offset and
+/// whether its range is done) to the run's group, when it writes anywhere.
+fn save_progress(
+    consumer: &ToolConsumer,
+    topic: &str,
+    parts: &BTreeMap<i32, &Part>,
+    kind: &str,
+    unsaved: &mut BTreeMap<i32, (i64, bool)>,
+    writes: bool,
+) -> Result<(), SbctlError> {
+    let offsets: Vec<(i32, i64, String)> = std::mem::take(unsaved)
+        .into_iter()
+        .map(|(partition, (next, done))| (partition, next, metadata(parts[&partition], kind, done)))
+        .collect();
+    if writes && !offsets.is_empty() {
+        positions::commit(consumer, topic, &offsets)?;
+    }
+    Ok(())
+}
+
+/// Applies records as the persister does (see
 /// [`inbound::apply_isolating`]): retrying while the database is unavailable
 /// (a while, then a clear error), and counting and passing a record the
 /// database refuses for good, which the persister dead-letters.
-/// Returns, when `publish`, the events of what was applied, with their rooms.
-async fn apply(
-    store: &Store,
-    batch: &[Inbound],
-    publish: bool,
-    summary: &mut Summary,
-) -> Result<Vec<(String, Event)>, SbctlError> {
+/// Returns what it did and, when `publish`, the events of what was applied.
+async fn apply(store: &Store, batch: &[Inbound], publish: bool) -> Result<(Summary, Vec<(String, Event)>), SbctlError> {
+    let mut summary = Summary::default();
     if batch.is_empty() {
-        return Ok(Vec::new());
+        return Ok((summary, Vec::new()));
     }
     // Why the last attempt gave up, when the database stayed unavailable.
     let gave_up = Cell::new(None);
@@ -330,7 +404,7 @@ async fn apply(
             events.push((record.room().to_owned(), event));
         }
     }
-    Ok(events)
+    Ok((summary, events))
 }
 
 /// Where a replay writes: the store, and sb.events when told to publish.

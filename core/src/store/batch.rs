@@ -52,7 +52,7 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<O
     let mut outcomes = Vec::with_capacity(sends.len());
     // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
-    // Each sender's latest name in the batch.
+    // Each sender's latest name in the batch, where it differs from the stored one.
     let mut named: HashMap<&str, &str> = HashMap::new();
     for &send in sends {
         let room = rooms.get_mut(send.room.as_str()).expect("every room of the batch is locked");
@@ -79,11 +79,13 @@ pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<O
             outcomes.push(Outcome::Stored { message, duplicate: true });
             continue;
         }
-        // The token's name (stored for later), else the latest one known.
+        // The token's name (stored for later when it changed), else the latest one known.
         let sender_name = match &send.sender_name {
             Some(name) => {
-                named.insert(&send.sender, name);
-                names.insert(send.sender.clone(), name.clone());
+                if names.get(&send.sender) != Some(name) {
+                    named.insert(&send.sender, name);
+                    names.insert(send.sender.clone(), name.clone());
+                }
                 name.clone()
             }
             None => names.get(&send.sender).cloned().unwrap_or_else(|| send.sender.clone()),
@@ -282,15 +284,20 @@ async fn erased_by_resets<'a>(
     Ok(erased)
 }
 
-/// Stored display names of the senders that send without one.
+/// Stored display names of the batch's senders: the name of those who send
+/// without one, and what those who send with one would change. Read without
+/// a lock, so a name that did not change is not written: an upsert locks
+/// its row even when it changes nothing, and users are shared by every
+/// room, so transactions of other partitions (another persister, a replay's
+/// other connection) waited on each other's commits for the same users.
 async fn stored_names(
     tx: &mut Tx,
     marks: Marks,
     sends: &[&InboundSend],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let unnamed: Vec<&str> = distinct(sends.iter().filter(|s| s.sender_name.is_none()).map(|s| s.sender.as_str()));
+    let senders: Vec<&str> = distinct(sends.iter().map(|s| s.sender.as_str()));
     let mut names = HashMap::new();
-    for chunk in unnamed.chunks(MAX_BINDS) {
+    for chunk in senders.chunks(MAX_BINDS) {
         let sql = format!("SELECT id, display_name FROM users WHERE id IN ({})", marks.list(1, chunk.len()));
         for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
             names.insert(row.try_get("id")?, row.try_get("display_name")?);
@@ -299,12 +306,14 @@ async fn stored_names(
     Ok(names)
 }
 
-/// Each sender's latest name from this batch. One row per user per
-/// statement: PostgreSQL refuses to update a row twice in one INSERT. A name
-/// that did not change is not written again (senders send with the same
-/// name message after message).
+/// The names of this batch that changed, each sender's latest. One row per
+/// user per statement: PostgreSQL refuses to update a row twice in one
+/// INSERT. Users are written in id order, so transactions of other
+/// partitions that change the same users wait for each other instead of
+/// deadlocking.
 async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>) -> Result<(), StoreError> {
-    let named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
+    let mut named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
+    named.sort_unstable();
     for chunk in named.chunks(MAX_BINDS / 2) {
         let sql = format!(
             "INSERT INTO users (id, display_name) VALUES {} ON CONFLICT (id) DO UPDATE \

@@ -39,7 +39,7 @@ pub const BACKLOG_LIMIT_BYTES: u64 = 3 * 1024 * 1024;
 /// process went from 0.79 to 0.52 cores, p50 from 28.5 to 29.9 ms.
 pub const EDGE_LINGER: Duration = Duration::from_millis(5);
 
-/// How long the consumers' fetches wait for records (10 ms on a real
+/// How long the consumers' fetches wait for records (500 ms on a real
 /// cluster). A real broker answers a waiting fetch as soon as records
 /// arrive; the mock cluster holds an empty fetch for the whole wait and
 /// answers it empty, so each consumer hop (persister, router, edge) added up

@@ -19,7 +19,9 @@ use sqlx::Connection;
 use support::cluster::{Cluster, Options, output_text, succeeded};
 use support::{Client, admin, eventually, metric, seqs};
 use switchboard_core::kafka::{KafkaConfig, ToolConsumer};
+use switchboard_core::provision::deployment_topics;
 use switchboard_core::store::Store;
+use switchboard_core::topics::Topics;
 
 const ROOMS: [&str; 4] = ["plaza", "market", "harbour", "tower"];
 
@@ -468,4 +470,14 @@ async fn a_replay_past_retention_names_the_loss_and_goes_on_only_when_allowed() 
     assert!(clamped.contains("clamped") && clamped.contains("dry run: nothing changed"), "{clamped}");
 
     sqlx::query(&format!("DROP DATABASE {fresh} WITH (FORCE)")).execute(&mut db).await.unwrap();
+
+    // Tearing the deployment down waits for its workers to stop.
+    let plan = succeeded(cluster.sbctl(&["delete-topics"]));
+    assert!(plan.contains(&topic) && plan.contains(&format!("{}.deliver.edge-1", cluster.prefix)), "{plan}");
+    assert!(plan.contains("live member") && plan.contains("plan only"), "{plan}");
+    let refused = cluster.sbctl(&["delete-topics", "--execute"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", output_text(&refused));
+    assert!(output_text(&refused).contains("stop the deployment's workers first"), "{}", output_text(&refused));
+    let still = deployment_topics(&kafka, &Topics::new(&cluster.prefix).unwrap()).unwrap();
+    assert!(still.contains(&topic), "nothing was deleted: {still:?}");
 }

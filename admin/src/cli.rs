@@ -9,7 +9,7 @@ use crate::probe::ProbeArgs;
 use crate::replay::deliver::DeliverArgs;
 use crate::replay::store::StoreArgs;
 use crate::rooms::RoomsArgs;
-use crate::topics::TopicsArgs;
+use crate::topics::{DeleteTopicsArgs, TopicsArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "sbctl", version, about = "Switchboard operator commands")]
@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the shared topics, or check existing ones against the spec.
     Topics(TopicsArgs),
+    /// Delete every topic of the deployment, with all it holds (plan only unless --execute).
+    DeleteTopics(DeleteTopicsArgs),
     /// Apply the SQL migrations.
     Migrate {
         #[command(flatten)]
@@ -85,5 +87,6 @@ mod tests {
         assert!(parse(&["rooms", "create", "r", "--kind", "private", "--members", "a,b"]).is_ok());
         assert!(parse(&["probe", "--url", "ws://edge/ws", "--jwt-secret", "k", "--timeout", "soon"]).is_err());
         assert!(parse(&["topics", "--allow-differences"]).is_ok());
+        assert!(parse(&["delete-topics", "--execute"]).is_ok());
     }
 }

@@ -13,6 +13,7 @@ async fn main() {
     switchboard_core::telemetry::init_cli();
     let result = match cli.command {
         Command::Topics(args) => topics::run(args).await,
+        Command::DeleteTopics(args) => topics::delete(args).await,
         Command::Migrate { database } => migrate(database.url.expose()).await,
         Command::Rooms(args) => rooms::run(args).await,
         Command::Replay(Replay::Store(args)) => replay::store(args).await,

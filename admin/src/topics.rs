@@ -2,14 +2,17 @@
 //! against the spec (a no-op when they match; differences are reported and
 //! exit 1, never changed behind the operator's back, unless
 //! `--allow-differences`, which reports them and exits 0: for an upgrade
-//! that must not fail on a topic an operator changed on purpose).
+//! that must not fail on a topic an operator changed on purpose); and
+//! `sbctl delete-topics`, which removes a deployment's topics.
 
 use std::time::Duration;
 
 use switchboard_core::config::{KafkaArgs, parse_duration};
-use switchboard_core::provision::{Retention, TopicStatus, provision, shared_specs};
+use switchboard_core::kafka::ToolConsumer;
+use switchboard_core::provision::{Retention, TopicStatus, delete_topics, deployment_topics, provision, shared_specs};
 
 use crate::error::SbctlError;
+use crate::positions;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopicsArgs {
@@ -74,5 +77,52 @@ pub async fn run(args: TopicsArgs) -> Result<(), SbctlError> {
             "some topics differ from the spec; change them by hand or adjust the flags".into(),
         ));
     }
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteTopicsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Delete them. Without it, the topics are listed and nothing changes.
+    #[arg(long)]
+    pub execute: bool,
+}
+
+/// Deletes every topic of the deployment (`<prefix>.*`: the shared topics and
+/// the edges' delivery topics), for tearing a deployment or a test run down.
+/// It refuses while a worker group has live members: the workers would
+/// create nothing back, but fail on every record.
+pub async fn delete(args: DeleteTopicsArgs) -> Result<(), SbctlError> {
+    let kafka = args.kafka.config();
+    let topics = args.kafka.topics();
+    let names = deployment_topics(&kafka, &topics).map_err(|e| SbctlError::Refused(format!("{e}")))?;
+    if names.is_empty() {
+        println!("no topics named {}.*", topics.prefix());
+        return Ok(());
+    }
+    for name in &names {
+        println!("{name}");
+    }
+    let consumer: ToolConsumer = kafka.tool_consumer("sbctl")?;
+    for role in ["persister", "router"] {
+        let group = topics.group(role);
+        let live = positions::group_members(&consumer, &group)?.map_or(0, |g| g.members);
+        if live == 0 {
+            continue;
+        }
+        let problem =
+            format!("the {role} group {group} has {live} live member(s): stop the deployment's workers first");
+        if args.execute {
+            return Err(SbctlError::Refused(problem));
+        }
+        println!("warning: {problem}; --execute will refuse until then");
+    }
+    if !args.execute {
+        println!("plan only: {} topics would be deleted with every record they hold. Add --execute.", names.len());
+        return Ok(());
+    }
+    delete_topics(&kafka, &names).await.map_err(|e| SbctlError::Refused(format!("{e}")))?;
+    println!("deleted {} topics", names.len());
     Ok(())
 }

@@ -5,13 +5,11 @@
 //! enough that clients started against it saw "unknown topic").
 
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rdkafka::admin::AdminOptions;
 use switchboard_core::kafka::KafkaConfig;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
+use switchboard_core::provision::{self, deployment_topics};
+use switchboard_core::topics::Topics;
 
 /// The PostgreSQL server of `scripts/postgres.sh`, as a user that may
 /// create databases (overridden by `SB_BENCH_POSTGRES_URL`).
@@ -40,20 +38,11 @@ impl RunState {
     }
 }
 
+/// The run's topics, by the same code as `sbctl delete-topics`.
 async fn delete_topics(kafka: &str, prefix: &str) -> anyhow::Result<()> {
-    let admin = KafkaConfig::new(kafka).admin()?;
-    let metadata = admin.inner().fetch_metadata(None, TIMEOUT)?;
-    let ours = format!("{prefix}.");
-    let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(&ours)).collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    for result in admin.delete_topics(&names, &options).await? {
-        if let Err((topic, code)) = result {
-            bail!("deleting topic {topic}: {code}");
-        }
-    }
+    let kafka = KafkaConfig::new(kafka);
+    let names = deployment_topics(&kafka, &Topics::new(prefix)?)?;
+    provision::delete_topics(&kafka, &names).await?;
     Ok(())
 }
 

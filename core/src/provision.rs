@@ -73,6 +73,35 @@ pub enum ProvisionError {
     Create { topic: String, code: RDKafkaErrorCode },
     #[error("could not read the configs of topic {topic}: {code}")]
     Describe { topic: String, code: RDKafkaErrorCode },
+    #[error("could not delete topic {topic}: {code}")]
+    Delete { topic: String, code: RDKafkaErrorCode },
+}
+
+/// Every topic the cluster holds of the deployment `topics` names: the
+/// shared ones and every edge's delivery topic, sorted.
+pub fn deployment_topics(kafka: &KafkaConfig, topics: &Topics) -> Result<Vec<String>, ProvisionError> {
+    let admin = kafka.admin()?;
+    let metadata = admin.inner().fetch_metadata(None, METADATA_TIMEOUT)?;
+    let mut names: Vec<String> =
+        metadata.topics().iter().map(|t| t.name()).filter(|name| topics.owns(name)).map(str::to_owned).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes the topics named, and every record they hold.
+pub async fn delete_topics(kafka: &KafkaConfig, names: &[String]) -> Result<(), ProvisionError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin = kafka.admin()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for result in admin.delete_topics(&names, &options).await? {
+        if let Err((topic, code)) = result {
+            return Err(ProvisionError::Delete { topic, code });
+        }
+    }
+    Ok(())
 }
 
 /// What provisioning found or did, per topic.

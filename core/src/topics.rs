@@ -57,6 +57,16 @@ impl Topics {
         format!("{}-{role}", self.prefix)
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether `topic` is one of this deployment's: a shared topic or a
+    /// delivery topic, all named `<prefix>.*`.
+    pub fn owns(&self, topic: &str) -> bool {
+        topic.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with('.'))
+    }
+
     /// The shared topics every deployment has (delivery topics are per node).
     pub fn shared(&self) -> [String; 6] {
         [self.inbound(), self.events(), self.ephemeral(), self.routes(), self.nodes(), self.dead_letter()]
@@ -74,5 +84,12 @@ mod tests {
         assert_eq!(t.deliver("edge-0"), "sb.deliver.edge-0");
         assert_eq!(t.dead_letter(), "sb.dead-letter");
         assert!(Topics::new("bad/prefix").is_err());
+    }
+
+    #[test]
+    fn a_deployment_owns_only_its_own_topics() {
+        let t = Topics::new("sb").unwrap();
+        assert!(t.owns("sb.inbound") && t.owns("sb.deliver.edge-0"));
+        assert!(!t.owns("sb2.inbound") && !t.owns("sb") && !t.owns("other.sb.inbound"));
     }
 }

@@ -191,16 +191,9 @@ start_embedded() {
     echo "embedded default (pid ${pids[0]}) on $SB_CONFORMANCE_EDGES"
 }
 
-# Topic deletion has no sbctl command; the Kafka jars that scripts/kafka.sh
-# fetched carry an AdminClient, driven by DeleteTopics.java (run as a
-# single-file source program).
+# The run's topics, by `sbctl delete-topics` (the workers have stopped).
 delete_topics() {
-    local libs="${SB_CACHE_DIR:-$HOME/.cache/switchboard}/kafka-${SB_KAFKA_VERSION:-4.1.1}/libs"
-    if [ ! -d "$libs" ] || ! command -v java > /dev/null; then
-        echo "no Kafka jars in $libs (or no java): topics $prefix.* left behind" >&2
-        return 1
-    fi
-    timeout 90 java -cp "$libs/*" "$HERE/DeleteTopics.java" "$kafka" "$prefix." 2>&1 | grep -v -e SLF4J -e '^$' || true
+    timeout 90 "$BIN_DIR/sbctl" delete-topics "--kafka-brokers=$kafka" "--topic-prefix=$prefix" --execute | tail -1
 }
 
 start_cluster() {

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use switchboard_core::kafka::KafkaConfig;
+use switchboard_core::provision::{delete_topics, deployment_topics};
+use switchboard_core::topics::Topics;
 
 use super::{Client, SECRET};
 
@@ -369,6 +372,22 @@ impl Drop for Cluster {
         self.router.kill();
         for edge in &mut self.edge_procs {
             edge.kill();
+        }
+        // The test's topics go too, so runs do not pile partitions up on
+        // the broker (which then slows every run after). On a thread of its
+        // own: this may run inside the test's runtime.
+        let (kafka, prefix) = (self.env.kafka.clone(), self.prefix.clone());
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                let kafka = KafkaConfig::new(kafka);
+                let names = deployment_topics(&kafka, &Topics::new(&prefix).expect("a valid prefix"))?;
+                delete_topics(&kafka, &names).await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("warning: the topics {}.* were not deleted: {e}", self.prefix);
         }
         if std::thread::panicking() {
             let procs = [&self.persister, &self.router].into_iter().chain(&self.edge_procs);

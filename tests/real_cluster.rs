@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::Row;
 use support::cluster::{Cluster, Collector, Options};
 use support::workload::{self, Workload};
-use support::{Client, seqs};
+use support::{Client, eventually, metric, seqs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
@@ -294,6 +294,46 @@ async fn persister_killed_mid_stream_three_times() {
     })
     .await;
     assert_eq!(cluster.persister.starts, 4);
+}
+
+/// A second persister joins the group while clients send (a scale-up), takes
+/// part of the partitions and stores part of the stream, then is stopped as
+/// Kubernetes stops a pod (a scale-down). Its partitions wait for its
+/// session to end (static membership) and go back to the first: every
+/// accepted send is stored once, and every receiver sees every seq in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn a_second_persister_joins_and_leaves_under_load() {
+    let mut cluster = Cluster::start("two-persisters", Options::default()).await;
+    let stored = "switchboard_persister_messages_stored_total";
+    let first_before = metric(cluster.persister_ops, stored).await;
+    let stream = Workload { messages_per_sender: 600, ..Workload::default() };
+    let running = workload::start(&cluster.edges, "two-persisters", stream).await;
+    tokio::time::sleep(ms(1000)).await;
+    let (mut second, second_ops) = cluster.another_persister("persister-2");
+    second.spawn();
+    let joined_at = mid_stream(&running, &cluster).await;
+    eventually(Duration::from_secs(30), ms(200), async || {
+        let n = metric(second_ops, stored).await;
+        if n > 0.0 { Ok(()) } else { Err("persister-2 has stored nothing yet".to_owned()) }
+    })
+    .await;
+    tokio::time::sleep(ms(1500)).await;
+    let by_second = metric(second_ops, stored).await;
+    let left_at = mid_stream(&running, &cluster).await;
+    second.terminate();
+    let outcome = running.finish(&mut cluster.db().await).await;
+    eprintln!(
+        "persister-2 joined at ({joined_at}), left at ({left_at}) having stored {by_second}: {}",
+        outcome.summary()
+    );
+    outcome.check();
+    // Both stored part of it, and together each row once (a repeat is not counted as stored).
+    let by_first = metric(cluster.persister_ops, stored).await - first_before;
+    let rows: usize = outcome.rows.values().map(Vec::len).sum();
+    assert!(by_first > 0.0 && by_second > 0.0, "first {by_first}, second {by_second}");
+    assert!(by_first + by_second <= rows as f64, "first {by_first} + second {by_second} stored, {rows} rows");
+    cluster.assert_all_running();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         writeln!(log, "===== start {} =====", self.starts + 1).unwrap();
         let err = log.try_clone().unwrap();
@@ -103,6 +103,21 @@ impl Process {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, and wait until it is gone (SIGKILL after 20 s).
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     pub fn restart(&mut self) {
@@ -296,6 +311,32 @@ impl Cluster {
         // Both, so every process's counters have settled when a test starts.
         a.messages("warmup", 1).await;
         b.messages("warmup", 1).await;
+    }
+
+    /// Another persister in the same group (not started), with its own
+    /// instance id and ops listener: a scale-up.
+    pub fn another_persister(&self, name: &str) -> (Process, SocketAddr) {
+        let ops = free_port();
+        let args = self
+            .persister
+            .args
+            .iter()
+            .map(|arg| match arg.split_once('=') {
+                Some(("--persister-instance-id", _)) => format!("--persister-instance-id={name}"),
+                Some(("--ops-listen", _)) => format!("--ops-listen={ops}"),
+                _ => arg.clone(),
+            })
+            .collect();
+        let process = Process {
+            name: name.into(),
+            program: self.persister.program.clone(),
+            args,
+            env: self.persister.env.clone(),
+            log: self.dir.join(format!("{name}.log")),
+            child: None,
+            starts: 0,
+        };
+        (process, ops)
     }
 
     pub async fn wait_edge_ready(&mut self, i: usize) {

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Where a message's milliseconds go, hop by hop, from its trace: an edge, a
+# persister and a router on real Kafka and PostgreSQL export every span to a
+# real OpenTelemetry Collector (scripts/otelcol.sh, file exporter) while the
+# benchmark driver sends at a steady rate; bench/hops.py then lines each
+# message's spans up (send on the edge, process and store on the persister,
+# route on the router, deliver on the edge) and prints each hop's p50/p90,
+# and the CPU each process spent.
+#
+#   bench/hops.sh              250 msg/s for 10 s, rooms of 10, 500 connections
+#   bench/hops.sh RATE SECONDS
+#
+# Settings of the processes come from the environment as usual, e.g.
+# SB_KAFKA_LINGER=0ms bench/hops.sh to see what the edge's linger costs.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+RATE="${1:-250}"
+SECONDS_OF_LOAD="${2:-10}"
+
+pids=()
+started=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
+}
+trap cleanup EXIT
+scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
+scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
+scripts/kafka.sh start >/dev/null
+scripts/postgres.sh start >/dev/null
+scripts/otelcol.sh build >/dev/null
+cargo build --release -p switchboard-bench -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PSQL="$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1)"
+PSQL="${PSQL:-psql}"
+
+STAMP="$(date +%s)"
+WORK="$ROOT/.work/hops"
+mkdir -p "$WORK"
+SPANS="$WORK/spans-$STAMP.jsonl"
+OTLP_PORT=24318
+scripts/otelcol.sh run "$OTLP_PORT" "$SPANS" >"$WORK/otelcol.log" 2>&1 &
+pids+=($!)
+URL="$(scripts/postgres.sh url)"
+"$PSQL" "$URL" -X -q -c "CREATE DATABASE hops_$STAMP"
+DB="${URL%/*}/hops_$STAMP"
+export SB_KAFKA_BROKERS="127.0.0.1:${SB_KAFKA_PORT:-19092}"
+export SB_TOPIC_PREFIX="hops$STAMP"
+export SB_JWT_SECRET="hops-bench-secret-0123456789abcdef"
+export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+export OTEL_BSP_SCHEDULE_DELAY=200
+
+"$BIN/sbctl" topics --partitions 12 --replication 1 >/dev/null
+"$BIN/sbctl" migrate --database-url "$DB" >/dev/null
+"$BIN/router" --ops-listen 127.0.0.1:0 >"$WORK/router.log" 2>&1 &
+router=$!
+"$BIN/persister" --database-url "$DB" --migrate=false --ops-listen 127.0.0.1:0 >"$WORK/persister.log" 2>&1 &
+persister=$!
+"$BIN/edge" --node-id hops-edge --listen 127.0.0.1:28290 --database-url "$DB" >"$WORK/edge.log" 2>&1 &
+edge=$!
+pids+=("$router" "$persister" "$edge")
+for _ in $(seq 100); do
+    curl -fs http://127.0.0.1:28290/readyz >/dev/null && break
+    sleep 0.2
+done
+sleep 3
+
+# CPU seconds (user + system) of a process so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+before=("$(cpu "$edge")" "$(cpu "$persister")" "$(cpu "$router")")
+echo "driving $RATE msg/s for ${SECONDS_OF_LOAD}s (rooms of 10, 500 connections); spans in $SPANS"
+"$BIN/sbbench" drive --protocol switchboard --targets 127.0.0.1:28290 --connections 500 --room-size 10 \
+    --rate "$RATE" --warmup 3s --duration "${SECONDS_OF_LOAD}s" --pids "$edge,$persister,$router" \
+    >"$WORK/drive.json" 2>"$WORK/drive.log" || true
+after=("$(cpu "$edge")" "$(cpu "$persister")" "$(cpu "$router")")
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("driver: p50 %.1f ms, p99 %.1f ms, %d deliveries/s, the three processes %.2f cores" % (d["p50_ms"], d["p99_ms"], d["deliveries_per_sec"], d["server_cpu_cores"]))' "$WORK/drive.json"
+awk -v e0="${before[0]}" -v e1="${after[0]}" -v p0="${before[1]}" -v p1="${after[1]}" -v r0="${before[2]}" -v r1="${after[2]}" \
+    'BEGIN { printf "CPU seconds over the drive (warm-up included): edge %.2f, persister %.2f, router %.2f\n", e1 - e0, p1 - p0, r1 - r0 }'
+sleep 2  # the last spans' export
+kill "$router" "$persister" "$edge"
+wait "$router" "$persister" "$edge" 2>/dev/null || true
+python3 bench/hops.py "$SPANS"
+"$BIN/sbctl" delete-topics --execute >/dev/null
+"$PSQL" "$URL" -X -q -c "DROP DATABASE hops_$STAMP WITH (FORCE)"

@@ -677,6 +677,24 @@ mod tests {
                 "a replay hands out no seq"
             );
         }
+        // New sends and, in a later statement of the batch, one stored
+        // already: what the first statements wrote is undone, and the batch
+        // written again around the stored one, without a gap.
+        let mut mixed: Vec<InboundSend> =
+            (0..1_000).map(|i| send(&rooms[i % rooms.len()], &format!("u{}", i % 70), &format!("d{i}"))).collect();
+        mixed.push(sends[4_999].clone());
+        let out = store.persist(&mixed).await.unwrap();
+        let mut next = vec![126u64; rooms.len()];
+        for (i, outcome) in out[..1_000].iter().enumerate() {
+            assert!(matches!(outcome, Outcome::Stored { duplicate: false, .. }), "send {i}: {outcome:?}");
+            assert_eq!(seq_of(outcome), next[i % rooms.len()], "send {i}");
+            next[i % rooms.len()] += 1;
+        }
+        assert!(matches!(out[1_000], Outcome::Stored { duplicate: true, .. }));
+        assert_eq!(seq_of(&out[1_000]), 125);
+        for r in &rooms {
+            assert_eq!(store.count_messages(r).await.unwrap(), 150);
+        }
     }
 
     #[tokio::test]

@@ -87,6 +87,6 @@ mod tests {
         assert!(parse(&["rooms", "create", "r", "--kind", "private", "--members", "a,b"]).is_ok());
         assert!(parse(&["probe", "--url", "ws://edge/ws", "--jwt-secret", "k", "--timeout", "soon"]).is_err());
         assert!(parse(&["topics", "--allow-differences"]).is_ok());
-        assert!(parse(&["delete-topics", "--execute"]).is_ok());
+        assert!(parse(&["delete-topics", "--execute", "--ignore-members"]).is_ok());
     }
 }

@@ -87,6 +87,12 @@ pub struct DeleteTopicsArgs {
     /// Delete them. Without it, the topics are listed and nothing changes.
     #[arg(long)]
     pub execute: bool,
+    /// Go on although the worker groups list members, when their processes
+    /// are known to have stopped: a static member (`--persister-instance-id`,
+    /// `--router-instance-id`) stays listed until its session times out, 30 s
+    /// after its process stopped.
+    #[arg(long)]
+    pub ignore_members: bool,
 }
 
 /// Deletes every topic of the deployment (`<prefix>.*`: the shared topics and
@@ -111,12 +117,17 @@ pub async fn delete(args: DeleteTopicsArgs) -> Result<(), SbctlError> {
         if live == 0 {
             continue;
         }
-        let problem =
-            format!("the {role} group {group} has {live} live member(s): stop the deployment's workers first");
-        if args.execute {
+        let problem = format!(
+            "the {role} group {group} has {live} live member(s): stop the deployment's workers first (a stopped \
+             static member stays listed for 30 s; --ignore-members goes on regardless)"
+        );
+        if args.ignore_members {
+            println!("note: the {role} group {group} lists {live} member(s); going on, as --ignore-members asks");
+        } else if args.execute {
             return Err(SbctlError::Refused(problem));
+        } else {
+            println!("warning: {problem}; --execute will refuse until then");
         }
-        println!("warning: {problem}; --execute will refuse until then");
     }
     if !args.execute {
         println!("plan only: {} topics would be deleted with every record they hold. Add --execute.", names.len());

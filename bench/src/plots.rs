@@ -217,6 +217,7 @@ mod tests {
         let result = SystemResult {
             system: SystemKind::Ceiling,
             name: "ceiling",
+            idle_cpu_cores: None,
             idle: None,
             steps,
             sustainable: Some((10_000.0, 1000.0)),

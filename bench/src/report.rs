@@ -14,6 +14,7 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         "Plan: {} idle connections; fan-out with {} connections in rooms of {}, {} B payloads, steps of {:?} \
          after {:?} warm-up, p99 limit {} ms; latency run {:?} at half the sustainable rate; \
          persistence with {} connections in rooms of 1 offered {:?} msg/s for {:?} each. \
+         Idle CPU: every process of the system with nothing connected, over {:?} after {:?} from its start. \
          Driver and servers share this machine. Took {:.0?}.\n",
         plan.idle_connections,
         plan.fanout_connections,
@@ -26,13 +27,15 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         plan.persist_connections,
         plan.persist_rates,
         plan.persist_run,
+        crate::scenarios::IDLE_CPU_WINDOW,
+        crate::scenarios::IDLE_CPU_SETTLE,
         took
     );
     let _ = writeln!(
         s,
-        "| system | RSS per idle conn | sustainable deliveries/s (at msg/s) | p50 / p99 / p99.9 at 50% | server CPU at 50% | persisted msg/s |"
+        "| system | idle CPU | RSS per idle conn | sustainable deliveries/s (at msg/s) | p50 / p99 / p99.9 at 50% | server CPU at 50% | CPU-s per 1,000 deliveries at 50% | persisted msg/s |"
     );
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in results {
         let idle = r.idle.as_ref().map_or("-".into(), |i| {
             let ok = i.connections as u64 - i.connect_failures;
@@ -44,8 +47,20 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
             .as_ref()
             .map_or("-".into(), |l| format!("{:.1} / {:.1} / {:.1} ms", l.p50_ms, l.p99_ms, l.p999_ms));
         let cpu = r.latency.as_ref().map_or("-".into(), |l| format!("{:.2} cores", l.server_cpu_cores));
+        // Every process of the system counts (broker, database, Redis), so
+        // this says which system is cheaper, not only which is faster.
+        let per_thousand = r
+            .latency
+            .as_ref()
+            .filter(|l| l.deliveries_per_sec > 0.0)
+            .map_or("-".into(), |l| format!("{:.3}", l.server_cpu_cores * 1000.0 / l.deliveries_per_sec));
+        let idle_cpu = r.idle_cpu_cores.map_or("-".into(), |c| format!("{c:.3} cores"));
         let persisted = r.persisted_per_sec.map_or("-".into(), |p| format!("{p:.0}"));
-        let _ = writeln!(s, "| {} | {idle} | {sustainable} | {latency} | {cpu} | {persisted} |", r.name);
+        let _ = writeln!(
+            s,
+            "| {} | {idle_cpu} | {idle} | {sustainable} | {latency} | {cpu} | {per_thousand} | {persisted} |",
+            r.name
+        );
     }
     let find = |kind: SystemKind| results.iter().find(|r| r.system == kind);
     let (sio, ceiling) = (find(SystemKind::Socketio), find(SystemKind::Ceiling));

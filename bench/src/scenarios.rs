@@ -1,6 +1,7 @@
 //! The benchmark's scenarios, run the same way against every system:
 //!
-//! 1. idle: many connected clients, no traffic; server RSS per connection;
+//! 1. idle: the CPU of the system with nothing connected, then many
+//!    connected clients, no traffic; server RSS per connection;
 //! 2. fan-out: rooms of 10, the send rate stepped up until p99 passes the
 //!    limit, errors appear or deliveries go missing; the last good step is
 //!    the system's sustainable rate;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use sqlx::Connection;
 
 use crate::driver::{self, Load, Report};
+use crate::procstat;
 use crate::systems::{self, Paths, SystemKind};
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,6 +113,10 @@ pub struct Step {
 pub struct SystemResult {
     pub system: SystemKind,
     pub name: &'static str,
+    /// Cores the system's processes (broker, database and Redis included)
+    /// spend with nothing connected, measured over [`IDLE_CPU_WINDOW`] after
+    /// [`IDLE_CPU_SETTLE`] from its start.
+    pub idle_cpu_cores: Option<f64>,
     pub idle: Option<Report>,
     pub steps: Vec<Step>,
     /// Deliveries/s of the best passing step, with its send rate.
@@ -151,6 +157,7 @@ pub async fn run_system(
     let mut result = SystemResult {
         system: kind,
         name: kind.name(),
+        idle_cpu_cores: None,
         idle: None,
         steps: Vec::new(),
         sustainable: None,
@@ -160,6 +167,9 @@ pub async fn run_system(
     };
     if selection.has(Scenario::Idle) {
         let system = start(kind, paths).await?;
+        let cores = idle_cpu(&system.pids).await;
+        println!("  idle CPU with nothing connected: {cores:.3} cores");
+        result.idle_cpu_cores = Some(cores);
         let report = idle(kind, plan, &system).await?;
         println!(
             "  idle: {} connected ({} failed), {:.0} bytes RSS per connection",
@@ -215,6 +225,20 @@ pub async fn run_system(
         }
     }
     Ok(result)
+}
+
+/// How long a system is left alone after its start before its idle CPU is measured.
+pub const IDLE_CPU_SETTLE: Duration = Duration::from_secs(5);
+/// How long its idle CPU is measured.
+pub const IDLE_CPU_WINDOW: Duration = Duration::from_secs(10);
+
+/// Cores the processes (and their children) spend while nothing is
+/// connected: what a deployment costs when nobody chats.
+async fn idle_cpu(pids: &[u32]) -> f64 {
+    tokio::time::sleep(IDLE_CPU_SETTLE).await;
+    let before = procstat::total(pids).cpu_seconds;
+    tokio::time::sleep(IDLE_CPU_WINDOW).await;
+    (procstat::total(pids).cpu_seconds - before) / IDLE_CPU_WINDOW.as_secs_f64()
 }
 
 /// Connections one driver process holds: one process may have 20,000

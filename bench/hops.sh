@@ -13,39 +13,18 @@
 # Settings of the processes come from the environment as usual, e.g.
 # SB_KAFKA_LINGER=0ms bench/hops.sh to see what the edge's linger costs.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "$0")/services.sh"
 RATE="${1:-250}"
 SECONDS_OF_LOAD="${2:-10}"
-
-pids=()
-started=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
-}
-trap cleanup EXIT
-scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
-scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
-scripts/kafka.sh start >/dev/null
-scripts/postgres.sh start >/dev/null
 scripts/otelcol.sh build >/dev/null
-cargo build --release -p switchboard-bench -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-PSQL="$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1)"
-PSQL="${PSQL:-psql}"
 
-STAMP="$(date +%s)"
 WORK="$ROOT/.work/hops"
 mkdir -p "$WORK"
 SPANS="$WORK/spans-$STAMP.jsonl"
 OTLP_PORT=24318
 scripts/otelcol.sh run "$OTLP_PORT" "$SPANS" >"$WORK/otelcol.log" 2>&1 &
 pids+=($!)
-URL="$(scripts/postgres.sh url)"
-"$PSQL" "$URL" -X -q -c "CREATE DATABASE hops_$STAMP"
-DB="${URL%/*}/hops_$STAMP"
-export SB_KAFKA_BROKERS="127.0.0.1:${SB_KAFKA_PORT:-19092}"
+database DB "hops_$STAMP"
 export SB_TOPIC_PREFIX="hops$STAMP"
 export SB_JWT_SECRET="hops-bench-secret-0123456789abcdef"
 export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
@@ -60,10 +39,7 @@ persister=$!
 "$BIN/edge" --node-id hops-edge --listen 127.0.0.1:28290 --database-url "$DB" >"$WORK/edge.log" 2>&1 &
 edge=$!
 pids+=("$router" "$persister" "$edge")
-for _ in $(seq 100); do
-    curl -fs http://127.0.0.1:28290/readyz >/dev/null && break
-    sleep 0.2
-done
+wait_ready 127.0.0.1:28290
 sleep 3
 
 # CPU seconds (user + system) of a process so far.
@@ -81,5 +57,3 @@ sleep 2  # the last spans' export
 kill "$router" "$persister" "$edge"
 wait "$router" "$persister" "$edge" 2>/dev/null || true
 python3 bench/hops.py "$SPANS"
-"$BIN/sbctl" delete-topics --execute >/dev/null
-"$PSQL" "$URL" -X -q -c "DROP DATABASE hops_$STAMP WITH (FORCE)"

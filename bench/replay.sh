@@ -17,40 +17,16 @@
 # client: the floor under any replay into this database), and a persister
 # started on another empty database, timed until it has stored every record.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "$0")/services.sh"
 RATE="${1:-4000}"
 SECONDS_OF_LOAD="${2:-30}"
 
-started=()
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
-}
-trap cleanup EXIT
-scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
-scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
-scripts/kafka.sh start >/dev/null
-scripts/postgres.sh start >/dev/null
-cargo build --release -p switchboard-bench -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-PSQL="$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1)"
-PSQL="${PSQL:-psql}"
-
-URL="$(scripts/postgres.sh url)"
-STAMP="$(date +%s)"
-export SB_KAFKA_BROKERS="127.0.0.1:${SB_KAFKA_PORT:-19092}"
 export SB_TOPIC_PREFIX="replaybench$STAMP"
 export SB_JWT_SECRET="replay-bench-secret-0123456789abcdef"
 LOGS="$ROOT/.work/replay-bench"
 mkdir -p "$LOGS"
-database() {
-    "$PSQL" "$URL" -X -q -c "CREATE DATABASE $1" >/dev/null
-    echo "${URL%/*}/$1"
-}
-LIVE_DB="$(database "replay_live_$STAMP")"
-REPLAY_DB="$(database "replay_store_$STAMP")"
+database LIVE_DB "replay_live_$STAMP"
+database REPLAY_DB "replay_store_$STAMP"
 
 "$BIN/sbctl" topics --partitions 12 --replication 1 >/dev/null
 "$BIN/sbctl" migrate --database-url "$LIVE_DB" >/dev/null
@@ -59,10 +35,7 @@ pids+=($!)
 "$BIN/edge" --node-id bench-edge --listen 127.0.0.1:28190 --database-url "$LIVE_DB" \
     --rate-per-second 1000 --rate-burst 1000 >"$LOGS/edge.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do
-    curl -fs http://127.0.0.1:28190/readyz >/dev/null && break
-    sleep 0.2
-done
+wait_ready 127.0.0.1:28190
 
 echo "backlog: $RATE msg/s for ${SECONDS_OF_LOAD}s into $SB_TOPIC_PREFIX.inbound (no persister running)"
 "$BIN/sbbench" drive --protocol switchboard --targets 127.0.0.1:28190 --connections 1000 --room-size 10 \
@@ -77,10 +50,9 @@ echo "--- replay into an empty database (sbctl replay store --execute)"
 
 if [ -n "${SB_BENCH_BASELINE_SBCTL:-}" ]; then
     echo "--- the same replay with $SB_BENCH_BASELINE_SBCTL, into another empty database"
-    BASELINE_DB="$(database "replay_baseline_$STAMP")"
+    database BASELINE_DB "replay_baseline_$STAMP"
     "$SB_BENCH_BASELINE_SBCTL" replay store --from-beginning --execute --database-url "$BASELINE_DB" \
         --group "$SB_TOPIC_PREFIX-baseline" 2>/dev/null | tail -1
-    "$PSQL" "$URL" -X -q -c "DROP DATABASE replay_baseline_$STAMP WITH (FORCE)"
 fi
 
 TOTAL="$("$PSQL" "$REPLAY_DB" -X -tAc "SELECT count(*) FROM messages")"
@@ -107,4 +79,3 @@ done
 ended="$(date +%s.%N)"
 awk -v n="$TOTAL" -v a="$began" -v b="$ended" \
     'BEGIN { printf "persister stored %d messages in %.1f s from its start (%.0f messages/s)\n", n, b - a, n / (b - a) }'
-"$PSQL" "$URL" -X -q -c "DROP DATABASE replay_live_$STAMP WITH (FORCE)" -c "DROP DATABASE replay_store_$STAMP WITH (FORCE)"

@@ -285,18 +285,16 @@ impl Store {
         let mut outcomes = Vec::with_capacity(records.len());
         let mut rest = records;
         while let Some(first) = rest.first() {
-            match first {
-                Inbound::Room(command) => {
-                    outcomes.push(rooms::apply(&mut tx, command).await?);
-                    rest = &rest[1..];
-                    continue;
-                }
-                Inbound::Read(marker) => {
-                    outcomes.push(reads::apply(&mut tx, marker).await?);
-                    rest = &rest[1..];
-                    continue;
-                }
-                Inbound::Send(_) => {}
+            // Commands and markers one by one; a run of sends as one batch.
+            let single = match first {
+                Inbound::Room(command) => Some(rooms::apply(&mut tx, command).await?),
+                Inbound::Read(marker) => Some(reads::apply(&mut tx, marker).await?),
+                Inbound::Send(_) => None,
+            };
+            if let Some(outcome) = single {
+                outcomes.push(outcome);
+                rest = &rest[1..];
+                continue;
             }
             let sends: Vec<&InboundSend> = rest
                 .iter()

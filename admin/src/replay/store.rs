@@ -203,13 +203,16 @@ struct Summary {
 }
 
 impl Summary {
-    /// Adds what a batch's apply did to the run's counts.
-    fn add_applied(&mut self, lane: &Summary) {
-        self.stored += lane.stored;
-        self.already += lane.already;
-        self.refused += lane.refused;
-        self.commands += lane.commands;
-        self.failed += lane.failed;
+    /// Adds the counts of a batch's reading or applying to the run's.
+    fn add(&mut self, batch: &Summary) {
+        self.read += batch.read;
+        self.stored += batch.stored;
+        self.already += batch.already;
+        self.refused += batch.refused;
+        self.commands += batch.commands;
+        self.undecodable += batch.undecodable;
+        self.other_rooms += batch.other_rooms;
+        self.failed += batch.failed;
     }
 
     fn print(&self) {
@@ -304,14 +307,12 @@ async fn execute(
             }
         };
         let (next, applied) = tokio::join!(read, applying);
-        summary.read += counts.read;
-        summary.undecodable += counts.undecodable;
-        summary.other_rooms += counts.other_rooms;
+        summary.add(&counts);
         if let Some(batch) = pending.take() {
             if let Some((applied, took)) = applied {
                 let (counts, events) = applied?;
                 summary.applying += took;
-                summary.add_applied(&counts);
+                summary.add(&counts);
                 if let Some(publisher) = target.as_ref().and_then(|t| t.publisher) {
                     summary.published += publisher.publish(events).await?;
                 }

@@ -1,8 +1,9 @@
 //! One persister batch as a handful of statements, whatever its size: the
 //! rooms are locked and their seqs advanced in one UPDATE and the new
 //! messages written in one multi-row INSERT (the already-stored sends are
-//! looked up only when the INSERT meets one, see [`persist`]). A statement per message made the store the
-//! pipeline's bottleneck (about 2 round trips per message plus 2 per room).
+//! looked up only when the INSERT meets one, see [`persist`]). A statement
+//! per message made the store the pipeline's bottleneck (about 2 round
+//! trips per message plus 2 per room).
 //!
 //! Statements are built with the backend's parameter marks (see [`Marks`])
 //! and split so no statement binds more than `MAX_BINDS`.
@@ -52,21 +53,18 @@ fn key(send: &InboundSend) -> Key<'_> {
 /// cost more than they saved (sbbench store, one run: 24,500-25,900 rows/s
 /// looking first, 22,900-24,000 not), so it looks first.
 pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<Outcome>, StoreError> {
-    if is_sqlite(tx) {
-        return Ok(write(tx, sends, Lookup::First)
-            .await?
-            .expect("a batch written after the lookup meets no stored row"));
-    }
-    sqlx::query("SAVEPOINT persist_batch").execute(&mut **tx).await?;
-    let outcomes = match write(tx, sends, Lookup::AfterConflict).await? {
-        Some(outcomes) => outcomes,
-        None => {
+    if !is_sqlite(tx) {
+        sqlx::query("SAVEPOINT persist_batch").execute(&mut **tx).await?;
+        let written = write(tx, sends, Lookup::AfterConflict).await?;
+        if written.is_none() {
             sqlx::query("ROLLBACK TO SAVEPOINT persist_batch").execute(&mut **tx).await?;
-            write(tx, sends, Lookup::First).await?.expect("a batch written after the lookup meets no stored row")
         }
-    };
-    sqlx::query("RELEASE SAVEPOINT persist_batch").execute(&mut **tx).await?;
-    Ok(outcomes)
+        sqlx::query("RELEASE SAVEPOINT persist_batch").execute(&mut **tx).await?;
+        if let Some(outcomes) = written {
+            return Ok(outcomes);
+        }
+    }
+    Ok(write(tx, sends, Lookup::First).await?.expect("a batch written after the lookup meets no stored row"))
 }
 
 /// When [`write`] looks the batch's sends up among the stored messages.
@@ -332,8 +330,8 @@ async fn erased_by_resets<'a>(
 /// without one, and what those who send with one would change. Read without
 /// a lock, so a name that did not change is not written: an upsert locks
 /// its row even when it changes nothing, and users are shared by every
-/// room, so transactions of other partitions (another persister, a replay's
-/// other connection) waited on each other's commits for the same users.
+/// room, so transactions of other partitions (another persister) waited on
+/// each other's commits for the same users.
 async fn stored_names(
     tx: &mut Tx,
     marks: Marks,

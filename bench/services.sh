@@ -1,0 +1,49 @@
+# Sourced by the bench scripts that run the release binaries on the
+# project's Kafka and PostgreSQL (bench/replay.sh, bench/hops.sh): starts
+# both, builds the binaries, and at exit, also on failure, kills the
+# processes listed in `pids`, deletes the run's topics (SB_TOPIC_PREFIX),
+# drops the databases made with `database`, and stops the services it
+# started. Sets ROOT, BIN, PSQL, URL and STAMP.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+pids=()
+databases=()
+started=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "${SB_TOPIC_PREFIX:-}" ]; then
+        # The workers were just killed; as static members they stay listed.
+        "$BIN/sbctl" delete-topics --execute --ignore-members >/dev/null || true
+    fi
+    for name in "${databases[@]}"; do
+        "$PSQL" "$URL" -X -q -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" || true
+    done
+    for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
+}
+trap cleanup EXIT
+scripts/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
+scripts/postgres.sh status >/dev/null 2>&1 || started+=(postgres)
+scripts/kafka.sh start >/dev/null
+scripts/postgres.sh start >/dev/null
+cargo build --release -p switchboard-bench -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PSQL="$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1)"
+PSQL="${PSQL:-psql}"
+URL="$(scripts/postgres.sh url)"
+STAMP="$(date +%s)"
+export SB_KAFKA_BROKERS="127.0.0.1:${SB_KAFKA_PORT:-19092}"
+
+# database VAR NAME: creates database NAME (dropped at exit) and sets VAR to its URL.
+database() {
+    "$PSQL" "$URL" -X -q -c "CREATE DATABASE $2" >/dev/null
+    databases+=("$2")
+    printf -v "$1" '%s' "${URL%/*}/$2"
+}
+
+# wait_ready ADDR: waits up to 20 s for the edge at ADDR to be ready.
+wait_ready() {
+    for _ in $(seq 100); do
+        curl -fs "http://$1/readyz" >/dev/null && return
+        sleep 0.2
+    done
+}

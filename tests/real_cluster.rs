@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 use support::cluster::{Cluster, Collector, Options};
+use support::presence::{View, names};
 use support::workload::{self, Workload};
 use support::{Client, eventually, metric, seqs};
 
@@ -365,6 +366,35 @@ async fn edge_killed_its_clients_resume_on_the_other_edge() {
     .await;
     // Half of the connections were on the killed edge.
     assert!(outcome.total_reconnects() >= 6, "clients of the killed edge reconnected: {}", outcome.summary());
+}
+
+/// Presence across real edges: the users of an edge that is SIGKILLed
+/// (no `left` from it, ever) are reported gone to the members on the other
+/// edge once three of its refreshes (1 s here) have not come, and a user
+/// back on the restarted edge is there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn the_users_of_a_killed_edge_are_reported_gone() {
+    let mut cluster = Cluster::start("presence", Options::default()).await;
+    let mut alice = View::join(Client::connect(cluster.edges[0], "alice").await, "plaza").await;
+    let _carol = View::join(Client::connect(cluster.edges[0], "carol").await, "plaza").await;
+    let mut bob = View::join(Client::connect(cluster.edges[1], "bob").await, "plaza").await;
+    bob.until(&["alice", "bob", "carol"]).await;
+    alice.until(&["alice", "bob", "carol"]).await;
+
+    cluster.edge_procs[0].kill();
+    let killed = std::time::Instant::now();
+    bob.until(&["bob"]).await;
+    let gone_after = killed.elapsed();
+    // Three refreshes, a quarter of one to notice, a presence interval to
+    // tell (3.75 s), with room for a busy machine.
+    assert!(gone_after < Duration::from_secs(10), "reported gone after {gone_after:?}");
+    assert_eq!(bob.frames.last().map(|f| names(&f["left"]).len()), Some(2), "both in one frame: {:?}", bob.frames);
+
+    cluster.restart_edge(0).await;
+    let _alice = View::join(Client::connect(cluster.edges[0], "alice").await, "plaza").await;
+    bob.until(&["alice", "bob"]).await;
+    eprintln!("users of the killed edge reported gone after {gone_after:?}");
 }
 
 /// Starts the broker again if a test stopped it and then failed.

@@ -66,7 +66,7 @@ async fn round_trip(args: &ProbeArgs) -> Result<u64, SbctlError> {
     let room = format!("sbctl-probe-{}", switchboard_core::clock::now_ms());
     let client_id = format!("probe-{}", fastrand::u64(..));
     let frames = [
-        ClientFrame::Join { reference: "join".into(), room: room.clone(), since: None, epoch: None },
+        ClientFrame::Join { reference: "join".into(), room: room.clone(), since: None, epoch: None, presence: false },
         ClientFrame::Send {
             reference: "send".into(),
             room: room.clone(),

@@ -360,7 +360,7 @@ fn client_config() -> WebSocketConfig {
 }
 
 /// Connects from a loopback source address and joins `room`.
-async fn open(i: usize, codec: &Codec, load: &Load, room: &str) -> Option<Ws> {
+pub(crate) async fn open(i: usize, codec: &Codec, load: &Load, room: &str) -> Option<Ws> {
     let target = &load.targets[i % load.targets.len()];
     let addr: SocketAddr = target.parse().ok()?;
     let user = format!("u{i}");

@@ -4,6 +4,7 @@
 //! (main.rs) runs them.
 
 pub mod ceiling;
+pub mod churn;
 pub mod driver;
 pub mod plots;
 pub mod procstat;

@@ -8,6 +8,8 @@
 //!       one load against servers that are already running
 //!   sbbench ceiling --listen 127.0.0.1:17001
 //!       the bare broadcast server (started by `all`)
+//!   sbbench churn --targets ... --room room-0 --rate 100 --duration 20s
+//!       connections that join one room and go again at a fixed rate (presence)
 //!   sbbench store [--database postgres|sqlite] [--batches 60] [--batch-size 1000]
 //!       the persister's SQL alone: batches written straight to a fresh database
 
@@ -21,7 +23,7 @@ use switchboard_bench::protocol::{Codec, Protocol};
 use switchboard_bench::run_state::DEFAULT_POSTGRES_URL;
 use switchboard_bench::scenarios::{Plan, Scenario, Selection};
 use switchboard_bench::systems::{Paths, SystemKind};
-use switchboard_bench::{ceiling, driver, plots, report, scenarios, store};
+use switchboard_bench::{ceiling, churn, driver, plots, report, scenarios, store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,6 +99,30 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         room_size: usize,
+        /// Switchboard: join asking for presence (the list, then every change).
+        #[arg(long)]
+        presence: bool,
+        #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
+        jwt_secret: String,
+    },
+    /// Switchboard connections that come into one room and go again, each
+    /// a user of its own, at a fixed rate (bench/presence.sh).
+    Churn {
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        #[arg(long, default_value = "room-0")]
+        room: String,
+        /// Connections per second, each one join and one leave.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+        duration: Duration,
+        /// How long each connection stays in the room.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        stay: Duration,
+        /// Join asking for presence (the list, then every change).
+        #[arg(long)]
+        presence: bool,
         #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
         jwt_secret: String,
     },
@@ -174,11 +200,16 @@ async fn main() -> anyhow::Result<()> {
             pids,
         } => {
             let load = driver::Load { targets, connections, room_size, rate, payload, warmup, duration, sources: 8 };
-            let report =
-                driver::run(Codec { protocol, secret: jwt_secret, run: String::new() }, load, &pids, "drive").await?;
+            let report = driver::run(
+                Codec { protocol, secret: jwt_secret, run: String::new(), presence: false },
+                load,
+                &pids,
+                "drive",
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Command::Hold { protocol, targets, first, connections, room_size, jwt_secret } => {
+        Command::Hold { protocol, targets, first, connections, room_size, presence, jwt_secret } => {
             let load = driver::Load {
                 targets,
                 connections,
@@ -189,12 +220,28 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::ZERO,
                 sources: 8,
             };
-            let codec = Codec { protocol, secret: jwt_secret, run: String::new() };
+            let codec = Codec { protocol, secret: jwt_secret, run: String::new(), presence };
             let ready = |ok, failed| println!("connected {ok} {failed}");
             let stdin_closed = async {
                 let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
             };
             driver::hold(codec, load, first, ready, stdin_closed).await;
+        }
+        Command::Churn { targets, room, rate, duration, stay, presence, jwt_secret } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            let load = driver::Load {
+                targets,
+                connections: 0,
+                room_size: 1,
+                rate: 0.0,
+                payload: 0,
+                warmup: Duration::ZERO,
+                duration: Duration::ZERO,
+                sources: 8,
+            };
+            let codec = Codec { protocol: Protocol::Switchboard, secret: jwt_secret, run: String::new(), presence };
+            let report = churn::run(codec, load, churn::Churn { room, rate, duration, stay }).await;
+            println!("churn: {} came and went, {} failed", report.came_and_went, report.failed);
         }
         Command::Store { database, postgres_url, batches, batch_size, rooms } => {
             let load = store::StoreLoad { batches, batch_size, rooms, warmup: 5 };

@@ -49,6 +49,8 @@ pub struct Codec {
     /// Part of every Switchboard `client_id`, unique per run: a client_id
     /// seen before is (rightly) taken as a resend of the earlier message.
     pub run: String,
+    /// Switchboard joins ask for presence (the list, then every change).
+    pub presence: bool,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +85,9 @@ impl Codec {
 
     pub fn join(&self, room: &str) -> String {
         match self.protocol {
+            Protocol::Switchboard if self.presence => {
+                json!({"type": "join", "ref": "j", "room": room, "presence": true}).to_string()
+            }
             Protocol::Switchboard => json!({"type": "join", "ref": "j", "room": room}).to_string(),
             Protocol::Socketio => format!("42{JOIN_ACK}{}", json!(["join", room])),
             Protocol::Bare => json!({"type": "join", "room": room}).to_string(),
@@ -167,7 +172,7 @@ mod tests {
     use super::*;
 
     fn codec(protocol: Protocol) -> Codec {
-        Codec { protocol, secret: "s".repeat(32), run: "t".into() }
+        Codec { protocol, secret: "s".repeat(32), run: "t".into(), presence: false }
     }
 
     #[test]

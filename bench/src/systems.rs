@@ -101,7 +101,7 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
         Ok(std::fs::File::create(paths.work.join(format!("{name}.log")))?.into())
     };
     let mut system = System {
-        codec: Codec { protocol: Protocol::Bare, secret: SECRET.into(), run: String::new() },
+        codec: Codec { protocol: Protocol::Bare, secret: SECRET.into(), run: String::new(), presence: false },
         targets: Vec::new(),
         pids: Vec::new(),
         front_pids: Vec::new(),

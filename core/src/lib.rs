@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod metrics;
 pub mod ops;
+pub mod presence;
 pub mod provision;
 pub mod room_commands;
 pub mod shutdown;

@@ -113,6 +113,16 @@ pub struct EdgeConfig {
     /// Interval of heartbeats to `sb.nodes`.
     #[arg(long = "heartbeat-interval", env = "SB_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// How often the users that came into a room or left it are told: the
+    /// changes of one interval go out as one record per room to the other
+    /// edges and one `presence` frame per member.
+    #[arg(long = "presence-interval", env = "SB_PRESENCE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub presence_interval: Duration,
+    /// How often this edge names again every user it has in each room. A
+    /// user no edge has named for three of these counts as gone (its edge
+    /// died, or records were lost).
+    #[arg(long = "presence-refresh", env = "SB_PRESENCE_REFRESH", default_value = "10s", value_parser = parse_duration)]
+    pub presence_refresh: Duration,
     /// How long a send may wait for room in the producer queue before failing with `unavailable`.
     #[arg(long = "produce-queue-timeout", env = "SB_PRODUCE_QUEUE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub produce_queue_timeout: Duration,
@@ -155,6 +165,9 @@ impl EdgeConfig {
             if n == 0 {
                 return Err("queue sizes and connection caps must be positive".into());
             }
+        }
+        if self.presence_interval.is_zero() || self.presence_refresh < self.presence_interval {
+            return Err("--presence-interval must be positive and at most --presence-refresh".into());
         }
         Ok(())
     }
@@ -223,6 +236,8 @@ impl EdgeConfig {
             ping_interval: Duration::from_secs(20),
             max_replay: 500,
             heartbeat_interval: Duration::from_secs(3),
+            presence_interval: Duration::from_millis(500),
+            presence_refresh: Duration::from_secs(10),
             produce_queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(10),
             create_delivery_topic: false,

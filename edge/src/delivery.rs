@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::EdgeEvents;
 use crate::hub::Hub;
+use crate::presence::Presence;
 
 /// Most rows read from SQL per backfill query.
 const BACKFILL_CHUNK: u32 = 500;
@@ -41,6 +42,7 @@ pub enum DeliveryCommand {
 pub struct Delivery {
     pub consumer: StreamConsumer,
     pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
     pub store: Store,
     pub node: String,
     pub dead_letter: DeadLetter,
@@ -102,6 +104,7 @@ impl Delivery {
                 let frame = Utf8Bytes::from(ServerFrame::Read { room: room.clone(), user, seq }.to_json());
                 self.hub.deliver_ephemeral(&room, None, &frame);
             }
+            Event::Presence(update) => self.presence.apply(&update, switchboard_core::clock::now_ms()),
             Event::HistoryReset { room, epoch } => {
                 let frame = Utf8Bytes::from(ServerFrame::Reset { room: room.clone(), epoch }.to_json());
                 self.hub.reset(&room, epoch, &frame);

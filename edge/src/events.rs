@@ -110,6 +110,10 @@ pub struct EdgeEvents {
     /// By outcome: `ok`, `failed`.
     jwks_fetches: [Counter; 2],
     jwks_refreshes_too_soon: Counter,
+    /// By outcome: `ok` (handed to the producer), `dropped`.
+    presence_records: [Counter; 2],
+    presence_frames: Counter,
+    presence_expired: Counter,
 }
 
 impl EdgeEvents {
@@ -192,6 +196,24 @@ impl EdgeEvents {
              having started less than SB_JWKS_REFRESH_MIN_INTERVAL before",
             jwks_refreshes_too_soon.clone(),
         );
+        let presence_family = Family::<Outcome, Counter>::default();
+        registry.register(
+            "presence_records",
+            "Presence records for the other edges (one per room and presence interval at most, plus refreshes), \
+             by outcome: ok, or dropped by the producer (the next refresh makes it good)",
+            presence_family.clone(),
+        );
+        let presence_records =
+            ["ok", "dropped"].map(|outcome| presence_family.get_or_create(&Outcome { outcome }).clone());
+        let presence_frames = Counter::default();
+        registry.register("presence_frames", "`presence` frames queued to local connections", presence_frames.clone());
+        let presence_expired = Counter::default();
+        registry.register(
+            "presence_expired",
+            "Users in a room that another edge stopped naming, dropped after SB_PRESENCE_REFRESH x 3 \
+             (that edge died or lost Kafka)",
+            presence_expired.clone(),
+        );
         Self {
             metrics,
             connections,
@@ -210,6 +232,9 @@ impl EdgeEvents {
             removals,
             jwks_fetches,
             jwks_refreshes_too_soon,
+            presence_records,
+            presence_frames,
+            presence_expired,
         }
     }
 
@@ -308,6 +333,31 @@ impl EdgeEvents {
         match retry_in {
             Some(after) => tracing::warn!(%error, ?after, "could not fetch the identity provider's key set; retrying"),
             None => tracing::warn!(%error, "could not fetch the identity provider's key set"),
+        }
+    }
+
+    /// A presence record was handed to the producer, or not.
+    pub(crate) fn presence_published(&self, sent: Result<(), rdkafka::error::KafkaError>) {
+        match sent {
+            Ok(()) => {
+                self.presence_records[0].inc();
+            }
+            Err(e) => {
+                self.presence_records[1].inc();
+                tracing::debug!(error = %e, "presence record dropped; the next refresh makes it good");
+            }
+        }
+    }
+
+    pub(crate) fn presence_frames(&self, connections: usize) {
+        self.presence_frames.inc_by(connections as u64);
+    }
+
+    /// `users` another edge stopped naming were dropped from rooms.
+    pub(crate) fn presence_expired(&self, users: usize) {
+        if users > 0 {
+            self.presence_expired.inc_by(users as u64);
+            tracing::info!(users, "presence: users no edge named for three refreshes are gone");
         }
     }
 

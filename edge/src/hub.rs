@@ -3,7 +3,8 @@
 //!
 //! The first local member of a room and the last one leaving are announced
 //! as route changes (in order, through one channel) to the task that writes
-//! `sb.routes`.
+//! `sb.routes`; a user's first connection in a room and their last one
+//! leaving, to presence (see `crate::presence`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use crate::outbox::Outbox;
+use crate::presence::Presence;
 
 /// A change of this node's interest in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +31,28 @@ struct Member {
     last_seq: u64,
     /// The room's epoch this connection knows (from `joined` or a `reset`).
     epoch: u64,
+    /// It joined with `presence: true`: it gets `presence` frames.
+    presence: bool,
+}
+
+/// A room's local members.
+#[derive(Default)]
+struct Members {
+    conns: HashMap<u64, Member>,
+    /// Connections per user in the room, so presence hears of a user's
+    /// first and last one without a walk over the room.
+    users: HashMap<String, usize>,
+}
+
+impl Members {
+    fn values(&self) -> impl Iterator<Item = &Member> {
+        self.conns.values()
+    }
 }
 
 #[derive(Default)]
 struct State {
-    rooms: HashMap<String, HashMap<u64, Member>>,
+    rooms: HashMap<String, Members>,
     conns: HashMap<u64, Outbox>,
     users: HashMap<String, usize>,
 }
@@ -41,6 +60,7 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     routes: mpsc::UnboundedSender<RouteChange>,
+    presence: Arc<Presence>,
 }
 
 /// Holds one of a user's connection slots; frees it when dropped.
@@ -61,24 +81,29 @@ impl Drop for UserSlot {
     }
 }
 
-impl State {
+impl Hub {
+    pub fn new(presence: Arc<Presence>) -> (Arc<Self>, mpsc::UnboundedReceiver<RouteChange>) {
+        let (routes, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { state: Mutex::default(), routes, presence }), rx)
+    }
+
     /// Takes `conn` out of `room`'s members; the room goes, with a route
     /// removal, once it has none. Returns false if `conn` was not a member.
-    fn remove_member(&mut self, room: &str, conn: u64, routes: &mpsc::UnboundedSender<RouteChange>) -> bool {
-        let Some(members) = self.rooms.get_mut(room) else { return false };
-        let was_member = members.remove(&conn).is_some();
-        if members.is_empty() {
-            self.rooms.remove(room);
-            let _ = routes.send(RouteChange::Remove(room.to_owned()));
+    fn remove_member(&self, state: &mut State, room: &str, conn: u64) -> bool {
+        let Some(members) = state.rooms.get_mut(room) else { return false };
+        let Some(member) = members.conns.remove(&conn) else { return false };
+        if let Some(count) = members.users.get_mut(&member.user) {
+            *count -= 1;
+            if *count == 0 {
+                members.users.remove(&member.user);
+                self.presence.local_left(room, &member.user);
+            }
         }
-        was_member
-    }
-}
-
-impl Hub {
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<RouteChange>) {
-        let (routes, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { state: Mutex::default(), routes }), rx)
+        if members.conns.is_empty() {
+            state.rooms.remove(room);
+            let _ = self.routes.send(RouteChange::Remove(room.to_owned()));
+        }
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -109,7 +134,7 @@ impl Hub {
         let mut state = self.lock();
         state.conns.remove(&conn);
         for room in rooms {
-            state.remove_member(room, conn, &self.routes);
+            self.remove_member(&mut state, room, conn);
         }
     }
 
@@ -119,15 +144,38 @@ impl Hub {
     pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64, epoch: u64) {
         let mut state = self.lock();
         let members = state.rooms.entry(room.to_owned()).or_default();
-        if members.is_empty() {
+        if members.conns.is_empty() {
             let _ = self.routes.send(RouteChange::Add(room.to_owned()));
         }
-        members.insert(conn, Member { outbox: outbox.clone(), user: user.to_owned(), last_seq, epoch });
+        let member = Member { outbox: outbox.clone(), user: user.to_owned(), last_seq, epoch, presence: false };
+        if members.conns.insert(conn, member).is_some() {
+            return; // joined already: counted already
+        }
+        let count = members.users.entry(user.to_owned()).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.presence.local_joined(room, user);
+        }
+    }
+
+    /// `conn` asked to be told who comes into `room` and goes.
+    pub fn watch_presence(&self, room: &str, conn: u64) {
+        if let Some(member) = self.lock().rooms.get_mut(room).and_then(|m| m.conns.get_mut(&conn)) {
+            member.presence = true;
+        }
+    }
+
+    /// Queues a `presence` frame to the members of `room` that asked for
+    /// them. Returns how many connections it was queued for.
+    pub fn deliver_presence(&self, room: &str, frame: &Utf8Bytes) -> usize {
+        let state = self.lock();
+        let Some(members) = state.rooms.get(room) else { return 0 };
+        members.values().filter(|m| m.presence).map(|m| usize::from(m.outbox.push(frame.clone()))).sum()
     }
 
     /// Whether any local connection of `user` is in `room`.
     pub fn has_user(&self, room: &str, user: &str) -> bool {
-        self.lock().rooms.get(room).is_some_and(|m| m.values().any(|m| m.user == user))
+        self.lock().rooms.get(room).is_some_and(|m| m.users.contains_key(user))
     }
 
     /// Takes every connection of `user` out of `room` and queues `frame`
@@ -136,12 +184,12 @@ impl Hub {
         let mut state = self.lock();
         let Some(members) = state.rooms.get(room) else { return 0 };
         let mut conns = Vec::new();
-        for (conn, member) in members.iter().filter(|(_, m)| m.user == user) {
+        for (conn, member) in members.conns.iter().filter(|(_, m)| m.user == user) {
             member.outbox.push(frame.clone());
             conns.push(*conn);
         }
         for conn in &conns {
-            state.remove_member(room, *conn, &self.routes);
+            self.remove_member(&mut state, room, *conn);
         }
         conns.len()
     }
@@ -154,7 +202,7 @@ impl Hub {
         let mut state = self.lock();
         let Some(members) = state.rooms.get_mut(room) else { return 0 };
         let mut told = 0;
-        for member in members.values_mut().filter(|m| m.epoch < epoch) {
+        for member in members.conns.values_mut().filter(|m| m.epoch < epoch) {
             member.epoch = epoch;
             member.last_seq = 0;
             member.outbox.push(frame.clone());
@@ -165,7 +213,8 @@ impl Hub {
 
     /// Removes `conn` from `room`; returns false if it was not a member.
     pub fn leave(&self, room: &str, conn: u64) -> bool {
-        self.lock().remove_member(room, conn, &self.routes)
+        let mut state = self.lock();
+        self.remove_member(&mut state, room, conn)
     }
 
     /// The lowest seq any local member of `room` has been sent, if the room
@@ -180,7 +229,7 @@ impl Hub {
         let mut state = self.lock();
         let Some(members) = state.rooms.get_mut(room) else { return 0 };
         let mut sent = 0;
-        for member in members.values_mut() {
+        for member in members.conns.values_mut() {
             if member.last_seq < seq {
                 member.last_seq = seq;
                 if member.outbox.push(frame.clone()) {
@@ -191,15 +240,16 @@ impl Hub {
         sent
     }
 
-    /// Pushes a frame that is not a message (typing, read positions) to
-    /// every member of `room`, except `except_user`'s own connections if given.
-    pub fn deliver_ephemeral(&self, room: &str, except_user: Option<&str>, frame: &Utf8Bytes) {
+    /// Pushes a frame that is not a message (typing, read positions) to every member of `room`, except `except_user`'s own
+    /// connections if given. Returns how many connections it was queued for.
+    pub fn deliver_ephemeral(&self, room: &str, except_user: Option<&str>, frame: &Utf8Bytes) -> usize {
         let state = self.lock();
-        if let Some(members) = state.rooms.get(room) {
-            for member in members.values().filter(|m| except_user != Some(m.user.as_str())) {
-                member.outbox.push(frame.clone());
-            }
+        let Some(members) = state.rooms.get(room) else { return 0 };
+        let mut sent = 0;
+        for member in members.values().filter(|m| except_user != Some(m.user.as_str())) {
+            sent += usize::from(member.outbox.push(frame.clone()));
         }
+        sent
     }
 
     /// Pushes a frame to one connection, if it is still here.
@@ -208,7 +258,7 @@ impl Hub {
     }
 
     pub fn is_member(&self, room: &str, conn: u64) -> bool {
-        self.lock().rooms.get(room).is_some_and(|m| m.contains_key(&conn))
+        self.lock().rooms.get(room).is_some_and(|m| m.conns.contains_key(&conn))
     }
 
     /// Rooms with local members.
@@ -232,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn routes_follow_first_join_and_last_leave() {
-        let (hub, mut routes) = Hub::new();
+        let (hub, mut routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a, _ra) = Outbox::new(8, 1 << 16);
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
@@ -249,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivery_skips_what_a_member_already_has() {
-        let (hub, _routes) = Hub::new();
+        let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a, mut ra) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
         hub.join("r", 1, "alice", &a, 3, 1);
@@ -267,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_a_connection_leaves_each_of_its_rooms() {
-        let (hub, mut routes) = Hub::new();
+        let (hub, mut routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a, _ra) = Outbox::new(8, 1 << 16);
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
@@ -295,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_removed_user_leaves_with_every_connection_and_a_reset_is_told_once() {
-        let (hub, mut routes) = Hub::new();
+        let (hub, mut routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a1, mut ra1) = Outbox::new(8, 1 << 16);
         let (a2, mut ra2) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
@@ -321,8 +371,41 @@ mod tests {
     }
 
     #[test]
+    fn presence_hears_of_a_users_first_connection_in_a_room_and_their_last() {
+        let presence = Presence::new("n", std::time::Duration::from_secs(10));
+        let (hub, _routes) = Hub::new(presence.clone());
+        let (a1, _r1) = Outbox::new(8, 1 << 16);
+        let (a2, _r2) = Outbox::new(8, 1 << 16);
+        let (b, _rb) = Outbox::new(8, 1 << 16);
+        hub.join("r", 1, "alice", &a1, 0, 1);
+        hub.join("r", 2, "alice", &a2, 0, 1);
+        hub.join("r", 3, "bob", &b, 0, 1);
+        assert_eq!(presence.present("r"), ["alice", "bob"]);
+        assert!(hub.leave("r", 1));
+        assert_eq!(presence.present("r"), ["alice", "bob"], "alice's second tab is still in");
+        hub.unregister(2, &["r".to_owned()]);
+        assert_eq!(presence.present("r"), ["bob"]);
+        assert_eq!(hub.remove_user("r", "bob", &"removed".into()), 1);
+        assert!(presence.present("r").is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_frames_go_to_the_members_that_asked() {
+        let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
+        let (a, mut ra) = Outbox::new(8, 1 << 16);
+        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        hub.join("r", 1, "alice", &a, 0, 1);
+        hub.join("r", 2, "bob", &b, 0, 1);
+        hub.watch_presence("r", 2);
+        assert_eq!(hub.deliver_presence("r", &"p".into()), 1);
+        assert_eq!(hub.deliver_ephemeral("r", None, &"t".into()), 2);
+        assert_eq!(rb.recv().await.as_deref(), Some("p"));
+        assert_eq!(ra.recv().await.as_deref(), Some("t"), "alice never got the presence frame");
+    }
+
+    #[test]
     fn user_slots_are_capped_and_released() {
-        let (hub, _routes) = Hub::new();
+        let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let first = hub.reserve_user("u", 2).unwrap();
         let _second = hub.reserve_user("u", 2).unwrap();
         assert!(hub.reserve_user("u", 2).is_none());

@@ -17,6 +17,7 @@ pub mod hub;
 pub mod jwks;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod publish;
 pub mod server;
 pub mod session;

@@ -32,6 +32,7 @@ use crate::hub::{Hub, RouteChange};
 use crate::jwks::JwksError;
 use crate::node::NodePresence;
 use crate::outbox::CloseReason;
+use crate::presence::{Presence, PresenceTask};
 use crate::state::EdgeState;
 use crate::{admin, demo, handshake, history, http};
 
@@ -80,12 +81,14 @@ impl Edge {
         assign_all(&consumer, &[&deliver_topic], Offset::End)
             .await
             .map_err(|source| EdgeError::DeliveryTopicUnavailable { topic: deliver_topic.clone(), source })?;
-        let (hub, route_changes) = Hub::new();
-        let presence = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
-        presence.publish(false).await?;
+        let room_presence = Presence::new(&node, config.presence_refresh);
+        let (hub, route_changes) = Hub::new(room_presence.clone());
+        let announce = NodePresence { node: node.clone(), epoch, producer: producer.clone(), topics: topics.clone() };
+        announce.publish(false).await?;
         let delivery = Delivery {
             consumer,
             hub: hub.clone(),
+            presence: room_presence.clone(),
             store: store.clone(),
             node: node.clone(),
             dead_letter: DeadLetter::new(producer.clone(), topics.dead_letter()),
@@ -97,6 +100,7 @@ impl Edge {
             node,
             epoch,
             hub,
+            presence: room_presence,
             producer,
             topics,
             store,
@@ -135,7 +139,7 @@ impl Edge {
         let Edge { state, delivery, route_changes } = self;
         let background = CancellationToken::new();
         let (catch_up_tx, catch_up_rx) = mpsc::channel(1024);
-        let presence = NodePresence {
+        let announce = NodePresence {
             node: state.node.clone(),
             epoch: state.epoch,
             producer: state.producer.clone(),
@@ -143,9 +147,20 @@ impl Edge {
         };
         let delivery_task = tokio::spawn(delivery.run(catch_up_rx, background.clone()));
         let heartbeat_task =
-            tokio::spawn(presence.clone().run_heartbeats(state.config.heartbeat_interval, background.clone()));
+            tokio::spawn(announce.clone().run_heartbeats(state.config.heartbeat_interval, background.clone()));
+        let presence_task = PresenceTask {
+            presence: state.presence.clone(),
+            hub: state.hub.clone(),
+            producer: state.producer.clone(),
+            topic: state.topics.ephemeral(),
+            events: state.events.clone(),
+            interval: state.config.presence_interval,
+            refresh: state.config.presence_refresh,
+        };
+        let presence_done = CancellationToken::new();
+        let presence_task = tokio::spawn(presence_task.run(presence_done.clone()));
         let routes_done = CancellationToken::new();
-        let routes_task = tokio::spawn(presence.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
+        let routes_task = tokio::spawn(announce.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
 
         let stop_accepting = CancellationToken::new();
         let server = tokio::spawn(http::serve(
@@ -161,7 +176,7 @@ impl Edge {
         state.draining.store(true, Ordering::Relaxed);
         state.ready.set(false);
         heartbeat_task.abort();
-        if let Err(e) = presence.publish(true).await {
+        if let Err(e) = announce.publish(true).await {
             tracing::warn!(error = %e, "could not announce draining");
         }
         stop_accepting.cancel();
@@ -171,6 +186,9 @@ impl Edge {
         if tokio::time::timeout(grace / 2, state.tracker.wait()).await.is_err() {
             tracing::warn!("connections still open at the end of the grace period");
         }
+        // The users of the connections just closed are told gone.
+        presence_done.cancel();
+        let _ = presence_task.await;
         routes_done.cancel();
         let _ = routes_task.await;
         background.cancel();

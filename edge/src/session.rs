@@ -278,8 +278,8 @@ impl Session {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
             // Boxed: a join awaits SQL queries whose futures are large, and
             // inline they would size every idle connection's task for them.
-            ClientFrame::Join { reference, room, since, epoch } => {
-                Box::pin(self.join(reference, room, since, epoch)).await
+            ClientFrame::Join { reference, room, since, epoch, presence } => {
+                Box::pin(self.join(reference, room, since, epoch, presence)).await
             }
             ClientFrame::Leave { reference, room } => {
                 self.flush_room_read(&room).await;
@@ -325,7 +325,7 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, reference: String, room: String, since: Option<u64>, epoch: Option<u64>) {
+    async fn join(&mut self, reference: String, room: String, since: Option<u64>, epoch: Option<u64>, presence: bool) {
         if let Err(e) = validate_id(&room) {
             return self.fail(&reference, ErrorCode::InvalidRoom, format!("room: {e}"));
         }
@@ -386,6 +386,16 @@ impl Session {
             }
         };
         self.reads.insert(room.clone(), ReadState { published: read_seq, ..ReadState::default() });
+        // Who is there as this node knows it, and the joining user, who is
+        // there from now on. A user that came meanwhile shows again in the
+        // next `presence` frame's `joined`: harmless to a set.
+        let present = presence.then(|| {
+            let mut users = self.state.presence.present(&room);
+            if let Err(at) = users.binary_search(&self.claims.sub) {
+                users.insert(at, self.claims.sub.clone());
+            }
+            users
+        });
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
@@ -394,6 +404,7 @@ impl Session {
             recovered,
             read_seq,
             unread: last - read_seq,
+            present,
         };
         self.outbox.push_frame(&joined);
         // The replay goes to the queue at the client's reading pace (up to
@@ -431,6 +442,9 @@ impl Session {
             };
         }
         self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent, room_state.epoch);
+        if presence {
+            self.state.hub.watch_presence(&room, self.conn);
+        }
         // A removal applied while this join read the store found no local
         // connection to take out; this one looks again, now that it is in.
         if room_state.private && !matches!(store.access(&room, &self.claims.sub).await, Ok(Access::Granted(_))) {

@@ -15,6 +15,7 @@ use crate::auth::Authenticator;
 use crate::config::EdgeConfig;
 use crate::events::EdgeEvents;
 use crate::hub::Hub;
+use crate::presence::Presence;
 
 /// State shared by every request and connection of this node.
 pub struct EdgeState {
@@ -25,6 +26,7 @@ pub struct EdgeState {
     /// Counted events; their metrics are served at `/metrics`.
     pub events: Arc<EdgeEvents>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) producer: FutureProducer,
     pub(crate) topics: Topics,
     pub(crate) store: Store,

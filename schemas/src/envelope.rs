@@ -117,6 +117,30 @@ pub enum Event {
     HistoryReset { room: String, epoch: u64 },
     /// A user's read position in a room moved forward to `seq`.
     Read { room: String, user: String, seq: u64 },
+    /// Who is in a room on one edge (`sb.ephemeral`, never stored).
+    Presence(PresenceUpdate),
+}
+
+/// What one edge tells the others about a room's users: who is there
+/// (newly, or again at the periodic refresh) and who left. Every edge keeps
+/// the union; a user that no record has named as there for a while (the
+/// edge died, records were lost) counts as gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PresenceUpdate {
+    pub room: String,
+    /// The edge's node id.
+    pub node: String,
+    /// Users with a connection in the room on that edge: joined since its
+    /// last record, or all of them at a refresh (in parts, for big rooms).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub here: Vec<String>,
+    /// Users whose last connection on that edge left the room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
+    /// The edge has just got its first member of the room and knows nobody
+    /// there yet: the others answer with everyone they have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
 }
 
 /// A message as stored in SQL, with the room epoch it belongs to.
@@ -137,6 +161,7 @@ impl Event {
             | Event::MemberRemoved { room, .. }
             | Event::HistoryReset { room, .. }
             | Event::Read { room, .. } => room,
+            Event::Presence(update) => &update.room,
         }
     }
 
@@ -194,6 +219,13 @@ mod tests {
             Event::MemberRemoved { room: "staff".into(), user: "bob".into() },
             Event::HistoryReset { room: "staff".into(), epoch: 2 },
             Event::Read { room: "lobby".into(), user: "bob".into(), seq: 7 },
+            Event::Presence(PresenceUpdate {
+                room: "lobby".into(),
+                node: "edge-1".into(),
+                here: vec!["alice".into()],
+                left: vec!["bob".into()],
+                sync: true,
+            }),
             Event::Rejected {
                 room: "secret".into(),
                 origin: origin(),

@@ -41,6 +41,11 @@ pub enum ClientFrame {
         /// means the history was reset and nothing is spliced.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<u64>,
+        /// Ask for who is in the room: `joined` then carries `present`, and
+        /// `presence` frames follow with every change. Off by default: in a
+        /// big room that list and those frames are many bytes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
     },
     /// Unsubscribe this connection from a room.
     Leave {
@@ -140,6 +145,11 @@ pub enum ServerFrame {
         read_seq: u64,
         /// Messages after the read position: `last_seq - read_seq`.
         unread: u64,
+        /// Users in the room now, the joining user among them, sorted; only
+        /// when the join asked with `presence: true`. `presence` frames
+        /// then bring the changes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        present: Option<Vec<String>>,
     },
     Left {
         #[serde(rename = "ref")]
@@ -186,6 +196,18 @@ pub enum ServerFrame {
         room: String,
         user: String,
         seq: u64,
+    },
+    /// Users came into the room or went from it: a user is in a room while
+    /// at least one of their connections, on any edge, has joined it. Sent
+    /// to the connections that joined with `presence: true`, at most once
+    /// per presence interval (about
+    /// half a second) with every change of that interval; `joined` and
+    /// `left` are sorted and never share a user. Applied to `joined`'s
+    /// `present` list as set changes, they keep it current.
+    Presence {
+        room: String,
+        joined: Vec<String>,
+        left: Vec<String>,
     },
     /// The answer to `history`: messages newest first (seqs descending).
     /// `has_more`: older messages exist; ask again with `before_seq` set to
@@ -395,7 +417,13 @@ mod tests {
         let join = ClientFrame::parse(r#"{"type":"join","ref":"1","room":"lobby","since":4}"#).unwrap();
         assert_eq!(
             join,
-            ClientFrame::Join { reference: "1".into(), room: "lobby".into(), since: Some(4), epoch: None }
+            ClientFrame::Join {
+                reference: "1".into(),
+                room: "lobby".into(),
+                since: Some(4),
+                epoch: None,
+                presence: false
+            }
         );
         let send = ClientFrame::parse(r#"{"type":"send","ref":"2","room":"r","client_id":"c","body":"hi"}"#).unwrap();
         assert!(matches!(send, ClientFrame::Send { ref body, .. } if body == "hi"));
@@ -503,7 +531,9 @@ mod tests {
                 recovered: true,
                 read_seq: 4,
                 unread: 5,
+                present: Some(vec!["u".into()]),
             },
+            ServerFrame::Presence { room: "r".into(), joined: vec!["a".into()], left: vec!["b".into()] },
             ServerFrame::Read { room: "r".into(), user: "u".into(), seq: 4 },
             ServerFrame::Removed { room: "r".into() },
             ServerFrame::Reset { room: "r".into(), epoch: 2 },

@@ -252,6 +252,8 @@ impl Cluster {
                 format!("--rate-burst={}", options.rate_per_second),
                 "--heartbeat-interval=1s".into(),
                 "--drain-grace=1s".into(),
+                // A user on a killed edge is dropped after 3 s.
+                "--presence-refresh=1s".into(),
             ]);
             args.extend(options.edge_kafka_options.iter().map(|o| format!("--kafka-option={o}")));
             edges.push(addr);

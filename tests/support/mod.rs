@@ -5,6 +5,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod presence;
 pub mod workload;
 
 use std::collections::VecDeque;

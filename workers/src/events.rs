@@ -152,6 +152,9 @@ pub struct RouterEvents {
     routed: Counter,
     unrouted: Counter,
     forwarded: Counter,
+    /// Typing and presence records, apart: their volume is not the events'.
+    ephemeral_routed: Counter,
+    ephemeral_forwarded: Counter,
     forward_failed: Counter,
     fanout: Histogram,
     dead_lettered: Counter,
@@ -164,6 +167,8 @@ impl RouterEvents {
             routed: Counter::default(),
             unrouted: Counter::default(),
             forwarded: Counter::default(),
+            ephemeral_routed: Counter::default(),
+            ephemeral_forwarded: Counter::default(),
             forward_failed: Counter::default(),
             // Nodes per event: 1, 2, 4, ... 512.
             fanout: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
@@ -173,7 +178,17 @@ impl RouterEvents {
         metrics.register("router", |r| {
             r.register("events_routed", "Events sent to at least one node", events.routed.clone());
             r.register("events_without_target", "Events no live node wanted", events.unrouted.clone());
-            r.register("deliveries_produced", "Records produced to delivery topics", events.forwarded.clone());
+            r.register("deliveries_produced", "Events produced to delivery topics", events.forwarded.clone());
+            r.register(
+                "ephemeral_routed",
+                "Records of sb.ephemeral (typing, presence) sent to at least one node",
+                events.ephemeral_routed.clone(),
+            );
+            r.register(
+                "ephemeral_deliveries_produced",
+                "Records of sb.ephemeral produced to delivery topics",
+                events.ephemeral_forwarded.clone(),
+            );
             r.register(
                 "delivery_produce_failures",
                 "Records Kafka did not take for a delivery topic (the edge backfills from SQL)",
@@ -194,6 +209,14 @@ impl RouterEvents {
             self.routed.inc();
             self.forwarded.inc_by(nodes as u64);
             self.fanout.observe(nodes as f64);
+        }
+    }
+
+    /// A typing or presence record goes to `nodes` delivery topics.
+    pub(crate) fn routed_ephemeral(&self, nodes: usize) {
+        if nodes > 0 {
+            self.ephemeral_routed.inc();
+            self.ephemeral_forwarded.inc_by(nodes as u64);
         }
     }
 

@@ -114,7 +114,8 @@ impl Router {
         // Join the group only once the table is loaded, so nothing is routed on a partial table.
         let group = config.group.clone().unwrap_or_else(|| topics.group("router"));
         let instance = config.instance_id.clone();
-        let topics_read = vec![topics.events(), topics.ephemeral()];
+        let ephemeral = topics.ephemeral();
+        let topics_read = vec![topics.events(), ephemeral.clone()];
         let mut member = GroupMember::join(&kafka, group, instance, topics_read, events.lag.handler())?;
         tracing::info!(group = %member.group(), "router started");
         ready.set(true);
@@ -156,7 +157,11 @@ impl Router {
                     }
                 };
                 let targets = table.read().expect("routing table lock poisoned").targets(room, now);
-                events.routed(targets.len());
+                if record.topic() == ephemeral {
+                    events.routed_ephemeral(targets.len());
+                } else {
+                    events.routed(targets.len());
+                }
                 // A span per traced event (messages; typing notices carry no trace).
                 let hop = trace_of(record).map(|parent| {
                     traces::consumer_hop("route", record, Some(&parent), |attributes| {

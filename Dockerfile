@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The production binaries (edge, persister, router, sbctl) in one image;
+# The production binaries (edge, persister, router, notifier, sbctl) in one image;
 # compose.yaml and the Helm chart pick the binary with `command`.
 
 FROM rust:1.95-bookworm AS build
@@ -10,7 +10,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p switchboard-edge -p switchboard-workers -p switchboard-admin --bins \
     && mkdir -p /out \
-    && cp target/release/edge target/release/persister target/release/router target/release/sbctl /out/
+    && cp target/release/edge target/release/persister target/release/router target/release/notifier target/release/sbctl /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

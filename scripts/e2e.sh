@@ -16,7 +16,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 started=()
 cleanup() {
     # Processes of a test run that was killed before it could stop them.
-    pkill -KILL -f "^$BIN_DIR/(edge|persister|router) " || true
+    pkill -KILL -f "^$BIN_DIR/(edge|persister|router|notifier) " || true
     pkill -KILL -f "otelcol-sb --config=file:$ROOT/.work/otelcol/" || true
     for service in "${started[@]}"; do "scripts/$service.sh" stop || true; done
 }

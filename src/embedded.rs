@@ -16,6 +16,7 @@ use switchboard_edge::config::EdgeConfig;
 use switchboard_edge::events::EdgeEvents;
 use switchboard_edge::server::Edge;
 use switchboard_edge::state::EdgeState;
+use switchboard_workers::notifier::{Notifier, NotifierConfig};
 use switchboard_workers::persister::{Persister, PersisterConfig};
 use switchboard_workers::router::{Router, RouterConfig};
 use tokio::net::TcpListener;
@@ -69,6 +70,8 @@ pub struct EmbeddedConfig {
     pub tune_edge: fn(&mut EdgeConfig),
     /// See [`BACKLOG_LIMIT_BYTES`].
     pub backlog_limit_bytes: u64,
+    /// Offline notifications to a webhook: off unless given.
+    pub notifier: Option<NotifierConfig>,
 }
 
 impl EmbeddedConfig {
@@ -82,6 +85,7 @@ impl EmbeddedConfig {
             allowed_origins: vec!["*".into()],
             tune_edge: |_| {},
             backlog_limit_bytes: BACKLOG_LIMIT_BYTES,
+            notifier: None,
         }
     }
 }
@@ -173,6 +177,7 @@ impl Embedded {
         let edge_events = Arc::new(EdgeEvents::new(&metrics));
         let mut edges = Vec::new();
         let mut edge_states = Vec::new();
+        let mut presence_refresh = Duration::from_secs(10);
         for (node, listen) in NODES.iter().zip(config.listen) {
             let listener = TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
@@ -183,6 +188,7 @@ impl Embedded {
             // One process, nothing to hand clients over to: drain quickly.
             edge_config.drain_grace = std::time::Duration::from_secs(1);
             (config.tune_edge)(&mut edge_config);
+            presence_refresh = edge_config.presence_refresh;
             let edge = Edge::start(edge_config, &kafka, topics.clone(), store.clone(), edge_events.clone()).await?;
             edge_states.push(edge.state().clone());
             let token = shutdown.clone();
@@ -192,6 +198,17 @@ impl Embedded {
                 }
             });
             edges.push(addr);
+        }
+        if let Some(notifier_config) = config.notifier {
+            // It must age presence as the edges refresh it.
+            let notifier_config = NotifierConfig { presence_refresh, ..notifier_config };
+            let notifier = Notifier::new(&kafka, topics.clone(), store.clone(), notifier_config, &metrics)?;
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = notifier.run(token).await {
+                    tracing::error!(error = %e, "notifier failed");
+                }
+            });
         }
         Ok(Self {
             cluster,

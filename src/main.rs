@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use switchboard::embedded::{Embedded, EmbeddedConfig, NODES};
-use switchboard_core::config::{exit_bad_config, parse_or_exit};
+use switchboard_core::config::{Secret, exit_bad_config, parse_or_exit};
+use switchboard_workers::notifier::NotifierConfig;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Switchboard embedded default: mock Kafka, SQLite, persister, router and two edges")]
@@ -34,6 +35,13 @@ struct Cli {
     /// header (native apps, servers) are always allowed.
     #[arg(long = "allowed-origins", env = "SB_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+    /// Offline notifications: the push service's webhook. Off unless given;
+    /// then --webhook-secret is needed too (see the notifier's --help).
+    #[arg(long = "webhook-url", env = "SB_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Key of the webhook bodies' HMAC-SHA256 signature, at least 32 bytes.
+    #[arg(long = "webhook-secret", env = "SB_WEBHOOK_SECRET")]
+    webhook_secret: Option<Secret>,
 }
 
 #[tokio::main]
@@ -41,9 +49,19 @@ async fn main() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     let _traces = switchboard_core::telemetry::init("switchboard");
     let listen = [SocketAddr::new(cli.host, cli.port), SocketAddr::new(cli.host, cli.port.wrapping_add(1))];
-    let config = EmbeddedConfig::new(cli.db.clone(), listen)
+    let mut config = EmbeddedConfig::new(cli.db.clone(), listen)
         .with_access(cli.jwt_secret, cli.dev, cli.allowed_origins)
         .unwrap_or_else(|e| exit_bad_config(e));
+    if cli.webhook_url.is_some() || cli.webhook_secret.is_some() {
+        let notifier = NotifierConfig {
+            webhook_url: cli.webhook_url,
+            webhook_secret: cli.webhook_secret,
+            ..NotifierConfig::default()
+        };
+        notifier.validate().unwrap_or_else(|e| exit_bad_config(e));
+        config.notifier = Some(notifier);
+    }
+    let webhook = config.notifier.as_ref().and_then(|n| n.webhook_url.clone());
     let dev_mode = config.dev_mode;
     if dev_mode {
         tracing::warn!("dev mode: /dev/token signs a token for anyone; do not expose these ports");
@@ -64,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("  mock Kafka cluster bootstrap: {} (in memory; lost on exit)", embedded.bootstrap);
     println!("  chat history: {} (SQLite; kept across restarts)", cli.db.display());
+    match webhook {
+        Some(url) => println!("  offline notifications: POSTed to {url}"),
+        None => println!("  offline notifications: off (--webhook-url and --webhook-secret turn them on)"),
+    }
     if dev_mode {
         println!("Open the two pages in two tabs, pick names, join a room and chat. Ctrl-C stops.");
     } else {

@@ -13,8 +13,9 @@ mod support;
 use std::time::Duration;
 
 use sqlx::Row;
-use support::cluster::{Cluster, Collector, Options};
+use support::cluster::{Cluster, Collector, Options, succeeded};
 use support::presence::{View, names};
+use support::webhook::{Receiver, WEBHOOK_SECRET};
 use support::workload::{self, Workload};
 use support::{Client, eventually, metric, seqs};
 
@@ -395,6 +396,59 @@ async fn the_users_of_a_killed_edge_are_reported_gone() {
     let _alice = View::join(Client::connect(cluster.edges[0], "alice").await, "plaza").await;
     bob.until(&["alice", "bob"]).await;
     eprintln!("users of the killed edge reported gone after {gone_after:?}");
+}
+
+/// The notifier SIGKILLed while it posts, and started again: it posts what
+/// it had not finished (with the same idempotency keys), so every message's
+/// away members are notified; repeats are the receiver's to drop by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn the_notifier_killed_mid_stream_loses_no_notification() {
+    let (receiver, webhook) = Receiver::start().await;
+    // Answers take a while, so requests are in flight when it dies.
+    receiver.delay(ms(30));
+    let cluster = Cluster::start("notifier", Options::default()).await;
+    succeeded(cluster.sbctl(&["rooms", "create", "ops", "--kind", "private", "--members", "alice,bob,carol"]));
+    let (mut notifier, ops) = cluster.notifier(webhook, WEBHOOK_SECRET);
+    notifier.spawn();
+    eventually(Duration::from_secs(30), ms(200), async || {
+        if tokio::net::TcpStream::connect(ops).await.is_err() {
+            return Err("the notifier's ops listener is not up".to_owned());
+        }
+        match support::http(ops, "GET", "/readyz", &[], "").await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("notifier not ready: {status} {body}")),
+        }
+    })
+    .await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "ops").await;
+    const N: usize = 60;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(alice.say("ops", &format!("page-{i}"), &format!("disk {i} is full")).await);
+        if i == N / 3 {
+            notifier.kill();
+        }
+        if i == N / 2 {
+            notifier.spawn();
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+    let notified = eventually(Duration::from_secs(60), ms(250), async || {
+        let got = receiver.got("ops");
+        let missing: Vec<&String> =
+            ids.iter().filter(|id| !got.iter().any(|r| r.body["message_id"] == id.as_str())).collect();
+        if missing.is_empty() { Ok(got) } else { Err(format!("{} messages not notified: {missing:?}", missing.len())) }
+    })
+    .await;
+    for request in &notified {
+        assert!(request.signed, "{request:?}");
+        assert_eq!(request.body["recipients"], serde_json::json!(["bob", "carol"]), "{request:?}");
+        assert_eq!(request.key, format!("{}:0", request.body["message_id"].as_str().unwrap()));
+    }
+    let keys: std::collections::HashSet<&str> = notified.iter().map(|r| r.key.as_str()).collect();
+    eprintln!("{N} messages, {} requests, {} repeated after the kill", notified.len(), notified.len() - keys.len());
+    notifier.assert_running();
 }
 
 /// Starts the broker again if a test stopped it and then failed.

@@ -14,3 +14,4 @@ pub mod run_state;
 pub mod scenarios;
 pub mod store;
 pub mod systems;
+pub mod webhook;

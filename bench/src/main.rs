@@ -10,6 +10,8 @@
 //!       the bare broadcast server (started by `all`)
 //!   sbbench churn --targets ... --room room-0 --rate 100 --duration 20s
 //!       connections that join one room and go again at a fixed rate (presence)
+//!   sbbench webhook --listen 127.0.0.1:28390
+//!       a push service stand-in for the notifier: answers 200, counts
 //!   sbbench store [--database postgres|sqlite] [--batches 60] [--batch-size 1000]
 //!       the persister's SQL alone: batches written straight to a fresh database
 
@@ -23,7 +25,7 @@ use switchboard_bench::protocol::{Codec, Protocol};
 use switchboard_bench::run_state::DEFAULT_POSTGRES_URL;
 use switchboard_bench::scenarios::{Plan, Scenario, Selection};
 use switchboard_bench::systems::{Paths, SystemKind};
-use switchboard_bench::{ceiling, churn, driver, plots, report, scenarios, store};
+use switchboard_bench::{ceiling, churn, driver, plots, report, scenarios, store, webhook};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +127,12 @@ enum Command {
         presence: bool,
         #[arg(long, env = "SB_JWT_SECRET", default_value = "")]
         jwt_secret: String,
+    },
+    /// A push service stand-in for the notifier (bench/notifier.sh): answers
+    /// every POST 200 and counts; `GET /count` says `<requests> <recipients>`.
+    Webhook {
+        #[arg(long)]
+        listen: SocketAddr,
     },
     /// The persister's SQL alone: full batches written straight to a fresh
     /// database (removed afterwards), timed per batch.
@@ -250,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", store::run(admin_url, &load).await?);
         }
         Command::Ceiling { listen } => ceiling::serve(listen).await?,
+        Command::Webhook { listen } => webhook::serve(listen).await?,
     }
     Ok(())
 }

@@ -51,4 +51,30 @@ impl DeadLetter {
         );
         self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
     }
+
+    /// Writes `payload`, something a worker made from `source` and could
+    /// not hand on (a notification its receiver refused), with the source's
+    /// key and place, `schema` as its `sb-schema` and why; waits for the ack.
+    pub async fn send_derived(
+        &self,
+        source: &BorrowedMessage<'_>,
+        schema: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), KafkaError> {
+        let partition = source.partition().to_string();
+        let offset = source.offset().to_string();
+        let out = OwnedHeaders::new()
+            .insert(Header { key: headers::SCHEMA, value: Some(schema) })
+            .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
+            .insert(Header { key: headers::DLQ_TOPIC, value: Some(source.topic()) })
+            .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
+            .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out).payload(payload);
+        if let Some(key) = source.key() {
+            record = record.key(key);
+        }
+        tracing::warn!(topic = source.topic(), offset = source.offset(), schema, reason, "sent to dead-letter topic");
+        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
+    }
 }

@@ -368,6 +368,38 @@ const TOPIC_RETRIES: usize = 60;
 /// known would leave the consumer reading nothing, silently and for good
 /// (a router started with a just-restarted broker routed no event at all).
 pub async fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offset) -> KafkaResult<Vec<(String, i32)>> {
+    let (list, assigned) = every_partition(consumer, topics, offset).await?;
+    consumer.assign(&list)?;
+    Ok(assigned)
+}
+
+/// Assigns every partition of `topics` from its first record written at
+/// or after `since` (ms since the Unix epoch), or from its end where none
+/// was: the state of a topic of short-lived records, rebuilt from the
+/// window that still counts. Returns each partition with the offset it
+/// starts at (`None`: its end).
+pub async fn assign_all_since(
+    consumer: &StreamConsumer,
+    topics: &[&str],
+    since: i64,
+) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+    let (list, _) = every_partition(consumer, topics, Offset::Offset(since)).await?;
+    let found = consumer.offsets_for_times(list, METADATA_TIMEOUT)?;
+    consumer.assign(&found)?;
+    Ok(found
+        .elements()
+        .iter()
+        .map(|p| (p.topic().to_owned(), p.partition(), p.offset().to_raw().filter(|o| *o >= 0)))
+        .collect())
+}
+
+/// Every partition of `topics` at `offset`, waiting briefly for a cluster
+/// that does not know the topics yet.
+async fn every_partition(
+    consumer: &StreamConsumer,
+    topics: &[&str],
+    offset: Offset,
+) -> KafkaResult<(TopicPartitionList, Vec<(String, i32)>)> {
     let lookup = || async {
         topics.iter().map(|topic| Ok((*topic, partitions(consumer.client(), topic)?))).collect::<KafkaResult<Vec<_>>>()
     };
@@ -383,8 +415,7 @@ pub async fn assign_all(consumer: &StreamConsumer, topics: &[&str], offset: Offs
             assigned.push((topic.to_string(), partition));
         }
     }
-    consumer.assign(&list)?;
-    Ok(assigned)
+    Ok((list, assigned))
 }
 
 /// Reads a header as UTF-8 text.

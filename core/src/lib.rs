@@ -6,6 +6,7 @@ pub mod backlog;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;
+pub mod http_client;
 pub mod kafka;
 pub mod metrics;
 pub mod ops;

@@ -262,6 +262,22 @@ impl Store {
         })
     }
 
+    /// Who hears of a room's messages when away, sorted: a private room's
+    /// members; for a public room, which has no member list, the users who
+    /// have read it (a read position), that is, who follow it.
+    pub async fn audience(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id FROM room_members WHERE room = $1 \
+             AND EXISTS (SELECT 1 FROM rooms WHERE id = $1 AND kind = 'private') \
+             UNION SELECT user_id FROM read_positions WHERE room = $1 \
+             AND NOT EXISTS (SELECT 1 FROM rooms WHERE id = $1 AND kind = 'private') ORDER BY 1",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()
+    }
+
     /// Whether the persister has applied the room command with this id.
     pub async fn command_applied(&self, id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM room_commands WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;

@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -248,29 +248,9 @@ pub fn validate_url(url: &str) -> Result<(), JwksError> {
     parse_url(url).map(|_| ())
 }
 
-/// An HTTP(S) connector with ring as its crypto provider, given here rather
-/// than installed process-wide, and the machine's CA store (so a private
-/// CA, e.g. an in-cluster identity provider's, works through SSL_CERT_FILE).
-/// A plain http:// URL (a sidecar, the tests) needs no CA store.
 fn connector(url: &Uri) -> Result<HttpsConnector<HttpConnector>, JwksError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = HttpsConnectorBuilder::new();
-    let builder = if url.scheme_str() == Some("https") {
-        builder
-            .with_provider_and_native_roots(provider)
-            .map_err(|source| JwksError::NoRootCertificates { url: url.to_string(), source })?
-    } else {
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        builder.with_tls_config(config)
-    };
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+    switchboard_core::http_client::connector(url, CONNECT_TIMEOUT)
+        .map_err(|source| JwksError::NoRootCertificates { url: url.to_string(), source })
 }
 
 /// One GET of the set, parsed.

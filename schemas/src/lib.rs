@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod headers;
 pub mod ids;
+pub mod notification;
 pub mod protocol;
 pub mod read_marker;
 pub mod room_command;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use schemars::{JsonSchema, schema_for};
 use switchboard_schemas::envelope::{Event, InboundSend};
+use switchboard_schemas::notification::Notification;
 use switchboard_schemas::protocol::{ClientFrame, ServerFrame};
 use switchboard_schemas::read_marker::ReadMarker;
 use switchboard_schemas::room_command::RoomCommand;
@@ -28,6 +29,7 @@ fn checked_in_schemas_are_fresh() {
         ("event.json", render::<Event>()),
         ("route-record.json", render::<RouteRecord>()),
         ("node-record.json", render::<NodeRecord>()),
+        ("notification.json", render::<Notification>()),
     ];
     // Read at run time: a test binary reused from another checkout (a shared
     // target directory) would otherwise compare against that checkout's files.

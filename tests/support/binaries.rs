@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 
 /// The binaries a deployment runs.
-pub const BINARIES: [&str; 4] = ["edge", "persister", "router", "sbctl"];
+pub const BINARIES: [&str; 5] = ["edge", "persister", "router", "notifier", "sbctl"];
 
 /// Variables the binaries read outside clap: `SB_LOG_JSON` and `RUST_LOG` in
 /// core/src/telemetry.rs, `OTEL_*` in core/src/traces.rs (every binary but
@@ -32,6 +32,7 @@ pub fn command(words: &[&str]) -> Option<clap::Command> {
         "edge" => switchboard_edge::cli::Cli::command(),
         "persister" => switchboard_workers::cli::PersisterCli::command(),
         "router" => switchboard_workers::cli::RouterCli::command(),
+        "notifier" => switchboard_workers::cli::NotifierCli::command(),
         "sbctl" => switchboard_admin::cli::Cli::command(),
         other => panic!("no binary named {other:?}"),
     };

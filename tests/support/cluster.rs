@@ -341,6 +341,40 @@ impl Cluster {
         (process, ops)
     }
 
+    /// A notifier (not started) posting to `webhook`, with its ops listener;
+    /// no rate limit per recipient to speak of, and the edges' presence refresh.
+    pub fn notifier(&self, webhook: SocketAddr, secret: &str) -> (Process, SocketAddr) {
+        let ops = free_port();
+        let shared = ["--kafka-brokers", "--topic-prefix", "--database-url"];
+        let mut args: Vec<String> = self
+            .persister
+            .args
+            .iter()
+            .filter(|arg| arg.split_once('=').is_some_and(|(flag, _)| shared.contains(&flag)))
+            .cloned()
+            .collect();
+        args.extend([
+            format!("--webhook-url=http://{webhook}/push"),
+            format!("--webhook-secret={secret}"),
+            "--webhook-timeout=2s".into(),
+            "--recipient-rate-per-minute=100000".into(),
+            "--recipient-burst=10000".into(),
+            "--presence-refresh=1s".into(),
+            "--notifier-instance-id=notifier-1".into(),
+            format!("--ops-listen={ops}"),
+        ]);
+        let process = Process {
+            name: "notifier".into(),
+            program: self.persister.program.with_file_name("notifier"),
+            args,
+            env: self.persister.env.clone(),
+            log: self.dir.join("notifier.log"),
+            child: None,
+            starts: 0,
+        };
+        (process, ops)
+    }
+
     pub async fn wait_edge_ready(&mut self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -406,6 +440,13 @@ impl Cluster {
 
     pub async fn db(&self) -> PgConnection {
         PgConnection::connect(&self.database_url).await.expect("connect to the test database")
+    }
+}
+
+/// A process a test started and did not stop (it failed midway) is killed.
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod presence;
+pub mod webhook;
 pub mod workload;
 
 use std::collections::VecDeque;

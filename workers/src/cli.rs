@@ -1,4 +1,4 @@
-//! The command lines of the `persister` and `router` binaries. Every flag is
+//! The command lines of the `persister`, `router` and `notifier` binaries. Every flag is
 //! also an `SB_*` environment variable.
 
 use std::net::SocketAddr;
@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use switchboard_core::config::{DatabaseArgs, KafkaArgs};
 
+use crate::notifier::NotifierConfig;
 use crate::persister::PersisterConfig;
 use crate::router::RouterConfig;
 
@@ -35,5 +36,23 @@ pub struct RouterCli {
     pub router: RouterConfig,
     /// Address of the ops listener: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long = "ops-listen", env = "SB_OPS_LISTEN", default_value = "127.0.0.1:9092")]
+    pub ops_listen: SocketAddr,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notifier",
+    version,
+    about = "Switchboard notifier: sb.events -> a push service's webhook, for members who are away"
+)]
+pub struct NotifierCli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub notifier: NotifierConfig,
+    /// Address of the ops listener: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long = "ops-listen", env = "SB_OPS_LISTEN", default_value = "127.0.0.1:9093")]
     pub ops_listen: SocketAddr,
 }

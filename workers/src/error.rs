@@ -15,4 +15,7 @@ pub enum WorkerError {
     TopicsUnavailable { topics: Vec<String>, source: KafkaError },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A setting clap cannot check; the message names the flag.
+    #[error("{0}")]
+    Config(String),
 }

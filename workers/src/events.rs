@@ -235,3 +235,88 @@ impl RouterEvents {
         (self.routed.get(), self.unrouted.get())
     }
 }
+
+/// What the notifier did.
+pub struct NotifierEvents {
+    requests: Counter,
+    recipients_notified: Counter,
+    /// By reason: `online`, `rate_limited`.
+    recipients_skipped: [Counter; 2],
+    retries: Counter,
+    failed: Counter,
+    dead_lettered: Counter,
+    pub(crate) lag: ConsumerLag,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipReason {
+    reason: &'static str,
+}
+
+impl NotifierEvents {
+    pub fn new(metrics: &Metrics) -> Self {
+        let skipped = Family::<SkipReason, Counter>::default();
+        let events = Self {
+            requests: Counter::default(),
+            recipients_notified: Counter::default(),
+            recipients_skipped: ["online", "rate_limited"]
+                .map(|reason| skipped.get_or_create(&SkipReason { reason }).clone()),
+            retries: Counter::default(),
+            failed: Counter::default(),
+            dead_lettered: Counter::default(),
+            lag: ConsumerLag::default(),
+        };
+        metrics.register("notifier", |r| {
+            r.register("webhook_requests", "Notifications the webhook answered 2xx", events.requests.clone());
+            r.register("recipients_notified", "Recipients in those notifications", events.recipients_notified.clone());
+            r.register(
+                "recipients_skipped",
+                "Members not notified of a message, by reason: online (present in the room), rate_limited",
+                skipped,
+            );
+            r.register(
+                "webhook_retries",
+                "Requests tried again (timeout, connection, 408, 429, 5xx)",
+                events.retries.clone(),
+            );
+            r.register(
+                "notifications_dead_lettered",
+                "Notifications refused (4xx) or failing every try, written to the dead-letter topic",
+                events.failed.clone(),
+            );
+            r.register(
+                "dead_letters",
+                "Event records that could not be handled, dead-lettered",
+                events.dead_lettered.clone(),
+            );
+            events.lag.register(r);
+        });
+        events
+    }
+
+    /// Members of a message's audience not told: `online`, or over their rate (`limited`).
+    pub(crate) fn recipients_skipped(&self, online: usize, limited: usize) {
+        self.recipients_skipped[0].inc_by(online as u64);
+        self.recipients_skipped[1].inc_by(limited as u64);
+    }
+
+    /// A request for `recipients` was answered 2xx.
+    pub(crate) fn notified(&self, recipients: usize) {
+        self.requests.inc();
+        self.recipients_notified.inc_by(recipients as u64);
+    }
+
+    pub(crate) fn webhook_retry(&self, error: &dyn std::fmt::Display, after: Duration) {
+        self.retries.inc();
+        tracing::warn!(%error, ?after, "webhook request failed; trying again");
+    }
+
+    /// A notification went to the dead-letter topic (`DeadLetter` logs it).
+    pub(crate) fn notification_failed(&self) {
+        self.failed.inc();
+    }
+
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+}

@@ -277,7 +277,9 @@ impl PresenceTask {
                 .key(event.room())
                 .payload(&payload)
                 .headers(record_headers(EVENT_V1, None));
-            // Not waited for: a lost record is made good by the next refresh.
+            // Not waited for: a lost `here` is made good by the next refresh,
+            // a lost `left` by the other edges dropping who they no longer
+            // hear named (three refreshes), a lost `sync` by their refreshes.
             let sent = self.producer.send_result(record).map(drop).map_err(|(e, _)| e);
             self.events.presence_published(sent);
         }

@@ -396,6 +396,7 @@ impl Session {
             }
             users
         });
+        let present_told = present.clone();
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
@@ -442,8 +443,16 @@ impl Session {
             };
         }
         self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent, room_state.epoch);
-        if presence {
+        if let Some(told) = present_told {
             self.state.hub.watch_presence(&room, self.conn);
+            // Presence frames sent while the replay ran did not come here:
+            // what changed since `joined`'s list comes in one frame now.
+            let now = self.state.presence.present(&room);
+            let joined: Vec<String> = now.iter().filter(|u| told.binary_search(u).is_err()).cloned().collect();
+            let left: Vec<String> = told.iter().filter(|u| now.binary_search(u).is_err()).cloned().collect();
+            if !joined.is_empty() || !left.is_empty() {
+                self.outbox.push_frame(&ServerFrame::Presence { room: room.clone(), joined, left });
+            }
         }
         // A removal applied while this join read the store found no local
         // connection to take out; this one looks again, now that it is in.

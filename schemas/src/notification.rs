@@ -3,7 +3,8 @@
 //! The body is signed: `X-Switchboard-Signature: sha256=<hex>` is the
 //! HMAC-SHA256 of the exact body bytes under the shared secret, and
 //! `Idempotency-Key` names the (message, batch) the request is for, the
-//! same on every retry and after a notifier restart.
+//! same on every retry and after a notifier restart
+//! (`<message id>:<batch>:<16 hex digits of the recipients' SHA-256>`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const NOTIFICATION_V1: &str = "notification.v1";
 /// Header with the body's HMAC-SHA256, `sha256=` and lowercase hex.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";
-/// Header naming the (message, batch): `<message id>:<batch>`.
+/// Header naming the (message, batch): `<message id>:<batch>:<recipients' hash>`.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// One request: a message, and some of the members to tell about it.
@@ -36,13 +37,6 @@ pub struct Notification {
     pub recipients: Vec<String>,
     /// This request's batch of the message, from 0.
     pub batch: u32,
-}
-
-impl Notification {
-    /// The request's idempotency key.
-    pub fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.message_id, self.batch)
-    }
 }
 
 /// The first `max_chars` characters of `body`, with `…` when it was longer.

@@ -245,6 +245,8 @@ pub struct NotifierEvents {
     retries: Counter,
     failed: Counter,
     dead_lettered: Counter,
+    too_old: Counter,
+    presence_applied: Counter,
     pub(crate) lag: ConsumerLag,
 }
 
@@ -264,9 +266,21 @@ impl NotifierEvents {
             retries: Counter::default(),
             failed: Counter::default(),
             dead_lettered: Counter::default(),
+            too_old: Counter::default(),
+            presence_applied: Counter::default(),
             lag: ConsumerLag::default(),
         };
         metrics.register("notifier", |r| {
+            r.register(
+                "messages_too_old",
+                "Messages not notified, older than SB_NOTIFY_MAX_AGE",
+                events.too_old.clone(),
+            );
+            r.register(
+                "presence_records",
+                "Presence records of sb.ephemeral applied to the notifier's table",
+                events.presence_applied.clone(),
+            );
             r.register("webhook_requests", "Notifications the webhook answered 2xx", events.requests.clone());
             r.register("recipients_notified", "Recipients in those notifications", events.recipients_notified.clone());
             r.register(
@@ -318,5 +332,13 @@ impl NotifierEvents {
 
     pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.inc();
+    }
+
+    pub(crate) fn too_old(&self) {
+        self.too_old.inc();
+    }
+
+    pub(crate) fn presence_applied(&self) {
+        self.presence_applied.inc();
     }
 }

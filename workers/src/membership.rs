@@ -53,6 +53,18 @@ impl GroupMember {
         Ok(())
     }
 
+    /// Reads each partition again from the given offset (records that
+    /// could not be handled yet); the next batch starts there.
+    pub fn rewind<'t>(&self, offsets: impl IntoIterator<Item = ((&'t str, i32), i64)>) {
+        for ((topic, partition), offset) in offsets {
+            let at = rdkafka::Offset::Offset(offset);
+            if let Err(e) = self.consumer.seek(topic, partition, at, std::time::Duration::from_secs(10)) {
+                // A partition revoked meanwhile: its new owner reads it from the committed offset.
+                tracing::warn!(topic, partition, offset, error = %e, "could not rewind; the next owner reads it again");
+            }
+        }
+    }
+
     /// Stores each partition's offset for the next commit. A partition
     /// revoked meanwhile is skipped: its new owner replays those records.
     pub fn store_offsets<'t>(&self, offsets: impl IntoIterator<Item = ((&'t str, i32), i64)>) {

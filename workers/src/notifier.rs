@@ -11,17 +11,19 @@
 //! allows is skipped; the others go in batches of
 //! `--recipients-per-request`, one POST each (`schemas/json/notification.json`),
 //! signed with HMAC-SHA256 over the body and named by an idempotency key
-//! per (message, batch).
+//! per (message, batch) (see [`idempotency_key`]). Messages older than
+//! `--notify-max-age` are not notified.
 //!
-//! At least once: offsets are stored only once every request of a batch of
-//! records was answered 2xx or dead-lettered, so a notifier killed midway
-//! sends those requests again, with the same keys, and the receiver drops
-//! the repeats. Timeouts, connection failures, 408, 429 and 5xx are retried
+//! At least once: a record's offset is stored only once every request for
+//! it was answered 2xx or dead-lettered, and a record that could not be
+//! handled (database or Kafka unavailable) is read again; so a notifier
+//! killed midway sends those requests again, with the same keys, and the
+//! receiver drops the repeats. Timeouts, connection failures, 408, 429 and 5xx are retried
 //! with exponential backoff and full jitter; any other answer, or the last
 //! failure, sends the notification to `sb.dead-letter` (schema
 //! `notification.v1`, with the reason), where an operator can find it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +43,7 @@ use hyper_util::rt::TokioExecutor;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Timestamp};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use switchboard_core::clock::now_ms;
 use switchboard_core::config::Secret;
 use switchboard_core::dead_letter::DeadLetter;
@@ -90,6 +92,13 @@ pub struct NotifierConfig {
     /// Notifications a recipient may get in a burst above that rate.
     #[arg(long = "recipient-burst", env = "SB_RECIPIENT_BURST", default_value_t = 3)]
     pub recipient_burst: u32,
+    /// Messages older than this (by when an edge accepted them) are not
+    /// notified: a new notifier group starting at the topic's beginning, a
+    /// notifier back after a long outage, or a replay that republishes
+    /// events would otherwise push hours-old messages.
+    #[arg(long = "notify-max-age", env = "SB_NOTIFY_MAX_AGE", default_value = "15m",
+          value_parser = switchboard_core::config::parse_duration)]
+    pub max_age: Duration,
     /// Characters of the body in a notification's `preview`.
     #[arg(long = "preview-chars", env = "SB_PREVIEW_CHARS", default_value_t = 140)]
     pub preview_chars: usize,
@@ -104,7 +113,12 @@ pub struct NotifierConfig {
     /// Stable id of this instance in the group (e.g. the pod name).
     #[arg(long = "notifier-instance-id", env = "SB_NOTIFIER_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    #[arg(long = "notifier-batch-max", env = "SB_NOTIFIER_BATCH_MAX", default_value_t = 500)]
+    /// Records handled at once. Small, because the group drops a member
+    /// that does not poll within 5 minutes (librdkafka's max.poll.interval.ms),
+    /// and a receiver that times out every try holds a record for up to
+    /// attempts x (timeout + 10 s): at 32 records, 16 requests at a time,
+    /// that is under 2 minutes per batch with the defaults.
+    #[arg(long = "notifier-batch-max", env = "SB_NOTIFIER_BATCH_MAX", default_value_t = 32)]
     pub batch_max: usize,
 }
 
@@ -119,11 +133,12 @@ impl Default for NotifierConfig {
             recipients_per_request: 100,
             recipient_rate_per_minute: 6,
             recipient_burst: 3,
+            max_age: Duration::from_secs(15 * 60),
             preview_chars: 140,
             presence_refresh: Duration::from_secs(10),
             group: None,
             instance_id: None,
-            batch_max: 500,
+            batch_max: 32,
         }
     }
 }
@@ -155,8 +170,8 @@ impl NotifierConfig {
         if let Some((flag, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{flag} must be positive"));
         }
-        if self.timeout.is_zero() || self.presence_refresh.is_zero() {
-            return Err("--webhook-timeout and --presence-refresh must be positive".into());
+        if self.timeout.is_zero() || self.presence_refresh.is_zero() || self.max_age.is_zero() {
+            return Err("--webhook-timeout, --presence-refresh and --notify-max-age must be positive".into());
         }
         Ok((uri, secret.expose().as_bytes().to_vec()))
     }
@@ -212,12 +227,13 @@ impl Notifier {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let ttl = ttl_ms(self.config.presence_refresh);
         let ephemeral = self.topics.ephemeral();
-        load_presence(&self.presence_consumer, &ephemeral, &self.rosters, ttl, &shutdown).await?;
+        load_presence(&self.presence_consumer, &ephemeral, &self.rosters, ttl, &self.events, &shutdown).await?;
         let follow = tokio::spawn(follow_presence(
             self.presence_consumer,
             self.rosters.clone(),
             ttl,
             self.config.presence_refresh / 4,
+            self.events.clone(),
             shutdown.clone(),
         ));
         let group = self.config.group.clone().unwrap_or_else(|| self.topics.group("notifier"));
@@ -250,21 +266,30 @@ impl Notifier {
                 }
                 continue;
             }
+            work.read_audiences(&records).await;
             let handled = join_all(records.iter().map(|record| work.handle(record))).await;
-            // A partition stays where it was once a record there could be
-            // neither notified nor dead-lettered: it is done again later.
+            // A partition stops at its first record that could not be handled
+            // (the database or Kafka unavailable): its offset stays before
+            // it, and the partition is read again from there.
             let mut offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-            let mut held: HashSet<(&str, i32)> = HashSet::new();
+            let mut held: BTreeMap<(&str, i32), i64> = BTreeMap::new();
             for (record, done) in records.iter().zip(handled) {
                 let position = (record.topic(), record.partition());
-                if !done {
-                    held.insert(position);
-                    offsets.remove(&position);
-                } else if !held.contains(&position) {
+                if held.contains_key(&position) {
+                    continue;
+                }
+                if done {
                     offsets.insert(position, record.offset());
+                } else {
+                    held.insert(position, record.offset());
                 }
             }
             member.store_offsets(offsets);
+            if !held.is_empty() {
+                tracing::warn!(partitions = held.len(), "notifications held back; reading those records again");
+                member.rewind(held);
+                tokio::time::sleep(HELD_PAUSE).await;
+            }
             self.limiter.retain_recent();
         }
         follow.abort();
@@ -292,6 +317,9 @@ struct Work<'a> {
 /// A room's audience as read at a time.
 type Audience = (tokio::time::Instant, Arc<Vec<String>>);
 
+/// Pause before reading held-back records again.
+const HELD_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a room's audience read from SQL is used again: a busy room's
 /// messages do not each cost a query, and a member added is heard of soon.
 const AUDIENCE_FOR: Duration = Duration::from_secs(5);
@@ -302,13 +330,26 @@ impl Work<'_> {
     async fn handle(&self, record: &BorrowedMessage<'_>) -> bool {
         let event = match record.payload().map(serde_json::from_slice::<Event>) {
             Some(Ok(Event::Message(stored))) => stored,
+            // A removed member hears of nothing more from the room.
+            Some(Ok(Event::MemberRemoved { room, .. })) => {
+                self.audiences.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
+                return true;
+            }
             Some(Ok(_)) => return true, // nothing to notify
             Some(Err(e)) => return self.dead_letter_record(record, &format!("undecodable: {e}")).await,
             None => return self.dead_letter_record(record, "empty payload").await,
         };
+        let age = now_ms() - event.message.sent_at;
+        if age > self.config.max_age.as_millis() as i64 {
+            self.events.too_old();
+            return true;
+        }
         let audience = match self.audience(&event.message.room).await {
             Ok(audience) => audience,
-            Err(e) => return self.dead_letter_record(record, &format!("audience unavailable: {e}")).await,
+            Err(e) => {
+                tracing::warn!(room = %event.message.room, error = %e, "audience unavailable; holding the message");
+                return false;
+            }
         };
         let recipients = self.recipients(&event, &audience);
         let batches = recipients.chunks(self.config.recipients_per_request).enumerate();
@@ -336,6 +377,18 @@ impl Work<'_> {
         recipients
     }
 
+    /// Reads the audience of each room with messages in `records` once, so
+    /// the batch's messages (handled side by side) find it read.
+    async fn read_audiences(&self, records: &[BorrowedMessage<'_>]) {
+        let rooms: BTreeSet<&str> = records
+            .iter()
+            .filter(|r| r.payload().is_some_and(|p| p.starts_with(br#"{"type":"message""#)))
+            .filter_map(|r| r.key().and_then(|k| std::str::from_utf8(k).ok()))
+            .collect();
+        // Errors are met again, and handled, per message.
+        join_all(rooms.into_iter().map(|room| self.audience(room))).await;
+    }
+
     async fn audience(&self, room: &str) -> Result<Arc<Vec<String>>, switchboard_core::store::StoreError> {
         let now = tokio::time::Instant::now();
         if let Some((at, users)) = self.audiences.lock().unwrap_or_else(|e| e.into_inner()).get(room)
@@ -345,7 +398,7 @@ impl Work<'_> {
         }
         let read = || self.store.audience(room);
         let users = Arc::new(
-            read.retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_max_times(6))
+            read.retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_max_times(3))
                 .notify(|e, _| tracing::warn!(room, error = %e, "audience read failed; retrying"))
                 .await?,
         );
@@ -374,7 +427,7 @@ impl Work<'_> {
         };
         let body = Bytes::from(serde_json::to_vec(&notification).expect("notifications serialize"));
         let _permit = self.requests.acquire().await.expect("never closed");
-        match self.webhook.deliver(body.clone(), &notification.idempotency_key()).await {
+        match self.webhook.deliver(body.clone(), &idempotency_key(&notification)).await {
             Ok(()) => {
                 self.events.notified(users.len());
                 true
@@ -413,6 +466,7 @@ async fn load_presence(
     topic: &str,
     rosters: &Mutex<HashMap<String, Roster>>,
     ttl: i64,
+    events: &NotifierEvents,
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
     let assigned = assign_all_since(consumer, &[topic], now_ms() - ttl)
@@ -434,7 +488,7 @@ async fn load_presence(
         };
         match record {
             Ok(record) => {
-                apply_presence(rosters, &record);
+                apply_presence(rosters, &record, written_at(&record), events);
                 if remaining.get(&record.partition()).is_some_and(|high| record.offset() + 1 >= *high) {
                     remaining.remove(&record.partition());
                 }
@@ -452,6 +506,7 @@ async fn follow_presence(
     rosters: Arc<Mutex<HashMap<String, Roster>>>,
     ttl: i64,
     expire_every: Duration,
+    events: Arc<NotifierEvents>,
     shutdown: CancellationToken,
 ) {
     let mut expire = tokio::time::interval(expire_every);
@@ -467,21 +522,33 @@ async fn follow_presence(
                 });
             }
             record = consumer.recv() => match record {
-                Ok(record) => apply_presence(&rosters, &record),
+                // As it comes, like the edges: no clock skew between machines.
+                Ok(record) => apply_presence(&rosters, &record, now_ms(), &events),
                 Err(e) => consume_error("presence", &e).await,
             },
         }
     }
 }
 
-/// Applies a presence record at the time it was written; anything else on
-/// the topic (typing) or undecodable is skipped: it is not the notifier's.
-fn apply_presence(rosters: &Mutex<HashMap<String, Roster>>, record: &BorrowedMessage<'_>) {
-    let Some(Ok(Event::Presence(update))) = record.payload().map(serde_json::from_slice::<Event>) else { return };
-    let at = match record.timestamp() {
+/// When a record was written (the producing edge's clock): what the records
+/// read again at start are aged by.
+fn written_at(record: &BorrowedMessage<'_>) -> i64 {
+    match record.timestamp() {
         Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => ms,
         Timestamp::NotAvailable => now_ms(),
-    };
+    }
+}
+
+/// Applies a presence record as named at `at`; anything else on the topic
+/// (typing) or undecodable is skipped: it is not the notifier's.
+fn apply_presence(
+    rosters: &Mutex<HashMap<String, Roster>>,
+    record: &BorrowedMessage<'_>,
+    at: i64,
+    events: &NotifierEvents,
+) {
+    let Some(Ok(Event::Presence(update))) = record.payload().map(serde_json::from_slice::<Event>) else { return };
+    events.presence_applied();
     let mut rosters = rosters.lock().unwrap_or_else(|e| e.into_inner());
     rosters.entry(update.room.clone()).or_default().apply(&update, at);
 }
@@ -577,6 +644,22 @@ impl Webhook {
     }
 }
 
+/// `<message id>:<batch>:<recipients>`, the last part 16 hex digits of the
+/// SHA-256 of the batch's recipients. The same request, tried again or sent
+/// again after a restart, has the same key. A batch worked out again after
+/// a restart can differ (someone came into the room meanwhile): then so
+/// does its key, and the receiver does not drop it, so nobody is left out
+/// (someone in both may be told twice).
+pub fn idempotency_key(notification: &Notification) -> String {
+    let mut hash = Sha256::new();
+    for user in &notification.recipients {
+        hash.update(user.as_bytes());
+        hash.update(b"\n");
+    }
+    let digest = hash.finalize();
+    format!("{}:{}:{}", notification.message_id, notification.batch, hex::encode(&digest[..8]))
+}
+
 /// `sha256=` and the lowercase hex HMAC-SHA256 of `body` under `secret`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
@@ -606,6 +689,27 @@ mod tests {
         // RFC 4231, test case 2.
         let signed = sign(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(signed, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn a_batch_keeps_its_key_unless_its_recipients_change() {
+        let notification = |recipients: &[&str]| Notification {
+            room: "r".into(),
+            message_id: "m".into(),
+            seq: 1,
+            epoch: 1,
+            sender: "a".into(),
+            sender_name: "A".into(),
+            preview: "p".into(),
+            sent_at: 0,
+            recipients: recipients.iter().map(|u| u.to_string()).collect(),
+            batch: 0,
+        };
+        let key = idempotency_key(&notification(&["bob", "carol"]));
+        assert!(key.starts_with("m:0:") && key.len() == "m:0:".len() + 16, "{key}");
+        assert_eq!(key, idempotency_key(&notification(&["bob", "carol"])));
+        assert_ne!(key, idempotency_key(&notification(&["bob", "dave"])));
+        assert_ne!(key, idempotency_key(&notification(&["bobcarol"])));
     }
 
     #[test]

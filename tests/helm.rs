@@ -237,10 +237,15 @@ fn values_expose_every_setting_with_the_binaries_defaults() {
     };
     // Deliberate differences from the binaries, each for a reason given in values.yaml.
     let differs: BTreeMap<&str, &str> = [("SB_MIGRATE", "false")].into();
-    let components: [(&str, &[&str], BTreeSet<&str>); 4] = [
+    let components: [(&str, &[&str], BTreeSet<&str>); 5] = [
         ("edge", &["edge"], derived(&["SB_NODE_ID", "SB_LISTEN", "SB_JWT_SECRET"])),
         ("persister", &["persister"], derived(&["SB_PERSISTER_INSTANCE_ID", "SB_OPS_LISTEN"])),
         ("router", &["router"], derived(&["SB_ROUTER_INSTANCE_ID", "SB_OPS_LISTEN"])),
+        (
+            "notifier",
+            &["notifier"],
+            derived(&["SB_NOTIFIER_INSTANCE_ID", "SB_OPS_LISTEN", "SB_WEBHOOK_URL", "SB_WEBHOOK_SECRET"]),
+        ),
         // Batching produces means nothing to a command that only creates topics.
         ("setup", &["sbctl", "topics"], derived(&["SB_KAFKA_LINGER"])),
     ];
@@ -300,11 +305,19 @@ fn probe_port(container: &Value, probe: &Value) -> u16 {
 async fn probes_name_paths_and_ports_the_binaries_serve() {
     let Some(_) = rendered(Values::Default) else { return };
     // Where each binary serves its probes: the variable naming the listener.
-    let listeners = [("edge", "SB_LISTEN"), ("persister", "SB_OPS_LISTEN"), ("router", "SB_OPS_LISTEN")];
+    let listeners = [
+        ("edge", "SB_LISTEN"),
+        ("persister", "SB_OPS_LISTEN"),
+        ("router", "SB_OPS_LISTEN"),
+        ("notifier", "SB_OPS_LISTEN"),
+    ];
     let mut paths: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for values in ALL {
         let objects = rendered(values).unwrap();
         for (component, listen_var) in listeners {
+            if component == "notifier" && values == Values::Default {
+                continue; // off by default; the production values turn it on
+            }
             let container = workload_container(objects, "StatefulSet", component);
             let listen = env(container)[listen_var].expect("a literal listen address");
             assert!(
@@ -334,7 +347,7 @@ async fn probes_name_paths_and_ports_the_binaries_serve() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let metrics = switchboard_core::metrics::Metrics::default();
     let server = tokio::spawn(switchboard_core::ops::serve(listener, metrics, ready, shutdown.clone()));
-    for worker in ["persister", "router"] {
+    for worker in ["persister", "router", "notifier"] {
         for path in &paths[worker] {
             let (status, body) = support::http(ops, "GET", path, &[], "").await;
             assert_eq!(status, 200, "{worker}'s ops listener: GET {path}: {body}");
@@ -394,9 +407,19 @@ fn pod_names_are_the_node_and_instance_ids() {
     let Some(_) = rendered(Values::Default) else { return };
     for values in ALL {
         let objects = rendered(values).unwrap();
-        for (component, var) in
-            [("edge", "SB_NODE_ID"), ("persister", "SB_PERSISTER_INSTANCE_ID"), ("router", "SB_ROUTER_INSTANCE_ID")]
-        {
+        for (component, var) in [
+            ("edge", "SB_NODE_ID"),
+            ("persister", "SB_PERSISTER_INSTANCE_ID"),
+            ("router", "SB_ROUTER_INSTANCE_ID"),
+            ("notifier", "SB_NOTIFIER_INSTANCE_ID"),
+        ] {
+            if component == "notifier" && values == Values::Default {
+                assert!(
+                    of_kind(objects, "StatefulSet").all(|s| !str_of(&s["metadata"]["name"]).ends_with("-notifier")),
+                    "the notifier is off by default"
+                );
+                continue;
+            }
             let set = kind_named(objects, "StatefulSet", &format!("sb-switchboard-{component}"));
             let container = &seq(&pod_spec(set)["containers"])[0];
             let entry = seq(&container["env"]).iter().find(|e| e["name"].as_str() == Some(var));
@@ -499,7 +522,8 @@ fn the_setup_hook_provisions_before_the_release_and_reads_secrets_that_exist() {
 #[test]
 fn credentials_come_from_secrets_only() {
     let Some(_) = rendered(Values::Default) else { return };
-    let credentials = ["SB_JWT_SECRET", "SB_DATABASE_URL", "SB_KAFKA_SASL_USERNAME", "SB_KAFKA_SASL_PASSWORD"];
+    let credentials =
+        ["SB_JWT_SECRET", "SB_DATABASE_URL", "SB_KAFKA_SASL_USERNAME", "SB_KAFKA_SASL_PASSWORD", "SB_WEBHOOK_SECRET"];
     for values in ALL {
         let objects = rendered(values).unwrap();
         for (name, container) in containers(objects) {
@@ -575,4 +599,6 @@ fn the_values_schema_rejects_misspelled_and_mistyped_values() {
     refused("kafka.options.sasl\\.password=hunter2", "invalid propertyName 'sasl.password'");
     // The chart's own guard: an edge killed mid-drain would drop its routes' tombstones.
     refused("edge.terminationGracePeriodSeconds=15", "must exceed preStopSleepSeconds + SB_DRAIN_GRACE");
+    refused("notifier.enabled=true", "notifier.webhookUrl is required when notifier.enabled");
+    refused("notifier.webhookUrl=ftp://push", "does not match pattern");
 }

@@ -280,3 +280,12 @@ each with its reason; checkov reads them from these annotations. Call with
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 {{- end }}
 {{- end }}
+
+{{/* The workers this release runs, as a JSON list: the notifier only when enabled. */}}
+{{- define "switchboard.workers" -}}
+{{- $workers := list "persister" "router" }}
+{{- if .Values.notifier.enabled }}
+{{- $workers = append $workers "notifier" }}
+{{- end }}
+{{- toJson $workers }}
+{{- end }}

@@ -34,3 +34,16 @@ pub fn connector(url: &Uri, connect_timeout: Duration) -> std::io::Result<HttpsC
     http.set_connect_timeout(Some(connect_timeout));
     Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }
+
+/// An error and its sources, outermost first (hyper's own message is only
+/// "client error (Connect)").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

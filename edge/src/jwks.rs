@@ -30,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
+use switchboard_core::http_client::error_chain;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -263,7 +264,7 @@ async fn fetch(client: &Client<HttpsConnector<HttpConnector>, Empty<Bytes>>, url
         .expect("a GET of a parsed URI is a valid request");
     let body = tokio::time::timeout(FETCH_TIMEOUT, async {
         let response =
-            client.request(request).await.map_err(|e| JwksError::Request { url: name(), reason: chain(&e) })?;
+            client.request(request).await.map_err(|e| JwksError::Request { url: name(), reason: error_chain(&e) })?;
         let status = response.status();
         if !status.is_success() {
             return Err(JwksError::Status { url: name(), status });
@@ -354,18 +355,6 @@ fn usable(entry: serde_json::Value) -> Result<PublicKey, String> {
         _ => {}
     }
     Ok(PublicKey { algorithm, key })
-}
-
-/// An error and its sources, outermost first.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// Significant bits of a big-endian unsigned integer.

@@ -47,6 +47,7 @@ use sha2::{Digest, Sha256};
 use switchboard_core::clock::now_ms;
 use switchboard_core::config::Secret;
 use switchboard_core::dead_letter::DeadLetter;
+use switchboard_core::http_client::error_chain;
 use switchboard_core::kafka::{KafkaConfig, METADATA_TIMEOUT, assign_all_since, consume_error};
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
@@ -632,7 +633,7 @@ impl Webhook {
             .body(Full::new(body))
             .expect("a POST of a parsed URI with plain headers is a valid request");
         let answered = tokio::time::timeout(self.timeout, async {
-            let response = self.client.request(request).await.map_err(|e| WebhookError::Request(chain(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| WebhookError::Request(error_chain(&e)))?;
             let status = response.status();
             // Read (and drop) the answer, so the connection can be used again.
             let _ = Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await;
@@ -665,19 +666,6 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// An error and its sources, one after another (hyper's own message is only
-/// "client error (Connect)").
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -369,6 +369,61 @@ async fn edge_killed_its_clients_resume_on_the_other_edge() {
     assert!(outcome.total_reconnects() >= 6, "clients of the killed edge reconnected: {}", outcome.summary());
 }
 
+/// Read positions and history across real edges, stored in PostgreSQL: a
+/// read on one edge reaches the sender on the other and comes back in a
+/// later `joined` with the unread count; history pages come newest first,
+/// over the socket and over HTTP, from any edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn read_positions_and_history_hold_across_edges() {
+    let cluster = Cluster::start("reads", Options::default()).await;
+    let mut alice = Client::in_room(cluster.edges[0], "alice", "desk").await;
+    let mut bob = Client::in_room(cluster.edges[1], "bob", "desk").await;
+    for i in 1..=5 {
+        alice.say("desk", &format!("d{i}"), &format!("line {i}")).await;
+    }
+    assert_eq!(seqs(&bob.messages("desk", 5).await), vec![1, 2, 3, 4, 5]);
+    let reference = bob.next_ref();
+    bob.send_json(serde_json::json!({"type": "read", "ref": reference, "room": "desk", "seq": 3})).await;
+    let read = loop {
+        let frame = alice.recv_type("read").await;
+        if frame["user"] == "bob" {
+            break frame;
+        }
+    };
+    assert_eq!(read, serde_json::json!({"type": "read", "room": "desk", "user": "bob", "seq": 3}));
+    let stored = eventually(Duration::from_secs(20), ms(100), async || {
+        let row = sqlx::query("SELECT seq FROM read_positions WHERE room = 'desk' AND user_id = 'bob'")
+            .fetch_optional(&mut cluster.db().await)
+            .await
+            .unwrap();
+        row.map(|r| r.get::<i64, _>("seq")).ok_or_else(|| "bob's position not stored yet".to_owned())
+    })
+    .await;
+    assert_eq!(stored, 3);
+    let mut laptop = Client::connect(cluster.edges[0], "bob").await;
+    let joined = laptop.join("desk", None).await;
+    assert_eq!((joined["read_seq"].as_u64(), joined["unread"].as_u64()), (Some(3), Some(2)), "{joined}");
+
+    let reference = laptop.next_ref();
+    laptop
+        .send_json(
+            serde_json::json!({"type": "history", "ref": reference, "room": "desk", "before_seq": 4, "limit": 2}),
+        )
+        .await;
+    let page = laptop.recv_type("history").await;
+    assert_eq!(seqs(page["messages"].as_array().unwrap()), vec![3, 2]);
+    assert_eq!(page["has_more"], true);
+    let auth = format!("Bearer {}", support::token("bob"));
+    let (status, body) =
+        support::http(cluster.edges[1], "GET", "/v1/rooms/desk/messages?limit=10", &[("Authorization", &auth)], "")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seqs(page["messages"].as_array().unwrap()), vec![5, 4, 3, 2, 1]);
+    assert_eq!(page["has_more"], false);
+}
+
 /// Presence across real edges: the users of an edge that is SIGKILLed
 /// (no `left` from it, ever) are reported gone to the members on the other
 /// edge once three of its refreshes (1 s here) have not come, and a user

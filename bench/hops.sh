@@ -43,13 +43,12 @@ wait_ready 127.0.0.1:28290
 sleep 3
 
 # CPU seconds (user + system) of a process so far.
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-before=("$(cpu "$edge")" "$(cpu "$persister")" "$(cpu "$router")")
+before=("$(cpu_seconds "$edge")" "$(cpu_seconds "$persister")" "$(cpu_seconds "$router")")
 echo "driving $RATE msg/s for ${SECONDS_OF_LOAD}s (rooms of 10, 500 connections); spans in $SPANS"
 "$BIN/sbbench" drive --protocol switchboard --targets 127.0.0.1:28290 --connections 500 --room-size 10 \
     --rate "$RATE" --warmup 3s --duration "${SECONDS_OF_LOAD}s" --pids "$edge,$persister,$router" \
     >"$WORK/drive.json" 2>"$WORK/drive.log" || true
-after=("$(cpu "$edge")" "$(cpu "$persister")" "$(cpu "$router")")
+after=("$(cpu_seconds "$edge")" "$(cpu_seconds "$persister")" "$(cpu_seconds "$router")")
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("driver: p50 %.1f ms, p99 %.1f ms, %d deliveries/s, the three processes %.2f cores" % (d["p50_ms"], d["p99_ms"], d["deliveries_per_sec"], d["server_cpu_cores"]))' "$WORK/drive.json"
 awk -v e0="${before[0]}" -v e1="${after[0]}" -v p0="${before[1]}" -v p1="${after[1]}" -v r0="${before[2]}" -v r1="${after[2]}" \
     'BEGIN { printf "CPU seconds over the drive (warm-up included): edge %.2f, persister %.2f, router %.2f\n", e1 - e0, p1 - p0, r1 - r0 }'

@@ -48,7 +48,7 @@ echo "backlog: $RATE msg/s for ${SECONDS_OF_LOAD}s (no notifier running)"
     --rate "$RATE" --warmup 1s --duration "${SECONDS_OF_LOAD}s" >"$LOGS/drive.log" 2>&1 || true
 tail -2 "$LOGS/drive.log"
 # Every message stored (and so in sb.events) before the notifier starts.
-stored() { curl -fs "http://$PERSISTER_OPS/metrics" | awk '/^switchboard_persister_messages_stored_total /{print $2}'; }
+stored() { metric switchboard_persister_messages_stored_total "$PERSISTER_OPS"; }
 previous=-1
 while [ "$(stored)" != "$previous" ]; do previous="$(stored)"; sleep 2; done
 TOTAL="$(stored)"
@@ -70,6 +70,6 @@ while :; do
     sleep 0.1
 done
 ended="$(date +%s.%N)"
-cpu="$(awk '{ print ($14 + $15) }' "/proc/$NOTIFIER/stat")"
-awk -v n="$requests" -v r="$recipients" -v a="$began" -v b="$ended" -v cpu="$cpu" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { t = b - a; printf "notifier: %d requests (%d recipients) in %.1f s from its start: %.0f requests/s, %.0f recipients/s, %.2f cores\n", n, r, t, n / t, r / t, cpu / hz / t }'
+cpu="$(cpu_seconds "$NOTIFIER")"
+awk -v n="$requests" -v r="$recipients" -v a="$began" -v b="$ended" -v cpu="$cpu" \
+    'BEGIN { t = b - a; printf "notifier: %d requests (%d recipients) in %.1f s from its start: %.0f requests/s, %.0f recipients/s, %.2f cores\n", n, r, t, n / t, r / t, cpu / t }'

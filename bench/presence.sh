@@ -51,30 +51,12 @@ echo "members: $(cat "$LOGS/hold.log") (connected, failed) in room-0 over ${#EDG
 # Let the members' own joins settle (their presence frames are not counted).
 sleep 5
 
-# CPU seconds (user + system) of the given processes.
-cpu() {
-    local ticks=0 pid
-    for pid in "$@"; do
-        ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
-}
-# The sum of a metric over both edges.
-metric() {
-    local total=0 edge value
-    for edge in "${EDGES[@]}"; do
-        value="$(curl -fs "http://$edge/metrics" | awk -v m="$1" '$1 == m { print $2 }')"
-        total=$((total + ${value:-0}))
-    done
-    echo "$total"
-}
-
 printf '%-10s %-11s %-11s %-11s %-13s %-14s %-13s %s\n' "churn/s" "edges cores" "router" "broker" \
     "frames/s" "per member/s" "records/s" "one frame per change would be"
 for rate in $RATES; do
-    e0="$(cpu "${EDGE_PIDS[@]}")"; r0="$(cpu "$ROUTER")"; k0="$(cpu "$KAFKA")"
-    f0="$(metric switchboard_edge_presence_frames_total)"
-    p0="$(metric 'switchboard_edge_presence_records_total{outcome="ok"}')"
+    e0="$(cpu_seconds "${EDGE_PIDS[@]}")"; r0="$(cpu_seconds "$ROUTER")"; k0="$(cpu_seconds "$KAFKA")"
+    f0="$(metric switchboard_edge_presence_frames_total "${EDGES[@]}")"
+    p0="$(metric 'switchboard_edge_presence_records_total{outcome="ok"}' "${EDGES[@]}")"
     began="$(date +%s.%N)"
     if [ "$rate" = 0 ]; then
         sleep "$SECONDS_EACH"
@@ -84,9 +66,9 @@ for rate in $RATES; do
             --stay 1s 2>>"$LOGS/churn.log")"
     fi
     ended="$(date +%s.%N)"
-    e1="$(cpu "${EDGE_PIDS[@]}")"; r1="$(cpu "$ROUTER")"; k1="$(cpu "$KAFKA")"
-    f1="$(metric switchboard_edge_presence_frames_total)"
-    p1="$(metric 'switchboard_edge_presence_records_total{outcome="ok"}')"
+    e1="$(cpu_seconds "${EDGE_PIDS[@]}")"; r1="$(cpu_seconds "$ROUTER")"; k1="$(cpu_seconds "$KAFKA")"
+    f1="$(metric switchboard_edge_presence_frames_total "${EDGES[@]}")"
+    p1="$(metric 'switchboard_edge_presence_records_total{outcome="ok"}' "${EDGES[@]}")"
     awk -v rate="$rate" -v a="$began" -v b="$ended" -v e0="$e0" -v e1="$e1" -v r0="$r0" -v r1="$r1" \
         -v k0="$k0" -v k1="$k1" -v f0="$f0" -v f1="$f1" -v p0="$p0" -v p1="$p1" -v members="$MEMBERS" '
         BEGIN {

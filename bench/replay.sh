@@ -71,9 +71,7 @@ began="$(date +%s.%N)"
 "$BIN/persister" --database-url "$LIVE_DB" --migrate=false --ops-listen "$OPS" >"$LOGS/persister.log" 2>&1 &
 pids+=($!)
 while :; do
-    stored="$(curl -fs "http://$OPS/metrics" 2>/dev/null \
-        | awk '/^switchboard_persister_messages_stored_total /{print $2}' || true)"
-    [ "${stored:-0}" -ge "$TOTAL" ] && break
+    [ "$(metric switchboard_persister_messages_stored_total "$OPS")" -ge "$TOTAL" ] && break
     sleep 0.1
 done
 ended="$(date +%s.%N)"

@@ -3,7 +3,8 @@
 # both, builds the binaries, and at exit, also on failure, kills the
 # processes listed in `pids`, deletes the run's topics (SB_TOPIC_PREFIX),
 # drops the databases made with `database`, and stops the services it
-# started. Sets ROOT, BIN, PSQL, URL and STAMP.
+# started. Sets ROOT, BIN, PSQL, URL and STAMP; defines `database`,
+# `cpu_seconds`, `metric` and `wait_ready`.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 pids=()
@@ -38,6 +39,27 @@ database() {
     "$PSQL" "$URL" -X -q -c "CREATE DATABASE $2" >/dev/null
     databases+=("$2")
     printf -v "$1" '%s' "${URL%/*}/$2"
+}
+
+# cpu_seconds PID...: the CPU time (user + system) the processes have used, in seconds.
+cpu_seconds() {
+    local ticks=0 pid
+    for pid in "$@"; do
+        ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+# metric SERIES ADDR...: the sum of an integer series (as exported, labels
+# included) over the /metrics of the listeners at ADDR...; 0 where absent.
+metric() {
+    local series="$1" total=0 addr value
+    shift
+    for addr in "$@"; do
+        value="$(curl -fs "http://$addr/metrics" 2>/dev/null | awk -v m="$series" '$1 == m { print $2 }' || true)"
+        total=$((total + ${value:-0}))
+    done
+    echo "$total"
 }
 
 # wait_ready ADDR: waits up to 20 s for the edge at ADDR to be ready.

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use sqlx::Row;
-use support::cluster::{Cluster, Collector, Options, succeeded};
+use support::cluster::{Cluster, Collector, Options, succeeded, wait_ready};
 use support::presence::{View, names};
 use support::webhook::{Receiver, WEBHOOK_SECRET};
 use support::workload::{self, Workload};
@@ -466,16 +466,7 @@ async fn the_notifier_killed_mid_stream_loses_no_notification() {
     succeeded(cluster.sbctl(&["rooms", "create", "ops", "--kind", "private", "--members", "alice,bob,carol"]));
     let (mut notifier, ops) = cluster.notifier(webhook, WEBHOOK_SECRET);
     notifier.spawn();
-    eventually(Duration::from_secs(30), ms(200), async || {
-        if tokio::net::TcpStream::connect(ops).await.is_err() {
-            return Err("the notifier's ops listener is not up".to_owned());
-        }
-        match support::http(ops, "GET", "/readyz", &[], "").await {
-            (200, _) => Ok(()),
-            (status, body) => Err(format!("notifier not ready: {status} {body}")),
-        }
-    })
-    .await;
+    wait_ready(&mut notifier, ops).await;
     let mut alice = Client::in_room(cluster.edges[0], "alice", "ops").await;
     const N: usize = 60;
     let mut ids = Vec::new();

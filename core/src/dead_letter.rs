@@ -28,28 +28,7 @@ impl DeadLetter {
                 out = out.insert(Header { key: header.key, value: header.value });
             }
         }
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        out = out
-            .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
-            .insert(Header { key: headers::DLQ_TOPIC, value: Some(message.topic()) })
-            .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
-            .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            reason,
-            "record sent to dead-letter topic"
-        );
-        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
+        self.write(message, out, message.payload(), reason).await
     }
 
     /// Writes `payload`, something a worker made from `source` and could
@@ -62,19 +41,39 @@ impl DeadLetter {
         payload: &[u8],
         reason: &str,
     ) -> Result<(), KafkaError> {
+        let out = OwnedHeaders::new().insert(Header { key: headers::SCHEMA, value: Some(schema) });
+        self.write(source, out, Some(payload), reason).await
+    }
+
+    /// Writes `payload` with `out` and where `source` was and why, keyed like `source`.
+    async fn write(
+        &self,
+        source: &BorrowedMessage<'_>,
+        out: OwnedHeaders,
+        payload: Option<&[u8]>,
+        reason: &str,
+    ) -> Result<(), KafkaError> {
         let partition = source.partition().to_string();
         let offset = source.offset().to_string();
-        let out = OwnedHeaders::new()
-            .insert(Header { key: headers::SCHEMA, value: Some(schema) })
+        let out = out
             .insert(Header { key: headers::DLQ_REASON, value: Some(reason) })
             .insert(Header { key: headers::DLQ_TOPIC, value: Some(source.topic()) })
             .insert(Header { key: headers::DLQ_PARTITION, value: Some(&partition) })
             .insert(Header { key: headers::DLQ_OFFSET, value: Some(&offset) });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out).payload(payload);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(out);
         if let Some(key) = source.key() {
             record = record.key(key);
         }
-        tracing::warn!(topic = source.topic(), offset = source.offset(), schema, reason, "sent to dead-letter topic");
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        tracing::warn!(
+            topic = source.topic(),
+            partition = source.partition(),
+            offset = source.offset(),
+            reason,
+            "record sent to dead-letter topic"
+        );
         self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
     }
 }

@@ -54,25 +54,19 @@ impl Roster {
         self.users.is_empty()
     }
 
-    /// Users with an entry older than `ttl` at `now`: those [`Roster::expire`] touches.
-    pub fn stale(&self, now: i64, ttl: i64) -> Vec<String> {
-        self.users
-            .iter()
-            .filter(|(_, nodes)| nodes.values().any(|at| now - at > ttl))
-            .map(|(user, _)| user.clone())
-            .collect()
-    }
-
-    /// Drops the entries older than `ttl` at `now`; returns how many.
-    pub fn expire(&mut self, now: i64, ttl: i64) -> usize {
-        let mut dropped = 0;
-        self.users.retain(|_, nodes| {
+    /// Drops the entries older than `ttl` at `now`; returns the users who
+    /// lost one (each was there until now).
+    pub fn expire(&mut self, now: i64, ttl: i64) -> Vec<String> {
+        let mut touched = Vec::new();
+        self.users.retain(|user, nodes| {
             let before = nodes.len();
             nodes.retain(|_, at| now - *at <= ttl);
-            dropped += before - nodes.len();
+            if nodes.len() < before {
+                touched.push(user.clone());
+            }
             !nodes.is_empty()
         });
-        dropped
+        touched
     }
 }
 
@@ -110,11 +104,10 @@ mod tests {
         roster.apply(&update("a", &["alice", "bob"], &[]), 0);
         roster.apply(&update("b", &["bob"], &[]), 20_000);
         roster.apply(&update("a", &["carol"], &[]), 20_000);
-        assert!(roster.stale(30_000, ttl).is_empty());
-        let mut stale = roster.stale(30_001, ttl);
-        stale.sort();
-        assert_eq!(stale, ["alice", "bob"]);
-        assert_eq!(roster.expire(30_001, ttl), 2);
+        assert!(roster.expire(30_000, ttl).is_empty());
+        let mut expired = roster.expire(30_001, ttl);
+        expired.sort();
+        assert_eq!(expired, ["alice", "bob"]);
         assert!(!roster.contains("alice"));
         assert!(roster.contains("bob"), "b named bob later");
         assert!(roster.contains("carol"));

@@ -44,12 +44,6 @@ struct Members {
     users: HashMap<String, usize>,
 }
 
-impl Members {
-    fn values(&self) -> impl Iterator<Item = &Member> {
-        self.conns.values()
-    }
-}
-
 #[derive(Default)]
 struct State {
     rooms: HashMap<String, Members>,
@@ -168,9 +162,7 @@ impl Hub {
     /// Queues a `presence` frame to the members of `room` that asked for
     /// them. Returns how many connections it was queued for.
     pub fn deliver_presence(&self, room: &str, frame: &Utf8Bytes) -> usize {
-        let state = self.lock();
-        let Some(members) = state.rooms.get(room) else { return 0 };
-        members.values().filter(|m| m.presence).map(|m| usize::from(m.outbox.push(frame.clone()))).sum()
+        self.push_to(room, frame, |m| m.presence)
     }
 
     /// Whether any local connection of `user` is in `room`.
@@ -220,7 +212,7 @@ impl Hub {
     /// The lowest seq any local member of `room` has been sent, if the room
     /// has local members. A message with seq above this + 1 reveals a gap.
     pub fn lowest_seq(&self, room: &str) -> Option<u64> {
-        self.lock().rooms.get(room).and_then(|m| m.values().map(|m| m.last_seq).min())
+        self.lock().rooms.get(room).and_then(|m| m.conns.values().map(|m| m.last_seq).min())
     }
 
     /// Pushes a message to every member of `room` that has not had `seq`
@@ -240,16 +232,18 @@ impl Hub {
         sent
     }
 
-    /// Pushes a frame that is not a message (typing, read positions) to every member of `room`, except `except_user`'s own
-    /// connections if given. Returns how many connections it was queued for.
+    /// Pushes a frame that is not a message (typing, read positions) to
+    /// every member of `room`, except `except_user`'s own connections if
+    /// given. Returns how many connections it was queued for.
     pub fn deliver_ephemeral(&self, room: &str, except_user: Option<&str>, frame: &Utf8Bytes) -> usize {
+        self.push_to(room, frame, |m| except_user != Some(m.user.as_str()))
+    }
+
+    /// Queues `frame` to the members of `room` that `pick` takes; returns how many.
+    fn push_to(&self, room: &str, frame: &Utf8Bytes, pick: impl Fn(&Member) -> bool) -> usize {
         let state = self.lock();
         let Some(members) = state.rooms.get(room) else { return 0 };
-        let mut sent = 0;
-        for member in members.values().filter(|m| except_user != Some(m.user.as_str())) {
-            sent += usize::from(member.outbox.push(frame.clone()));
-        }
-        sent
+        members.conns.values().filter(|m| pick(m)).map(|m| usize::from(m.outbox.push(frame.clone()))).sum()
     }
 
     /// Pushes a frame to one connection, if it is still here.

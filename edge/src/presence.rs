@@ -25,17 +25,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use switchboard_core::clock::now_ms;
-use switchboard_core::kafka::record_headers;
 use switchboard_core::presence::{Roster, ttl_ms};
-use switchboard_schemas::envelope::{EVENT_V1, Event, PresenceUpdate};
+use switchboard_schemas::envelope::{Event, PresenceUpdate};
 use switchboard_schemas::protocol::ServerFrame;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EdgeEvents;
 use crate::hub::Hub;
+use crate::publish;
 
 /// Most users named in one record; a refresh of a bigger room goes in parts.
 const USERS_PER_RECORD: usize = 1_000;
@@ -102,14 +102,14 @@ impl Room {
 
     /// The records for the other edges, if there is anything to tell them.
     fn take_records(&mut self, room: &str, node: &str) -> Vec<PresenceUpdate> {
+        let came = std::mem::take(&mut self.out_here);
         let here: Vec<String> = if std::mem::take(&mut self.out_all) {
             let mut all: Vec<String> = self.local.iter().cloned().collect();
             all.sort_unstable();
             all
         } else {
-            std::mem::take(&mut self.out_here).into_iter().collect()
+            came.into_iter().collect()
         };
-        self.out_here.clear();
         let left: Vec<String> = std::mem::take(&mut self.out_left).into_iter().collect();
         let sync = std::mem::take(&mut self.out_sync);
         if here.is_empty() && left.is_empty() && !sync {
@@ -122,10 +122,10 @@ impl Room {
             left,
             sync,
         };
-        let mut parts: Vec<Vec<String>> = here.chunks(USERS_PER_RECORD).map(<[String]>::to_vec).collect();
-        let first = if parts.is_empty() { Vec::new() } else { parts.remove(0) };
-        let mut records = vec![record(first, left, sync)];
-        records.extend(parts.into_iter().map(|part| record(part, Vec::new(), false)));
+        // The first part says who left and asks; the others only name.
+        let mut parts = here.chunks(USERS_PER_RECORD);
+        let mut records = vec![record(parts.next().map(<[String]>::to_vec).unwrap_or_default(), left, sync)];
+        records.extend(parts.map(|part| record(part.to_vec(), Vec::new(), false)));
         records
     }
 }
@@ -202,14 +202,15 @@ impl Presence {
     }
 
     /// Drops the users no other edge has named within the TTL at `now`
-    /// (ms since the Unix epoch); returns how many entries went.
+    /// (ms since the Unix epoch); returns how many users lost an entry.
     pub fn expire(&self, now: i64) -> usize {
         let mut expired = 0;
         for room in self.lock().values_mut() {
-            for user in room.remote.stale(now, self.ttl) {
-                room.touch(&user);
+            for user in room.remote.expire(now, self.ttl) {
+                // It was there until now, whatever it is after.
+                room.changed.entry(user).or_insert(true);
+                expired += 1;
             }
-            expired += room.remote.expire(now, self.ttl);
         }
         expired
     }
@@ -271,16 +272,10 @@ impl PresenceTask {
             self.events.presence_frames(self.hub.deliver_presence(&room, &frame));
         }
         for update in records {
-            let event = Event::Presence(update);
-            let payload = event.to_json();
-            let record = FutureRecord::to(&self.topic)
-                .key(event.room())
-                .payload(&payload)
-                .headers(record_headers(EVENT_V1, None));
             // Not waited for: a lost `here` is made good by the next refresh,
             // a lost `left` by the other edges dropping who they no longer
             // hear named (three refreshes), a lost `sync` by their refreshes.
-            let sent = self.producer.send_result(record).map(drop).map_err(|(e, _)| e);
+            let sent = publish::ephemeral(&self.producer, &self.topic, &Event::Presence(update));
             self.events.presence_published(sent);
         }
     }

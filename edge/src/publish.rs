@@ -1,5 +1,5 @@
-//! The edge's writes to Kafka: clients' sends to `sb.inbound`, typing
-//! notices to `sb.ephemeral`.
+//! The edge's writes to Kafka: clients' sends and read markers to
+//! `sb.inbound`, typing notices and presence to `sb.ephemeral`.
 //!
 //! A connection's sends are enqueued on the producer by the connection's
 //! reader, one after another, in the order it read them. librdkafka keeps
@@ -82,12 +82,18 @@ pub(crate) async fn send(
 /// Publishes a typing notice. Ephemeral: a lost one is not worth an error to
 /// the client, nor a task to wait for its acknowledgement.
 pub(crate) fn typing(state: &EdgeState, event: Event) {
-    let payload = event.to_json();
-    let topic = state.topics.ephemeral();
-    let record = FutureRecord::to(&topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
-    if let Err((e, _)) = state.producer.send_result(record) {
+    if let Err(e) = ephemeral(&state.producer, &state.topics.ephemeral(), &event) {
         tracing::debug!(error = %e, "typing notice dropped");
     }
+}
+
+/// Hands a record of `sb.ephemeral` (typing, presence; key: its room) to the
+/// producer without waiting for Kafka: what is lost there is made good by
+/// the next one.
+pub(crate) fn ephemeral(producer: &FutureProducer, topic: &str, event: &Event) -> Result<(), KafkaError> {
+    let payload = event.to_json();
+    let record = FutureRecord::to(topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
+    producer.send_result(record).map(drop).map_err(|(e, _)| e)
 }
 
 /// Enqueues a read marker (key: its room), in the connection's order like

@@ -396,7 +396,6 @@ impl Session {
             }
             users
         });
-        let present_told = present.clone();
         let joined = ServerFrame::Joined {
             reference,
             room: room.clone(),
@@ -408,6 +407,7 @@ impl Session {
             present,
         };
         self.outbox.push_frame(&joined);
+        let ServerFrame::Joined { present: present_told, .. } = joined else { unreachable!("built just above") };
         // The replay goes to the queue at the client's reading pace (up to
         // `max_replay` messages can be far more than the send queue holds),
         // and the connection joins the room's live stream only after it, so

@@ -376,15 +376,7 @@ impl Cluster {
     }
 
     pub async fn wait_edge_ready(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            self.edge_procs[i].assert_running();
-            if http_status(self.edges[i], "/readyz") == Some(200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{} not ready in 30s:\n{}", self.edge_procs[i].name, tail(&self.edge_procs[i].log, 30));
+        wait_ready(&mut self.edge_procs[i], self.edges[i]).await;
     }
 
     pub async fn restart_edge(&mut self, i: usize) {
@@ -441,6 +433,21 @@ impl Cluster {
     pub async fn db(&self) -> PgConnection {
         PgConnection::connect(&self.database_url).await.expect("connect to the test database")
     }
+}
+
+/// Waits up to 30 s for `process` to answer `/readyz` with 200 on `addr`
+/// (an edge's port, a worker's ops listener); panics with its log's tail
+/// if it exits or does not get there.
+pub async fn wait_ready(process: &mut Process, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        process.assert_running();
+        if http_status(addr, "/readyz") == Some(200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} not ready in 30s:\n{}", process.name, tail(&process.log, 30));
 }
 
 /// A process a test started and did not stop (it failed midway) is killed.

@@ -267,8 +267,9 @@ impl Notifier {
                 }
                 continue;
             }
-            work.read_audiences(&records).await;
-            let handled = join_all(records.iter().map(|record| work.handle(record))).await;
+            let decoded: Vec<Decoded> = records.iter().map(decode).collect();
+            work.read_audiences(&decoded).await;
+            let handled = join_all(records.iter().zip(decoded).map(|(record, event)| work.handle(record, event))).await;
             // A partition stops at its first record that could not be handled
             // (the database or Kafka unavailable): its offset stays before
             // it, and the partition is read again from there.
@@ -315,6 +316,17 @@ struct Work<'a> {
     audiences: Mutex<HashMap<String, Audience>>,
 }
 
+/// A record of `sb.events`, or why it cannot be read (the dead-letter reason).
+type Decoded = Result<Event, String>;
+
+fn decode(record: &BorrowedMessage<'_>) -> Decoded {
+    match record.payload().map(serde_json::from_slice::<Event>) {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(e)) => Err(format!("undecodable: {e}")),
+        None => Err("empty payload".into()),
+    }
+}
+
 /// A room's audience as read at a time.
 type Audience = (tokio::time::Instant, Arc<Vec<String>>);
 
@@ -328,17 +340,16 @@ const AUDIENCE_FOR: Duration = Duration::from_secs(5);
 impl Work<'_> {
     /// Handles one record; false when it could be neither done nor
     /// dead-lettered (its offset must not move).
-    async fn handle(&self, record: &BorrowedMessage<'_>) -> bool {
-        let event = match record.payload().map(serde_json::from_slice::<Event>) {
-            Some(Ok(Event::Message(stored))) => stored,
+    async fn handle(&self, record: &BorrowedMessage<'_>, decoded: Decoded) -> bool {
+        let event = match decoded {
+            Ok(Event::Message(stored)) => stored,
             // A removed member hears of nothing more from the room.
-            Some(Ok(Event::MemberRemoved { room, .. })) => {
+            Ok(Event::MemberRemoved { room, .. }) => {
                 self.audiences.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
                 return true;
             }
-            Some(Ok(_)) => return true, // nothing to notify
-            Some(Err(e)) => return self.dead_letter_record(record, &format!("undecodable: {e}")).await,
-            None => return self.dead_letter_record(record, "empty payload").await,
+            Ok(_) => return true, // nothing to notify
+            Err(reason) => return self.dead_letter_record(record, &reason).await,
         };
         let age = now_ms() - event.message.sent_at;
         if age > self.config.max_age.as_millis() as i64 {
@@ -378,13 +389,15 @@ impl Work<'_> {
         recipients
     }
 
-    /// Reads the audience of each room with messages in `records` once, so
-    /// the batch's messages (handled side by side) find it read.
-    async fn read_audiences(&self, records: &[BorrowedMessage<'_>]) {
-        let rooms: BTreeSet<&str> = records
+    /// Reads the audience of each room with messages in the batch once, so
+    /// its messages (handled side by side) find it read.
+    async fn read_audiences(&self, batch: &[Decoded]) {
+        let rooms: BTreeSet<&str> = batch
             .iter()
-            .filter(|r| r.payload().is_some_and(|p| p.starts_with(br#"{"type":"message""#)))
-            .filter_map(|r| r.key().and_then(|k| std::str::from_utf8(k).ok()))
+            .filter_map(|event| match event {
+                Ok(Event::Message(stored)) => Some(stored.message.room.as_str()),
+                _ => None,
+            })
             .collect();
         // Errors are met again, and handled, per message.
         join_all(rooms.into_iter().map(|room| self.audience(room))).await;
@@ -453,7 +466,7 @@ impl Work<'_> {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not dead-letter; will retry on replay");
+                tracing::error!(error = %e, "could not dead-letter; the record is read again");
                 false
             }
         }

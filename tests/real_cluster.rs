@@ -517,6 +517,36 @@ async fn kafka_outage(cluster: &Cluster, running: &workload::Running, down: Dura
     format!("kafka stopped for {down:?} at ({at}), started again")
 }
 
+/// Presence through a network hiccup (the broker down for a few seconds):
+/// a user who joins and one who leaves meanwhile are seen right by
+/// everyone once Kafka is back, and nobody stays "online" for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
+async fn presence_converges_after_a_kafka_outage() {
+    let cluster = Cluster::start("presence-outage", Options::default()).await;
+    let mut alice = View::join(Client::connect(cluster.edges[0], "alice").await, "yard").await;
+    let bob = View::join(Client::connect(cluster.edges[1], "bob").await, "yard").await;
+    alice.until(&["alice", "bob"]).await;
+
+    let back = KafkaBack(&cluster);
+    back.0.kafka_stop();
+    drop(bob);
+    let mut carol = View::join(Client::connect(cluster.edges[1], "carol").await, "yard").await;
+    // Stopping the broker took longer than the TTL (three 1 s refreshes):
+    // edge-2, cut off all that time, still has alice.
+    assert!(carol.users.contains("alice"), "alice flickered out: carol's list is {:?}", carol.users);
+    tokio::time::sleep(ms(4000)).await;
+    drop(back);
+    let restarted = std::time::Instant::now();
+    alice.until(&["alice", "carol"]).await;
+    carol.until(&["alice", "carol"]).await;
+    eprintln!("presence settled {:?} after the broker was back", restarted.elapsed());
+    // And stays so, for longer than the TTL (three 1 s refreshes): nobody
+    // flickers out when an edge that was cut off catches up.
+    tokio::join!(alice.stays_for(ms(5000)), carol.stays_for(ms(5000)));
+    assert_eq!(carol.leaves("alice"), 0, "alice flickered out: {:?}", carol.frames);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs real Kafka and PostgreSQL; run scripts/e2e.sh"]
 async fn kafka_broker_restarted_while_clients_send() {

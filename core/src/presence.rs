@@ -54,6 +54,16 @@ impl Roster {
         self.users.is_empty()
     }
 
+    /// Counts every entry as named at `at`: its reader was cut off from the
+    /// stream, so not hearing an edge meanwhile says nothing about it.
+    pub fn renew(&mut self, at: i64) {
+        for nodes in self.users.values_mut() {
+            for named in nodes.values_mut() {
+                *named = (*named).max(at);
+            }
+        }
+    }
+
     /// Drops the entries older than `ttl` at `now`; returns the users who
     /// lost one (each was there until now).
     pub fn expire(&mut self, now: i64, ttl: i64) -> Vec<String> {
@@ -111,5 +121,9 @@ mod tests {
         assert!(!roster.contains("alice"));
         assert!(roster.contains("bob"), "b named bob later");
         assert!(roster.contains("carol"));
+
+        roster.renew(40_000);
+        assert!(roster.expire(70_000, ttl).is_empty(), "a full TTL from the renewal");
+        assert_eq!(roster.expire(70_001, ttl).len(), 2);
     }
 }

@@ -16,7 +16,13 @@
 //! Nothing stays "online" forever: each edge names every user it has again
 //! at every refresh, and a user no other edge has named within three
 //! refreshes is dropped (its edge was SIGKILLed, or lost Kafka for a while,
-//! or records were lost; see `switchboard_core::presence`). An edge that gets its first
+//! or records were lost; see `switchboard_core::presence`). The clock that
+//! ages them is the stream's, not the wall's: an edge hears its own records
+//! back at every refresh, so a room it has heard nothing of for longer than
+//! that means this edge was the one cut off (Kafka unreachable, a stalled
+//! consumer). It then drops nobody, and once it hears again it gives every
+//! other edge a full TTL to be heard too, so a network hiccup does not
+//! make users flicker out and back in. An edge that gets its first
 //! member of a room knows nobody there yet: its first record asks the
 //! others (`sync`), and they answer with everyone they have.
 
@@ -45,6 +51,8 @@ pub struct Presence {
     node: String,
     /// How long a user another edge named stays without being named again (ms).
     ttl: i64,
+    /// How often every edge names its users again (ms).
+    refresh: i64,
     rooms: Mutex<HashMap<String, Room>>,
 }
 
@@ -67,6 +75,9 @@ struct Room {
     out_all: bool,
     /// Ask the others for everyone they have.
     out_sync: bool,
+    /// When a record of the room, this node's own included, last came (ms
+    /// since the Unix epoch; 0 before the first).
+    heard: i64,
 }
 
 impl Room {
@@ -141,7 +152,8 @@ pub struct Flushed {
 
 impl Presence {
     pub fn new(node: &str, refresh: Duration) -> Arc<Self> {
-        Arc::new(Self { node: node.to_owned(), ttl: ttl_ms(refresh), rooms: Mutex::default() })
+        let refresh_ms = refresh.as_millis() as i64;
+        Arc::new(Self { node: node.to_owned(), ttl: ttl_ms(refresh), refresh: refresh_ms, rooms: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
@@ -172,11 +184,17 @@ impl Presence {
     /// Applies another edge's record, come at `at` (ms since the Unix
     /// epoch); this node's own come back too, and are skipped.
     pub fn apply(&self, update: &PresenceUpdate, at: i64) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&update.room) else { return };
+        // This node's own refresh comes back every refresh: a longer silence
+        // was this node's, and the others get a full TTL from now.
+        if room.heard > 0 && at - room.heard > self.refresh * 3 / 2 {
+            room.remote.renew(at);
+        }
+        room.heard = room.heard.max(at);
         if update.node == self.node {
             return;
         }
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(&update.room) else { return };
         for user in update.here.iter().chain(&update.left) {
             room.touch(user);
         }
@@ -202,11 +220,14 @@ impl Presence {
     }
 
     /// Drops the users no other edge has named within the TTL at `now`
-    /// (ms since the Unix epoch); returns how many users lost an entry.
+    /// (ms since the Unix epoch); returns how many users lost an entry. A
+    /// room this node has not heard of for over a refresh ages no further
+    /// than a refresh past the last record (this node may be the one cut off).
     pub fn expire(&self, now: i64) -> usize {
         let mut expired = 0;
         for room in self.lock().values_mut() {
-            for user in room.remote.expire(now, self.ttl) {
+            let clock = now.min(room.heard + self.refresh);
+            for user in room.remote.expire(clock, self.ttl) {
                 // It was there until now, whatever it is after.
                 room.changed.entry(user).or_insert(true);
                 expired += 1;
@@ -359,6 +380,7 @@ mod tests {
         presence.apply(&update("b", &["bob", "carol"], &[], false), 0);
         presence.flush();
         presence.apply(&update("b", &["bob"], &[], false), 20_000);
+        presence.apply(&update("a", &["alice"], &[], false), 25_000);
         assert_eq!(presence.expire(29_000), 0);
         assert_eq!(presence.expire(31_000), 1, "carol was not named again");
         assert_eq!(presence.flush().frames, vec![frame(&[], &["carol"])]);
@@ -371,5 +393,28 @@ mod tests {
         assert!(presence.present("r").is_empty(), "forgotten");
         presence.local_joined("r", "alice");
         assert!(presence.flush().records[0].sync, "a new first member asks again");
+    }
+
+    #[test]
+    fn an_edge_cut_off_from_the_stream_drops_nobody_and_gives_the_others_a_full_ttl() {
+        let presence = Presence::new("a", Duration::from_secs(10));
+        presence.local_joined("r", "alice");
+        presence.apply(&update("b", &["bob"], &[], false), 1_000);
+        presence.apply(&update("a", &["alice"], &[], false), 2_000);
+        presence.flush();
+        // Nothing comes for a minute: this node is the one cut off.
+        assert_eq!(presence.expire(62_000), 0, "bob was not heard of, but neither was anyone");
+        // Back: its own record first, b's a moment later.
+        presence.apply(&update("a", &["alice"], &[], false), 62_000);
+        assert_eq!(presence.expire(63_000), 0, "b gets a full TTL");
+        presence.apply(&update("b", &["bob"], &[], false), 63_500);
+        assert!(presence.flush().frames.is_empty(), "bob never flickered");
+        // b is never heard again: bob goes a TTL after he was last named.
+        for at in [72_000, 82_000, 92_000, 102_000] {
+            presence.apply(&update("a", &["alice"], &[], false), at);
+        }
+        assert_eq!(presence.expire(93_500), 0);
+        assert_eq!(presence.expire(93_501), 1);
+        assert_eq!(presence.flush().frames, vec![frame(&[], &["bob"])]);
     }
 }

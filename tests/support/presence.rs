@@ -43,6 +43,26 @@ impl View {
         }
     }
 
+    /// Asserts that the view does not change for `quiet`: it has settled,
+    /// not just passed through the expected state. (A frame that repeats
+    /// what the view has, as the protocol allows around a join, is no change.)
+    pub async fn stays_for(&mut self, quiet: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(frame) = tokio::time::timeout_at(deadline, self.client.recv_type("presence")).await {
+            if frame["room"] != self.room.as_str() {
+                continue;
+            }
+            let (joined, left) = (names(&frame["joined"]), names(&frame["left"]));
+            assert!(
+                joined.is_subset(&self.users) && left.is_disjoint(&self.users),
+                "{} saw presence change again at {:?}: {frame}",
+                self.client.user,
+                self.users
+            );
+            self.frames.push(frame);
+        }
+    }
+
     /// How many frames had `user` in `left`.
     pub fn leaves(&self, user: &str) -> usize {
         self.frames.iter().filter(|f| names(&f["left"]).contains(user)).count()

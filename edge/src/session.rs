@@ -43,13 +43,14 @@ const REPLAY_CATCH_UP_ROUNDS: u32 = 3;
 const READ_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a connection until either side ends it.
-pub async fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot) {
+///
+/// The setup is done here, outside the connection's future, so that future
+/// holds only what the connection needs while it lives (an async fn's state
+/// would keep its arguments, the socket above all, to the end).
+pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot) -> impl Future<Output = ()> {
     let conn = state.next_conn_id();
     let span = tracing::info_span!("conn", conn, user = %claims.sub);
-    serve(state, socket, claims, slot, conn).instrument(span).await
-}
-
-async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserSlot, conn: u64) {
+    let _entered = span.enter();
     let (sink, stream) = socket.split();
     let config = &state.config;
     let (outbox, receiver) = Outbox::new(config.send_queue_frames, config.send_queue_bytes);
@@ -66,19 +67,26 @@ async fn serve(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: U
 
     let writer =
         tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval, config.close_timeout));
-    let mut session = Session::new(state.clone(), conn, claims, outbox.clone());
-    session.read_loop(stream).await;
-    // A position read just before the end is not lost to the window.
-    session.flush_reads(true).await;
+    let mut session = Session::new(state, conn, claims, outbox);
+    drop(_entered);
+    // A block, not an async fn: an async fn's state holds its arguments and
+    // its locals made from them, twice the session in every task.
+    async move {
+        session.read_loop(stream).await;
+        // A position read just before the end is not lost to the window.
+        Box::pin(session.flush_reads(true)).await;
 
-    outbox.closing().close(None);
-    state.events.disconnected(outbox.closing().reason());
-    if let Ok(dropped) = writer.await {
-        state.events.frames_dropped(dropped);
+        let (state, outbox) = (&session.state, &session.outbox);
+        outbox.closing().close(None);
+        state.events.disconnected(outbox.closing().reason());
+        if let Ok(dropped) = writer.await {
+            state.events.frames_dropped(dropped);
+        }
+        state.hub.unregister(session.conn, &session.rooms);
+        drop(slot);
+        tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
     }
-    state.hub.unregister(conn, &session.rooms);
-    drop(slot);
-    tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
+    .instrument(span)
 }
 
 /// Sends queued frames and pings; on close, sends the close frame with the
@@ -215,7 +223,7 @@ impl Session {
             let next = tokio::select! {
                 _ = closing.token.cancelled() => return,
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
-                    self.flush_reads(false).await;
+                    Box::pin(self.flush_reads(false)).await;
                     continue;
                 }
                 next = tokio::time::timeout(idle, stream.next()) => next,
@@ -229,7 +237,10 @@ impl Session {
                     }
                     return;
                 }
-                Ok(Some(Ok(Message::Text(text)))) => self.on_text(&text).await,
+                // Boxed: handling a frame awaits Kafka and SQL, whose futures
+                // are large; inline, every connection's task would be sized
+                // for them while it idles here (3.8 -> 1.x KiB a connection).
+                Ok(Some(Ok(Message::Text(text)))) => Box::pin(self.on_text(&text)).await,
                 Ok(Some(Ok(Message::Binary(_)))) => {
                     let (code, message) = match self.limiter.check() {
                         Ok(()) => (ErrorCode::BinaryFrame, "protocol v1 uses text frames only"),
@@ -276,10 +287,8 @@ impl Session {
         };
         match frame {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
-            // Boxed: a join awaits SQL queries whose futures are large, and
-            // inline they would size every idle connection's task for them.
             ClientFrame::Join { reference, room, since, epoch, presence } => {
-                Box::pin(self.join(reference, room, since, epoch, presence)).await
+                self.join(reference, room, since, epoch, presence).await
             }
             ClientFrame::Leave { reference, room } => {
                 self.flush_room_read(&room).await;

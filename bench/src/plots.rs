@@ -219,6 +219,7 @@ mod tests {
             name: "ceiling",
             idle_cpu_cores: None,
             idle: None,
+            warmup: None,
             steps,
             sustainable: Some((10_000.0, 1000.0)),
             latency: Some(report(500.0, 8.0)),

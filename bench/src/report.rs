@@ -15,6 +15,8 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
          after {:?} warm-up, p99 limit {} ms; latency run {:?} at half the sustainable rate; \
          persistence with {} connections in rooms of 1 offered {:?} msg/s for {:?} each. \
          Idle CPU: every process of the system with nothing connected, over {:?} after {:?} from its start. \
+         Before the fan-out steps each system runs {:.0} msg/s in {:?} windows until its CPU per delivery \
+         settles (two windows within {:.0}%, at most {:?}). \
          Driver and servers share this machine. Took {:.0?}.\n",
         plan.idle_connections,
         plan.fanout_connections,
@@ -29,6 +31,10 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         plan.persist_run,
         crate::scenarios::IDLE_CPU_WINDOW,
         crate::scenarios::IDLE_CPU_SETTLE,
+        plan.warm_rate,
+        plan.warm_window,
+        crate::scenarios::WARM_SETTLED * 100.0,
+        plan.warm_max,
         took
     );
     let _ = writeln!(
@@ -65,30 +71,76 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
     let find = |kind: SystemKind| results.iter().find(|r| r.system == kind);
     let (sio, ceiling) = (find(SystemKind::Socketio), find(SystemKind::Ceiling));
     let deliveries = |r: Option<&SystemResult>| r.and_then(|r| r.sustainable).map(|(d, _)| d);
-    let p99 = |r: Option<&SystemResult>| r.and_then(|r| r.latency.as_ref()).map(|l| l.p99_ms);
+    fn latency(r: Option<&SystemResult>) -> Option<&crate::driver::Report> {
+        r.and_then(|r| r.latency.as_ref())
+    }
+    let per_thousand = |r: Option<&SystemResult>| {
+        latency(r).filter(|l| l.deliveries_per_sec > 0.0).map(|l| l.server_cpu_cores * 1000.0 / l.deliveries_per_sec)
+    };
+    let rss = |r: Option<&SystemResult>| r.and_then(|r| r.idle.as_ref()).map(|i| i.rss_bytes_per_connection / 1024.0);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!(" ({:.2}× the ceiling's)", a / b),
+        _ => String::new(),
+    };
+    // The targets of the scale issue, for rooms of 10; the benchmark reports
+    // where each system stands and never fails on them.
     let _ = writeln!(s, "\n## Targets\n");
     for sb in [find(SystemKind::Switchboard), find(SystemKind::SwitchboardKafka)].into_iter().flatten() {
+        let embedded = sb.system == SystemKind::Switchboard;
         let _ = writeln!(s, "{}:\n", sb.name);
         if let (Some(a), Some(b)) = (deliveries(Some(sb)), deliveries(sio)) {
-            let _ = writeln!(s, "- deliveries/s vs Socket.IO: {:.2}× (target ≥ 3×)", a / b);
+            let target = if embedded { "≥ 1×" } else { "≥ 2×" };
+            let _ = writeln!(s, "- deliveries/s vs Socket.IO: {:.2}× (target {target})", a / b);
         }
         if let (Some(a), Some(c)) = (deliveries(Some(sb)), deliveries(ceiling)) {
-            let _ = writeln!(s, "- deliveries/s vs the bare ceiling: {:.2}× (target ≥ 0.5×)", a / c);
+            let target = if embedded { "" } else { " (target ≥ 0.75×)" };
+            let _ = writeln!(s, "- deliveries/s vs the bare ceiling: {:.2}×{target}", a / c);
         }
-        if let Some(a) = p99(Some(sb)) {
-            let vs = p99(sio).map(|b| format!(", Socket.IO {b:.1} ms")).unwrap_or_default();
-            let _ = writeln!(s, "- p99 at 50%: {a:.1} ms (target ≤ 25 ms and ≤ Socket.IO's{vs})");
+        if let Some(l) = latency(Some(sb)) {
+            let _ = writeln!(
+                s,
+                "- p50 / p99 at 50%: {:.1} / {:.1} ms (target ≤ 5 / ≤ 25 ms){}",
+                l.p50_ms,
+                l.p99_ms,
+                latency(sio).map(|b| format!("; Socket.IO {:.1} / {:.1} ms", b.p50_ms, b.p99_ms)).unwrap_or_default()
+            );
         }
-        if let Some(idle) = sb.idle.as_ref() {
-            let kib = idle.rss_bytes_per_connection / 1024.0;
-            let _ = writeln!(s, "- RSS per idle connection: {kib:.1} KiB (target ≤ 8 KiB)");
+        if let Some(c) = per_thousand(Some(sb)) {
+            let _ = writeln!(s, "- CPU-s per 1,000 deliveries at 50%: {c:.3}{}", ratio(Some(c), per_thousand(ceiling)));
+        }
+        if let Some(kib) = rss(Some(sb)) {
+            let _ = writeln!(
+                s,
+                "- RSS per idle connection: {kib:.1} KiB{} (target ≤ 4 KiB)",
+                ratio(Some(kib), rss(ceiling))
+            );
+        }
+        if let Some(c) = sb.idle_cpu_cores {
+            let target = if embedded { " (target < 0.02 cores)" } else { "" };
+            let _ = writeln!(s, "- idle CPU: {c:.3} cores{target}");
         }
         if let Some(p) = sb.persisted_per_sec {
-            let _ = writeln!(s, "- persisted: {p:.0} messages/s (target ≥ 20,000)");
+            let target = if embedded { "" } else { " (target ≥ 50,000)" };
+            let _ = writeln!(s, "- persisted: {p:.0} messages/s{target}");
         }
         let _ = writeln!(s);
     }
-    let _ = writeln!(s, "## Steps\n");
+    let _ = writeln!(s, "## Warm-up\n");
+    for r in results {
+        if let Some(w) = &r.warmup {
+            let windows: Vec<String> = w.windows.iter().map(|x| format!("{x:.3}")).collect();
+            let _ = writeln!(
+                s,
+                "- {}: {:.0} s at {:.0} msg/s, CPU-s per 1,000 deliveries {}{}",
+                r.name,
+                w.seconds,
+                w.rate,
+                windows.join(" → "),
+                if w.settled { "" } else { " (not settled)" }
+            );
+        }
+    }
+    let _ = writeln!(s, "\n## Steps\n");
     for r in results {
         let _ = writeln!(s, "{}:\n", r.name);
         let _ = writeln!(

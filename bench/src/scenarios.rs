@@ -44,7 +44,17 @@ pub struct Plan {
     /// steps are close enough to find where storing levels off.
     pub persist_rates: Vec<f64>,
     pub persist_run: Duration,
+    /// Before the fan-out steps, this send rate runs in windows of
+    /// `warm_window` until the CPU per delivery of two windows in a row
+    /// differs by at most [`WARM_SETTLED`] (a broker's JIT takes minutes), or
+    /// for at most `warm_max`.
+    pub warm_rate: f64,
+    pub warm_window: Duration,
+    pub warm_max: Duration,
 }
+
+/// Two warm-up windows whose CPU per delivery differ by at most this share have settled.
+pub const WARM_SETTLED: f64 = 0.10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +82,9 @@ impl Plan {
             persist_connections: 2_000,
             persist_rates: vec![12_000.0, 16_000.0, 20_000.0, 24_000.0],
             persist_run: Duration::from_secs(10),
+            warm_rate: 1_000.0,
+            warm_window: Duration::from_secs(5),
+            warm_max: Duration::from_secs(180),
         }
     }
 
@@ -84,6 +97,7 @@ impl Plan {
             latency_run: Duration::from_secs(3),
             persist_rates: vec![6_000.0],
             persist_run: Duration::from_secs(5),
+            warm_max: Duration::from_secs(20),
             ..Plan::full()
         }
     }
@@ -118,6 +132,7 @@ pub struct SystemResult {
     /// [`IDLE_CPU_SETTLE`] from its start.
     pub idle_cpu_cores: Option<f64>,
     pub idle: Option<Report>,
+    pub warmup: Option<Warmup>,
     pub steps: Vec<Step>,
     /// Deliveries/s of the best passing step, with its send rate.
     pub sustainable: Option<(f64, f64)>,
@@ -125,6 +140,17 @@ pub struct SystemResult {
     /// Best stored rate over the persistence runs.
     pub persisted_per_sec: Option<f64>,
     pub persistence: Vec<PersistRun>,
+}
+
+/// How the system warmed up before its fan-out steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct Warmup {
+    pub rate: f64,
+    /// CPU-seconds per 1,000 deliveries of each window, every process counted.
+    pub windows: Vec<f64>,
+    pub seconds: f64,
+    /// Whether the last two windows agreed within [`WARM_SETTLED`] (else `warm_max` ran out).
+    pub settled: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -159,6 +185,7 @@ pub async fn run_system(
         name: kind.name(),
         idle_cpu_cores: None,
         idle: None,
+        warmup: None,
         steps: Vec::new(),
         sustainable: None,
         latency: None,
@@ -339,13 +366,42 @@ fn protocol_name(protocol: crate::protocol::Protocol) -> String {
     protocol.to_possible_value().expect("every protocol has a name").get_name().to_owned()
 }
 
-/// Steps the send rate up until a step fails; the last good one is sustainable.
+/// Runs the warm-up rate until the system's CPU per delivery settles: a
+/// system measured cold (a broker's JIT above all) costs more per message
+/// than it will a few minutes later, and its figures would not reproduce.
+async fn warm_up(kind: SystemKind, plan: &Plan, system: &systems::System) -> anyhow::Result<Warmup> {
+    let started = Instant::now();
+    let mut windows: Vec<f64> = Vec::new();
+    let settled = |w: &[f64]| match w {
+        [.., a, b] => (a - b).abs() <= WARM_SETTLED * a.max(*b),
+        _ => false,
+    };
+    while !settled(&windows) && started.elapsed() < plan.warm_max {
+        let load = plan.load(&system.targets, plan.fanout_connections, plan.warm_rate, plan.warm_window);
+        let report = driver::run(system.codec.clone(), load, &system.pids, &format!("{} warm-up", kind.name())).await?;
+        windows.push(report.server_cpu_seconds * 1000.0 / report.delivered.max(1) as f64);
+    }
+    let warmup =
+        Warmup { rate: plan.warm_rate, settled: settled(&windows), windows, seconds: started.elapsed().as_secs_f64() };
+    println!(
+        "  warm-up at {:.0} msg/s: {:.0} s, CPU-s per 1,000 deliveries {} ({})",
+        warmup.rate,
+        warmup.seconds,
+        warmup.windows.iter().map(|w| format!("{w:.3}")).collect::<Vec<_>>().join(" -> "),
+        if warmup.settled { "settled" } else { "not settled: the time ran out" }
+    );
+    Ok(warmup)
+}
+
+/// Warms the system up, then steps the send rate up until a step fails;
+/// the last good one is sustainable.
 async fn fanout(
     kind: SystemKind,
     plan: &Plan,
     system: &systems::System,
     result: &mut SystemResult,
 ) -> anyhow::Result<()> {
+    result.warmup = Some(warm_up(kind, plan, system).await?);
     for &rate in &plan.rates {
         let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.step);
         let report =

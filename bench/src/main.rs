@@ -1,7 +1,7 @@
 //! `sbbench`: the benchmark.
 //!
 //!   sbbench all [--quick] [--systems ceiling,socketio,switchboard,switchboard-kafka]
-//!               [--scenarios idle,fanout,latency,persistence]
+//!               [--scenarios idle,fanout,latency,persistence,rooms]
 //!       start each system in turn, run every scenario, print the side-by-side
 //!       table and write bench/results/{results.json,summary.md}
 //!   sbbench drive --protocol ... --targets ... --rate ...
@@ -47,7 +47,7 @@ enum Command {
         quick: bool,
         #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard", "switchboard-kafka"])]
         systems: Vec<SystemKind>,
-        #[arg(long, value_enum, value_delimiter = ',', default_values = ["idle", "fanout", "latency", "persistence"])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["idle", "fanout", "latency", "persistence", "rooms"])]
         scenarios: Vec<Scenario>,
         /// Rate of the latency run; by default half of fan-out's sustainable rate.
         #[arg(long)]

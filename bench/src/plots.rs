@@ -225,6 +225,7 @@ mod tests {
             latency: Some(report(500.0, 8.0)),
             persisted_per_sec: None,
             persistence: Vec::new(),
+            rooms: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let written = write(dir.path(), &[result]).unwrap();

@@ -125,6 +125,48 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         }
         let _ = writeln!(s);
     }
+    if results.iter().any(|r| !r.rooms.is_empty()) {
+        let _ = writeln!(
+            s,
+            "## Room sizes\n\n{} connections in rooms of each size; the best passing step of deliveries/s \
+             (p99 ≤ {} ms, nothing missing), and its ratio to Socket.IO + Redis and to the bare ceiling.\n",
+            plan.room_connections, plan.p99_limit_ms
+        );
+        let _ = writeln!(
+            s,
+            "| system | room size | sustainable deliveries/s (at msg/s) | p50 / p99 | server CPU | vs Socket.IO | vs ceiling |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
+        let sweep_of = |kind: SystemKind, size: usize| {
+            find(kind)
+                .and_then(|r| r.rooms.iter().find(|w| w.room_size == size))
+                .and_then(|w| w.sustainable)
+                .map(|(d, _)| d)
+        };
+        for r in results {
+            for sweep in &r.rooms {
+                let best = sweep.best();
+                let sustainable =
+                    sweep.sustainable.map_or("none passed".into(), |(d, rate)| format!("{d:.0} ({rate:.1})"));
+                let latency = best.map_or("-".into(), |b| format!("{:.1} / {:.1} ms", b.p50_ms, b.p99_ms));
+                let cpu = best.map_or("-".into(), |b| format!("{:.2} cores", b.server_cpu_cores));
+                let d = sweep.sustainable.map(|(d, _)| d);
+                let vs = |other: Option<f64>| match (d, other) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {sustainable} | {latency} | {cpu} | {} | {} |",
+                    r.name,
+                    sweep.room_size,
+                    vs(sweep_of(SystemKind::Socketio, sweep.room_size)),
+                    vs(sweep_of(SystemKind::Ceiling, sweep.room_size))
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Warm-up\n");
     for r in results {
         if let Some(w) = &r.warmup {

@@ -51,6 +51,12 @@ pub struct Plan {
     pub warm_rate: f64,
     pub warm_window: Duration,
     pub warm_max: Duration,
+    /// The room-size sweep: this many connections in rooms of each size,
+    /// offered each of `room_deliveries` deliveries/s (the send rate is that
+    /// over the room size) until a step fails.
+    pub room_connections: usize,
+    pub room_sizes: Vec<usize>,
+    pub room_deliveries: Vec<f64>,
 }
 
 /// Two warm-up windows whose CPU per delivery differ by at most this share have settled.
@@ -63,6 +69,7 @@ pub enum Scenario {
     Fanout,
     Latency,
     Persistence,
+    Rooms,
 }
 
 impl Plan {
@@ -85,6 +92,9 @@ impl Plan {
             warm_rate: 1_000.0,
             warm_window: Duration::from_secs(5),
             warm_max: Duration::from_secs(180),
+            room_connections: 10_000,
+            room_sizes: vec![2, 10, 100, 1_000, 5_000],
+            room_deliveries: vec![10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0],
         }
     }
 
@@ -98,6 +108,9 @@ impl Plan {
             persist_rates: vec![6_000.0],
             persist_run: Duration::from_secs(5),
             warm_max: Duration::from_secs(20),
+            room_connections: 1_000,
+            room_sizes: vec![10, 100],
+            room_deliveries: vec![5_000.0, 10_000.0],
             ..Plan::full()
         }
     }
@@ -140,6 +153,23 @@ pub struct SystemResult {
     /// Best stored rate over the persistence runs.
     pub persisted_per_sec: Option<f64>,
     pub persistence: Vec<PersistRun>,
+    pub rooms: Vec<RoomSweep>,
+}
+
+/// One room size of the sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomSweep {
+    pub room_size: usize,
+    pub steps: Vec<Step>,
+    /// Deliveries/s of the best passing step, with its send rate.
+    pub sustainable: Option<(f64, f64)>,
+}
+
+impl RoomSweep {
+    /// The best passing step.
+    pub fn best(&self) -> Option<&Report> {
+        self.steps.iter().filter(|s| s.passed).map(|s| &s.report).next_back()
+    }
 }
 
 /// How the system warmed up before its fan-out steps.
@@ -191,6 +221,7 @@ pub async fn run_system(
         latency: None,
         persisted_per_sec: None,
         persistence: Vec::new(),
+        rooms: Vec::new(),
     };
     if selection.has(Scenario::Idle) {
         let system = start(kind, paths).await?;
@@ -228,6 +259,15 @@ pub async fn run_system(
                 println!("  latency: no rate (no fan-out step passed and no --latency-rate)")
             }
             _ => {}
+        }
+    }
+    if selection.has(Scenario::Rooms) {
+        let system = start(kind, paths).await?;
+        if result.warmup.is_none() {
+            result.warmup = Some(warm_up(kind, plan, &system).await?);
+        }
+        for &room_size in &plan.room_sizes {
+            result.rooms.push(room_sweep(kind, plan, &system, room_size).await?);
         }
     }
     if selection.has(Scenario::Persistence) && kind.persists() {
@@ -427,6 +467,43 @@ async fn fanout(
         }
     }
     Ok(())
+}
+
+/// Steps the deliveries/s up in rooms of `room_size` (the same connections
+/// throughout) until a step fails.
+async fn room_sweep(
+    kind: SystemKind,
+    plan: &Plan,
+    system: &systems::System,
+    room_size: usize,
+) -> anyhow::Result<RoomSweep> {
+    let connections = plan.room_connections.min(system.max_connections);
+    let mut sweep = RoomSweep { room_size, steps: Vec::new(), sustainable: None };
+    for &deliveries in &plan.room_deliveries {
+        let rate = deliveries / room_size as f64;
+        let mut load = plan.load(&system.targets, connections, rate, plan.step);
+        load.room_size = room_size;
+        let label = format!("{} rooms of {room_size} at {rate}/s", kind.name());
+        let report = driver::run(system.codec.clone(), load, &system.pids, &label).await?;
+        let why_not = verdict(&report, plan.p99_limit_ms);
+        println!(
+            "  rooms of {room_size:>5}, {rate:>8.1} msg/s: {:>9.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms, cpu {:.2} cores{}",
+            report.deliveries_per_sec,
+            report.p50_ms,
+            report.p99_ms,
+            report.server_cpu_cores,
+            why_not.as_ref().map(|w| format!("  -> stop: {w}")).unwrap_or_default()
+        );
+        let passed = why_not.is_none();
+        if passed {
+            sweep.sustainable = Some((report.deliveries_per_sec, rate));
+        }
+        sweep.steps.push(Step { report, passed, why_not });
+        if !passed {
+            break;
+        }
+    }
+    Ok(sweep)
 }
 
 /// Why a step does not count as sustainable, if it does not.

@@ -94,7 +94,7 @@ impl Plan {
             warm_max: Duration::from_secs(180),
             room_connections: 10_000,
             room_sizes: vec![2, 10, 100, 1_000, 5_000],
-            room_deliveries: vec![10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0],
+            room_deliveries: vec![2_500.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0],
         }
     }
 

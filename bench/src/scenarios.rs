@@ -442,30 +442,10 @@ async fn fanout(
     result: &mut SystemResult,
 ) -> anyhow::Result<()> {
     result.warmup = Some(warm_up(kind, plan, system).await?);
-    for &rate in &plan.rates {
-        let load = plan.load(&system.targets, plan.fanout_connections, rate, plan.step);
-        let report =
-            driver::run(system.codec.clone(), load, &system.pids, &format!("{} {rate}/s", kind.name())).await?;
-        let why_not = verdict(&report, plan.p99_limit_ms);
-        println!(
-            "  {rate:>6} msg/s: {:>9.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms, errors {}, missing {}, cpu {:.2} cores{}",
-            report.deliveries_per_sec,
-            report.p50_ms,
-            report.p99_ms,
-            report.errors,
-            report.expected_deliveries.saturating_sub(report.delivered),
-            report.server_cpu_cores,
-            why_not.as_ref().map(|w| format!("  -> stop: {w}")).unwrap_or_default()
-        );
-        let passed = why_not.is_none();
-        if passed {
-            result.sustainable = Some((report.deliveries_per_sec, rate));
-        }
-        result.steps.push(Step { report, passed, why_not });
-        if !passed {
-            break;
-        }
-    }
+    let loads = plan.rates.iter().map(|&rate| {
+        (format!("{rate:>6} msg/s"), plan.load(&system.targets, plan.fanout_connections, rate, plan.step))
+    });
+    (result.steps, result.sustainable) = step_up(kind, plan, system, loads).await?;
     Ok(())
 }
 
@@ -478,32 +458,49 @@ async fn room_sweep(
     room_size: usize,
 ) -> anyhow::Result<RoomSweep> {
     let connections = plan.room_connections.min(system.max_connections);
-    let mut sweep = RoomSweep { room_size, steps: Vec::new(), sustainable: None };
-    for &deliveries in &plan.room_deliveries {
+    let loads = plan.room_deliveries.iter().map(|&deliveries| {
         let rate = deliveries / room_size as f64;
         let mut load = plan.load(&system.targets, connections, rate, plan.step);
         load.room_size = room_size;
-        let label = format!("{} rooms of {room_size} at {rate}/s", kind.name());
-        let report = driver::run(system.codec.clone(), load, &system.pids, &label).await?;
+        (format!("rooms of {room_size:>5}, {rate:>8.1} msg/s"), load)
+    });
+    let (steps, sustainable) = step_up(kind, plan, system, loads).await?;
+    Ok(RoomSweep { room_size, steps, sustainable })
+}
+
+/// Runs the loads in turn until one fails; returns the steps run and the
+/// deliveries/s of the last passing one, with its send rate.
+async fn step_up(
+    kind: SystemKind,
+    plan: &Plan,
+    system: &systems::System,
+    loads: impl Iterator<Item = (String, Load)>,
+) -> anyhow::Result<(Vec<Step>, Option<(f64, f64)>)> {
+    let (mut steps, mut sustainable) = (Vec::new(), None);
+    for (label, load) in loads {
+        let rate = load.rate;
+        let report = driver::run(system.codec.clone(), load, &system.pids, &format!("{} {label}", kind.name())).await?;
         let why_not = verdict(&report, plan.p99_limit_ms);
         println!(
-            "  rooms of {room_size:>5}, {rate:>8.1} msg/s: {:>9.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms, cpu {:.2} cores{}",
+            "  {label}: {:>9.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms, errors {}, missing {}, cpu {:.2} cores{}",
             report.deliveries_per_sec,
             report.p50_ms,
             report.p99_ms,
+            report.errors,
+            report.expected_deliveries.saturating_sub(report.delivered),
             report.server_cpu_cores,
             why_not.as_ref().map(|w| format!("  -> stop: {w}")).unwrap_or_default()
         );
         let passed = why_not.is_none();
         if passed {
-            sweep.sustainable = Some((report.deliveries_per_sec, rate));
+            sustainable = Some((report.deliveries_per_sec, rate));
         }
-        sweep.steps.push(Step { report, passed, why_not });
+        steps.push(Step { report, passed, why_not });
         if !passed {
             break;
         }
     }
-    Ok(sweep)
+    Ok((steps, sustainable))
 }
 
 /// Why a step does not count as sustainable, if it does not.

@@ -788,13 +788,16 @@ class Conn:
         assert pong == {"type": "pong", "ref": ref}, pong
         return pong
 
-    def join(self, room: str, since: int | None = None, epoch: int | None = None, timeout: float = 10) -> dict:
+    def join(self, room: str, since: int | None = None, epoch: int | None = None, timeout: float = 10,
+             presence: bool | None = None) -> dict:
         ref = new_ref("j")
         frame: dict[str, Any] = {"type": "join", "ref": ref, "room": room}
         if since is not None:
             frame["since"] = since
         if epoch is not None:
             frame["epoch"] = epoch
+        if presence is not None:
+            frame["presence"] = presence
         self.send_json(frame)
         joined = self.reply(ref, timeout)
         assert joined["type"] == "joined", f"{self.label}: join {room} answered {joined}"

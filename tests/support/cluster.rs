@@ -514,8 +514,26 @@ fn replace_database(url: &str, database: &str) -> String {
     format!("{base}/{database}")
 }
 
+/// A loopback port for a process to listen on, chosen below the kernel's
+/// ephemeral range (32768–60999 on Linux). A port the kernel hands out for
+/// `:0` is also one it may hand to an outgoing connection (a Kafka client's)
+/// before the process binds it ("Address already in use"); ports below the
+/// range are only ever taken by listeners, and each test process walks its
+/// own sequence of them.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % u32::from(SPAN);
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) * 17;
+        let port = LOW + ((start + step) % u32::from(SPAN)) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {

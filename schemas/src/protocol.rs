@@ -234,7 +234,8 @@ pub struct MessageFrame {
     pub sender: String,
     pub sender_name: String,
     pub body: String,
-    /// Server time the message was stored, in milliseconds since the Unix epoch.
+    /// When the edge took the `send`, in milliseconds since the Unix epoch (by
+    /// that edge's clock): the same every time the message is read or replayed.
     pub sent_at: i64,
 }
 

@@ -57,15 +57,31 @@ export interface SwitchboardOptions {
   maxQueuedSends?: number;
   /** `history` requests not answered within this are rejected with `timeout` (ms, default 15,000). */
   requestTimeoutMs?: number;
+  /**
+   * Where the browser says it went offline or online (`window` by default,
+   * where there is one; `null`: ignore). On `offline` the client drops the
+   * socket at once (it would otherwise hang until TCP gives up) and waits;
+   * on `online` it reconnects at once, without backoff.
+   */
+  networkEvents?: NetworkEvents | null;
   /** The source of randomness for jitter (tests make it deterministic). */
   random?: () => number;
+}
+
+/** `window`, or anything that fires `online` and `offline` events. */
+export interface NetworkEvents {
+  addEventListener(type: "online" | "offline", listener: () => void): void;
+  removeEventListener(type: "online" | "offline", listener: () => void): void;
 }
 
 export interface ClientEvents {
   state: (state: ConnectionState) => void;
   /** Every welcome: the first connection and each reconnect. */
   connected: (welcome: Welcome) => void;
-  /** The socket closed; `reconnectInMs` is `null` when the client will not reconnect on its own. */
+  /**
+   * The socket closed; `reconnectInMs` is `null` when no retry is scheduled:
+   * the client is closed, or the browser is offline (it reconnects on `online`).
+   */
   disconnected: (info: { code: number; reason: string; reconnectInMs: number | null }) => void;
   /** Errors that answer no call of the app: an unreadable frame's, a token provider's, a fatal close. */
   error: (error: SwitchboardError) => void;
@@ -106,7 +122,13 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
   private readonly urls: readonly string[];
   private readonly WS: WebSocketConstructor;
   private readonly random: () => number;
-  private readonly opts: Required<Omit<SwitchboardOptions, "urls" | "token" | "WebSocket" | "reconnect" | "random">>;
+  private readonly opts: Required<
+    Omit<SwitchboardOptions, "urls" | "token" | "WebSocket" | "reconnect" | "random" | "networkEvents">
+  >;
+  private readonly network: NetworkEvents | null;
+  private offline = false;
+  private readonly onOffline = () => this.wentOffline();
+  private readonly onOnline = () => this.cameOnline();
   private current: ConnectionState = "idle";
   private socket: WebSocketLike | null = null;
   private welcome: Welcome | undefined;
@@ -152,6 +174,13 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     };
     // Spread clients over the edges from the start.
     this.urlIndex = Math.floor(this.random() * this.urls.length);
+    const win = (globalThis as { window?: Partial<NetworkEvents> }).window;
+    this.network =
+      options.networkEvents !== undefined
+        ? options.networkEvents
+        : typeof win?.addEventListener === "function"
+          ? (win as NetworkEvents)
+          : null;
   }
 
   get state(): ConnectionState {
@@ -183,7 +212,11 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     if (this.current === "connecting" || this.current === "connected" || this.current === "reconnecting") return;
     this.closing = false;
     this.attempt = 0;
-    void this.open();
+    this.network?.addEventListener("offline", this.onOffline);
+    this.network?.addEventListener("online", this.onOnline);
+    this.offline = (globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false && this.network !== null;
+    if (this.offline) this.setState("connecting");
+    else void this.open();
   }
 
   /**
@@ -193,6 +226,8 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
   close(): void {
     this.closing = true;
     clearTimeout(this.reconnectTimer);
+    this.network?.removeEventListener("offline", this.onOffline);
+    this.network?.removeEventListener("online", this.onOnline);
     const socket = this.socket;
     if (socket) this.dropSocket(socket, 1000, "closed by the client");
     for (const s of [...this.sends]) this.finishSend(s, new SwitchboardError("closed", "the client was closed", s.clientId));
@@ -406,8 +441,27 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.retryLater(code, reason);
   }
 
+  private wentOffline(): void {
+    if (this.closing || this.offline) return;
+    this.offline = true;
+    clearTimeout(this.reconnectTimer);
+    this.generation += 1; // a connect waiting for its token gives up
+    const socket = this.socket;
+    if (socket) this.dropSocket(socket, 4000, "offline");
+    this.setState(this.everWelcomed ? "reconnecting" : "connecting");
+    this.emit("disconnected", { code: 4000, reason: "the browser is offline", reconnectInMs: null });
+  }
+
+  private cameOnline(): void {
+    if (this.closing || !this.offline) return;
+    this.offline = false;
+    this.attempt = 0;
+    if (!this.socket) void this.open();
+  }
+
   private retryLater(code: number, reason: string): void {
     let delay: number;
+    if (this.offline) return; // `online` reconnects
     if (this.options.reconnect === false) {
       this.setState("closed");
       this.emit("disconnected", { code, reason, reconnectInMs: null });

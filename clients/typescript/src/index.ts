@@ -2,6 +2,7 @@ export { type BackoffOptions, backoffCap, backoffDelay, DEFAULT_BACKOFF } from "
 export {
   type ClientEvents,
   type ConnectionState,
+  type NetworkEvents,
   Switchboard,
   type SwitchboardOptions,
   type WebSocketConstructor,

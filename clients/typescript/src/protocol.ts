@@ -221,7 +221,8 @@ export interface MessageFrame {
   sender: string;
   sender_name: string;
   /**
-   * Server time the message was stored, in milliseconds since the Unix epoch.
+   * When the edge took the `send`, in milliseconds since the Unix epoch (by
+   * that edge's clock): the same every time the message is read or replayed.
    */
   sent_at: number;
   /**

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { Switchboard, type MessageFrame, type Room } from "../../src/index.js";
-import { type Embedded, Proxy, startEmbedded, until } from "./embedded.js";
+import { type Embedded, Proxy, startEmbedded, until } from "../support/embedded.js";
 
 let server: Embedded;
 const clients: Switchboard[] = [];

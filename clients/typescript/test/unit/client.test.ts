@@ -114,6 +114,30 @@ describe("connection", () => {
     expect(FakeSocket.all).toHaveLength(2);
   });
 
+  it("drops the socket when the browser goes offline, waits, and reconnects at once when it is back", async () => {
+    const network = new EventTarget();
+    const sb = client({ networkEvents: network, random: () => 0.9 });
+    const socket = await connected(sb);
+    const delays: (number | null)[] = [];
+    sb.on("disconnected", (d) => delays.push(d.reconnectInMs));
+    network.dispatchEvent(new Event("offline"));
+    expect(socket.closedWith?.code).toBe(4000);
+    expect(sb.state).toBe("reconnecting");
+    expect(delays).toEqual([null]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeSocket.all).toHaveLength(1); // no attempt while offline
+    network.dispatchEvent(new Event("online"));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(FakeSocket.all).toHaveLength(2); // at once, no backoff
+    FakeSocket.last().welcome();
+    expect(sb.state).toBe("connected");
+    sb.close();
+    network.dispatchEvent(new Event("online"));
+    network.dispatchEvent(new Event("offline"));
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(FakeSocket.all).toHaveLength(2);
+  });
+
   it("close() stops for good and rejects what waits", async () => {
     const sb = client();
     const socket = await connected(sb);

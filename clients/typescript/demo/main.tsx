@@ -21,22 +21,39 @@ function App() {
   );
 }
 
-function Login({ onLogin }: { onLogin: (who: { user: string; name: string }) => void }) {
-  const [name, setName] = useState("");
+/** A sidebar form of one text field and its button; `id` and `action` are their test ids. */
+function OneField(props: {
+  label: string;
+  id: string;
+  button: string;
+  action: string;
+  initial?: string;
+  onSubmit: (value: string) => void;
+}) {
+  const [value, setValue] = useState(props.initial ?? "");
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    const display = name.trim() || "guest";
+    props.onSubmit(value.trim());
+  };
+  return (
+    <form className="field" onSubmit={submit}>
+      <label>
+        {props.label} <input data-testid={props.id} size={14} value={value} onChange={(e) => setValue(e.target.value)} />
+      </label>
+      <button data-testid={props.action}>{props.button}</button>
+    </form>
+  );
+}
+
+function Login({ onLogin }: { onLogin: (who: { user: string; name: string }) => void }) {
+  const login = (name: string) => {
+    const display = name || "guest";
     const user = display.toLowerCase().replace(/[^a-z0-9_.:-]/g, "-").slice(0, 64) || "guest";
     onLogin({ user, name: display });
   };
   return (
     <aside>
-      <form onSubmit={submit} style={{ display: "block", border: 0, padding: 0 }}>
-        <label>
-          Your name <input data-testid="name" size={14} value={name} onChange={(e) => setName(e.target.value)} />
-        </label>
-        <button data-testid="connect">Connect</button>
-      </form>
+      <OneField label="Your name" id="name" button="Connect" action="connect" onSubmit={login} />
     </aside>
   );
 }
@@ -47,10 +64,7 @@ function Chat() {
   const [rooms, setRooms] = useState<string[]>([]);
   const [current, setCurrent] = useState<string | null>(null);
   const [unread, setUnread] = useState<Record<string, number>>({});
-  const [newRoom, setNewRoom] = useState("lobby");
-  const join = (e: FormEvent) => {
-    e.preventDefault();
-    const room = newRoom.trim();
+  const join = (room: string) => {
     if (!room) return;
     if (!rooms.includes(room)) setRooms([...rooms, room]);
     setCurrent(room);
@@ -61,12 +75,7 @@ function Chat() {
         <div data-testid="status">
           {state === "connected" ? `connected as ${client.user} to ${client.node}` : state}
         </div>
-        <form onSubmit={join} style={{ display: "block", border: 0, padding: 0 }}>
-          <label>
-            Join room <input data-testid="room" size={14} value={newRoom} onChange={(e) => setNewRoom(e.target.value)} />
-          </label>
-          <button data-testid="join">Join</button>
-        </form>
+        <OneField label="Join room" id="room" button="Join" action="join" initial="lobby" onSubmit={join} />
         <h4>Rooms</h4>
         {rooms.map((r) => (
           <div key={r} className={`room${r === current ? " active" : ""}`} onClick={() => setCurrent(r)}>

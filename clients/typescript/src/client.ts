@@ -1,6 +1,6 @@
 import { type BackoffOptions, backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
-import { SwitchboardError } from "./errors.js";
+import { SwitchboardError, type SwitchboardErrorCode } from "./errors.js";
 import type { ClientFrame, Limits, ServerFrame } from "./protocol.js";
 import { type HistoryPage, Room, type RoomHost, type RoomOptions, type Sent } from "./room.js";
 
@@ -133,7 +133,6 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
   private socket: WebSocketLike | null = null;
   private welcome: Welcome | undefined;
   private welcomed = false;
-  private everWelcomed = false;
   private closing = false;
   private generation = 0;
   private attempt = 0;
@@ -230,7 +229,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.network?.removeEventListener("online", this.onOnline);
     const socket = this.socket;
     if (socket) this.dropSocket(socket, 1000, "closed by the client");
-    for (const s of [...this.sends]) this.finishSend(s, new SwitchboardError("closed", "the client was closed", s.clientId));
+    this.failSends(null, "closed", "the client was closed");
     this.setState("closed");
   }
 
@@ -253,9 +252,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
 
   /** @internal */
   wantLeave(room: Room): Promise<void> {
-    for (const s of this.sends.filter((s) => s.room === room)) {
-      this.finishSend(s, new SwitchboardError("not_joined", `left ${room.name}`, s.clientId));
-    }
+    this.failSends(room, "not_joined", `left ${room.name}`);
     if (!this.welcomed) return Promise.resolve();
     return new Promise((resolve) => {
       const ref = this.nextRef("l");
@@ -320,9 +317,8 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     state.pending = Math.max(state.pending ?? 0, seq);
     if (state.timer) return;
     const wait = state.sentAt + READ_EVERY_MS - Date.now();
+    const s = state;
     const flush = () => {
-      const s = this.reads.get(room.name);
-      if (!s) return;
       s.timer = undefined;
       if (s.pending === undefined || !this.welcomed || !room.wanted) return; // sent again on rejoin (see onJoined)
       this.transmit({ type: "read", ref: this.nextRef("r"), room: room.name, seq: s.pending });
@@ -351,6 +347,11 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
 
   // -- the connection ---------------------------------------------------------
 
+  /** The state while no socket is welcomed: before the first welcome, or after one. */
+  private waiting(): ConnectionState {
+    return this.welcome ? "reconnecting" : "connecting";
+  }
+
   private setState(state: ConnectionState): void {
     if (this.current === state) return;
     this.current = state;
@@ -359,7 +360,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
 
   private async open(): Promise<void> {
     clearTimeout(this.reconnectTimer);
-    this.setState(this.everWelcomed ? "reconnecting" : "connecting");
+    this.setState(this.waiting());
     const generation = ++this.generation;
     let token: string;
     try {
@@ -388,7 +389,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.connectTimer = setTimeout(() => {
       if (this.socket === socket && !this.welcomed) {
         this.dropSocket(socket, 4000, "no welcome in time");
-        this.onClosed(socket, 4000, `no welcome within ${this.opts.connectTimeoutMs} ms`, true);
+        this.afterClose(4000, `no welcome within ${this.opts.connectTimeoutMs} ms`);
       }
     }, this.opts.connectTimeoutMs);
   }
@@ -426,13 +427,18 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.sendsByRef.clear();
   }
 
-  private onClosed(socket: WebSocketLike, code: number, reason: string, alreadyDropped = false): void {
-    if (!alreadyDropped && this.socket !== socket) return;
-    if (this.socket === socket) this.forgetSocket();
+  private onClosed(socket: WebSocketLike, code: number, reason: string): void {
+    if (this.socket !== socket) return;
+    this.forgetSocket();
+    this.afterClose(code, reason);
+  }
+
+  /** What follows the loss of the current socket: stop for good, or retry. */
+  private afterClose(code: number, reason: string): void {
     if (this.closing) return;
     if (FATAL_CLOSE.has(code)) {
       const error = new SwitchboardError("closed", `the server closed the connection with ${code} (${reason || "no reason"}): reconnecting would repeat it`);
-      for (const s of [...this.sends]) this.finishSend(s, new SwitchboardError("closed", error.message, s.clientId));
+      this.failSends(null, "closed", error.message);
       this.setState("closed");
       this.emit("disconnected", { code, reason, reconnectInMs: null });
       this.emit("error", error);
@@ -448,7 +454,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.generation += 1; // a connect waiting for its token gives up
     const socket = this.socket;
     if (socket) this.dropSocket(socket, 4000, "offline");
-    this.setState(this.everWelcomed ? "reconnecting" : "connecting");
+    this.setState(this.waiting());
     this.emit("disconnected", { code: 4000, reason: "the browser is offline", reconnectInMs: null });
   }
 
@@ -474,7 +480,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
       delay = backoffDelay(this.attempt++, this.options.reconnect, this.random);
     }
     this.urlIndex += 1;
-    this.setState(this.everWelcomed ? "reconnecting" : "connecting");
+    this.setState(this.waiting());
     this.emit("disconnected", { code, reason, reconnectInMs: delay });
     this.reconnectTimer = setTimeout(() => void this.open(), delay);
   }
@@ -529,9 +535,7 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
       case "removed": {
         const room = this.rooms.get(frame.room);
         if (!room) return;
-        for (const s of this.sends.filter((s) => s.room === room)) {
-          this.finishSend(s, new SwitchboardError("removed", `removed from ${room.name}`, s.clientId));
-        }
+        this.failSends(room, "removed", `removed from ${room.name}`);
         room.onRemoved();
         return;
       }
@@ -557,7 +561,6 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     clearTimeout(this.connectTimer);
     this.welcome = frame;
     this.welcomed = true;
-    this.everWelcomed = true;
     this.attempt = 0;
     this.tokens = this.burst();
     this.refilledAt = Date.now();
@@ -578,11 +581,10 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
       pending.ref = undefined;
       if (RETRYABLE.has(frame.code)) {
         // Same client_id again after a pause: stored once whatever happened to the first try.
-        const delay = Math.max(backoffDelay(pending.tries++, this.options.reconnect || {}, this.random), this.frameGapMs());
         pending.retryTimer = setTimeout(() => {
           pending.retryTimer = undefined;
           if (this.welcomed && this.sends.includes(pending)) this.transmitSend(pending);
-        }, delay);
+        }, this.retryDelay(pending.tries++));
         return;
       }
       this.finishSend(pending, new SwitchboardError(frame.code, frame.message, pending.clientId));
@@ -594,10 +596,9 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
       if (request.kind === "join") {
         const { room, tries } = request;
         if (RETRYABLE.has(frame.code)) {
-          const delay = Math.max(backoffDelay(tries, this.options.reconnect || {}, this.random), this.frameGapMs());
           setTimeout(() => {
             if (this.welcomed && room.wanted) this.transmitJoin(room, tries + 1);
-          }, delay);
+          }, this.retryDelay(tries));
         } else if (frame.code !== "already_joined") {
           room.onJoinRefused(error);
         }
@@ -636,6 +637,13 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     this.pump();
   }
 
+  /** Rejects every waiting send (of `room`, or all with `null`) with `code`. */
+  private failSends(room: Room | null, code: SwitchboardErrorCode, message: string): void {
+    for (const s of this.sends.filter((s) => room === null || s.room === room)) {
+      this.finishSend(s, new SwitchboardError(code, message, s.clientId));
+    }
+  }
+
   private finishSend(pending: PendingSend, error: SwitchboardError | undefined, sent?: Sent): void {
     const i = this.sends.indexOf(pending);
     if (i < 0) return;
@@ -663,8 +671,9 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
     return Math.max(1, (this.welcome?.limits.rate_burst ?? 40) - 2);
   }
 
-  private frameGapMs(): number {
-    return Math.ceil(1000 / this.rate());
+  /** The pause before retry number `tries` of a refused send or join: backoff, and never under one frame's slot. */
+  private retryDelay(tries: number): number {
+    return Math.max(backoffDelay(tries, this.options.reconnect || {}, this.random), Math.ceil(1000 / this.rate()));
   }
 
   private pump(): void {
@@ -691,8 +700,10 @@ export class Switchboard extends Emitter<ClientEvents> implements RoomHost {
   }
 }
 
+const encoder = new TextEncoder();
+
 function utf8Length(text: string): number {
-  return new TextEncoder().encode(text).length;
+  return encoder.encode(text).length;
 }
 
 /** 16 random bytes as hex: crypto.getRandomValues works in Node 20 and in every browser context (randomUUID needs a secure one). */

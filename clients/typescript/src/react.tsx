@@ -27,10 +27,38 @@ export type SwitchboardProviderProps = { children?: ReactNode } & (
   | (SwitchboardOptions & { client?: undefined })
 );
 
-// Work that a StrictMode remount undoes: a close (or leave) scheduled by an
-// effect's cleanup runs only if no effect took the thing back meanwhile.
-const pendingClose = new WeakMap<Switchboard, ReturnType<typeof setTimeout>>();
-const roomUsers = new WeakMap<Switchboard, Map<string, { count: number; leave?: ReturnType<typeof setTimeout> }>>();
+/**
+ * Reference counts whose last release acts on the next tick, unless a hold
+ * comes first: StrictMode unmounts and remounts every effect at once, and
+ * that must neither close the connection nor leave and rejoin a room.
+ */
+class Holds<K> {
+  private readonly held = new Map<K, { count: number; release?: ReturnType<typeof setTimeout> }>();
+
+  hold(key: K): void {
+    const entry = this.held.get(key) ?? { count: 0 };
+    clearTimeout(entry.release);
+    entry.release = undefined;
+    entry.count += 1;
+    this.held.set(key, entry);
+  }
+
+  release(key: K, action: () => void): void {
+    const entry = this.held.get(key);
+    if (!entry) return;
+    entry.count -= 1;
+    if (entry.count > 0) return;
+    entry.release = setTimeout(() => {
+      this.held.delete(key);
+      action();
+    }, 0);
+  }
+}
+
+/** Providers holding a client (the last one's unmount closes a client it made). */
+const clientHolds = new Holds<Switchboard>();
+/** Components in a room (the last one's unmount leaves it). */
+const roomHolds = new Holds<Room>();
 
 /**
  * Holds one connection for the components below it. Given options, it
@@ -58,12 +86,9 @@ export function SwitchboardProvider(props: SwitchboardProviderProps): ReactNode 
   });
   const owned = !props.client;
   useEffect(() => {
-    clearTimeout(pendingClose.get(client));
-    pendingClose.delete(client);
+    clientHolds.hold(client);
     client.connect();
-    return () => {
-      if (owned) pendingClose.set(client, setTimeout(() => client.close(), 0));
-    };
+    return () => clientHolds.release(client, () => owned && client.close());
   }, [client, owned]);
   return <Context.Provider value={client}>{props.children}</Context.Provider>;
 }
@@ -143,7 +168,7 @@ export function useRoom(name: string, options: UseRoomOptions = {}): RoomView {
   useEffect(() => {
     const room = client.room(name, { presence: options.presence === true });
     roomRef.current = room;
-    retain(client, name);
+    roomHolds.hold(room);
     let live = true;
     let joinedOnce = false;
     const typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -228,7 +253,7 @@ export function useRoom(name: string, options: UseRoomOptions = {}): RoomView {
       live = false;
       for (const off of offs) off();
       for (const t of typingTimers.values()) clearTimeout(t);
-      release(client, name);
+      roomHolds.release(room, () => void room.leave());
     };
   }, [client, name, options.presence, pageSize, typingTimeoutMs]);
 
@@ -254,30 +279,6 @@ export function useRoom(name: string, options: UseRoomOptions = {}): RoomView {
   }, [oldest, pageSize]);
 
   return { messages, send, typing, sendTyping, presence, reads, ...position, read, loadOlder, hasMore, recovered, joined, error };
-}
-
-function retain(client: Switchboard, name: string): void {
-  let rooms = roomUsers.get(client);
-  if (!rooms) {
-    rooms = new Map();
-    roomUsers.set(client, rooms);
-  }
-  const entry = rooms.get(name) ?? { count: 0 };
-  clearTimeout(entry.leave);
-  entry.leave = undefined;
-  entry.count += 1;
-  rooms.set(name, entry);
-}
-
-function release(client: Switchboard, name: string): void {
-  const entry = roomUsers.get(client)?.get(name);
-  if (!entry) return;
-  entry.count -= 1;
-  if (entry.count > 0) return;
-  entry.leave = setTimeout(() => {
-    roomUsers.get(client)?.delete(name);
-    void client.room(name).leave();
-  }, 0);
 }
 
 /** `held` and `more` as one list in seq order, each seq once. */

@@ -55,8 +55,6 @@ export interface RoomEvents {
   reset: (epoch: number) => void;
   /** The user was removed from this private room; the room is left for good. */
   removed: () => void;
-  /** An error about this room that answers no call of the app (e.g. a send refused after its ack). */
-  error: (error: SwitchboardError) => void;
 }
 
 /** What a room needs from its client (implemented by `Switchboard`). */
@@ -166,8 +164,7 @@ export class Room extends Emitter<RoomEvents> {
    */
   markRead(seq: number): void {
     if (seq <= this.readSeq || !this.wanted) return;
-    this.readSeq = seq;
-    this.unread = Math.max(0, (this.lastSeq ?? 0) - seq);
+    this.moveRead(seq);
     this.host.read(this, seq);
   }
 
@@ -243,10 +240,7 @@ export class Room extends Emitter<RoomEvents> {
 
   /** @internal */
   onRead(user: string, seq: number): void {
-    if (user === this.host.user && seq > this.readSeq) {
-      this.readSeq = seq;
-      this.unread = Math.max(0, (this.lastSeq ?? 0) - seq);
-    }
+    if (user === this.host.user && seq > this.readSeq) this.moveRead(seq);
     this.emit("read", user, seq);
   }
 
@@ -268,9 +262,9 @@ export class Room extends Emitter<RoomEvents> {
     this.emit("removed");
   }
 
-  /** @internal */
-  onError(error: SwitchboardError): void {
-    this.emit("error", error);
+  private moveRead(seq: number): void {
+    this.readSeq = seq;
+    this.unread = Math.max(0, (this.lastSeq ?? 0) - seq);
   }
 
   private failJoin(error: SwitchboardError): void {

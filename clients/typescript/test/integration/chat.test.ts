@@ -31,12 +31,6 @@ function connect(user: string, url: string): Switchboard {
   return client;
 }
 
-async function proxy(edge: 0 | 1): Promise<{ proxy: Proxy; url: string }> {
-  const p = new Proxy(server.ws[edge]);
-  proxies.push(p);
-  return { proxy: p, url: await p.start() };
-}
-
 /** Joins and records every message the app is given. */
 async function joined(client: Switchboard, name: string): Promise<{ room: Room; got: MessageFrame[] }> {
   const room = client.room(name);
@@ -48,6 +42,16 @@ async function joined(client: Switchboard, name: string): Promise<{ room: Room; 
 
 let rooms = 0;
 const roomName = (what: string) => `sdk-${what}-${process.pid}-${++rooms}`;
+
+/** Alice on the first edge through a proxy that can cut her connection, Bob straight to the second, both in a new room. */
+async function cuttableChat(what: string) {
+  const cutter = new Proxy(server.ws[0]);
+  proxies.push(cutter);
+  const alice = connect("alice", await cutter.start());
+  const bob = connect("bob", server.ws[1]);
+  const name = roomName(what);
+  return { cutter, alice, a: await joined(alice, name), b: await joined(bob, name) };
+}
 
 describe("the SDK against the embedded default", () => {
   it("two clients on the two edges chat both ways", async () => {
@@ -72,12 +76,7 @@ describe("the SDK against the embedded default", () => {
   });
 
   it("a send whose connection is cut before its ack is stored once and delivered once", async () => {
-    const name = roomName("cut");
-    const { proxy: cutter, url } = await proxy(0);
-    const alice = connect("alice", url);
-    const bob = connect("bob", server.ws[1]);
-    const a = await joined(alice, name);
-    const b = await joined(bob, name);
+    const { cutter, alice, a, b } = await cuttableChat("cut");
     const connections: string[] = [];
     alice.on("connected", (w) => connections.push(w.node));
 
@@ -104,12 +103,7 @@ describe("the SDK against the embedded default", () => {
   });
 
   it("a reconnect resumes with exactly the messages missed, in order", async () => {
-    const name = roomName("resume");
-    const { proxy: cutter, url } = await proxy(0);
-    const alice = connect("alice", url);
-    const bob = connect("bob", server.ws[1]);
-    const a = await joined(alice, name);
-    const b = await joined(bob, name);
+    const { cutter, alice, a, b } = await cuttableChat("resume");
     const rejoins: boolean[] = [];
     a.room.on("joined", (j) => rejoins.push(j.recovered));
 

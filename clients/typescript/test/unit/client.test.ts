@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Switchboard, type SwitchboardOptions } from "../../src/client.js";
 import { SwitchboardError } from "../../src/errors.js";
+import type { Joined } from "../../src/room.js";
 import type { MessageFrame } from "../../src/protocol.js";
 import { FakeSocket, LIMITS, message } from "./fake-socket.js";
 
@@ -21,6 +22,15 @@ async function connected(sb: Switchboard, user = "alice"): Promise<FakeSocket> {
   const socket = FakeSocket.last();
   socket.welcome(user);
   return socket;
+}
+
+/** Connects, joins room "r" and answers the join with `joined` (a new, empty room by default). */
+async function inRoom(sb: Switchboard, joined: Partial<Joined> = {}, user = "alice") {
+  const socket = await connected(sb, user);
+  const room = sb.room("r");
+  void room.join();
+  socket.answerJoin(joined);
+  return { socket, room };
 }
 
 beforeEach(() => {
@@ -78,10 +88,7 @@ describe("connection", () => {
 
   it("on 1009 surfaces the error and does not loop; queued sends are rejected", async () => {
     const sb = client();
-    const socket = await connected(sb);
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0 });
+    const { socket, room } = await inRoom(sb);
     const sent = room.send("hello");
     const errors: SwitchboardError[] = [];
     sb.on("error", (e) => errors.push(e));
@@ -161,7 +168,7 @@ describe("rooms: resume and dedupe", () => {
     const got: number[] = [];
     room.on("message", (m: MessageFrame) => got.push(m.seq));
     const joined = room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 7, last_seq: 3, recovered: true, read_seq: 0, unread: 3 });
+    socket.answerJoin({ epoch: 7, last_seq: 3, unread: 3 });
     await expect(joined).resolves.toMatchObject({ last_seq: 3 });
     expect(socket.of("join")[0]).not.toHaveProperty("since");
     socket.receive(message("r", 4));
@@ -173,7 +180,7 @@ describe("rooms: resume and dedupe", () => {
     socket.welcome();
     const rejoin = socket.of("join")[0]!;
     expect(rejoin).toMatchObject({ room: "r", since: 5, epoch: 7 });
-    socket.receive({ type: "joined", ref: rejoin.ref, room: "r", epoch: 7, last_seq: 8, recovered: true, read_seq: 0, unread: 8 });
+    socket.answerJoin({ epoch: 7, last_seq: 8, unread: 8 });
     for (const seq of [5, 6, 7, 8]) socket.receive(message("r", seq)); // 5 again: overlap with live
     socket.receive(message("r", 8));
     expect(got).toEqual([4, 5, 6, 7, 8]);
@@ -187,14 +194,14 @@ describe("rooms: resume and dedupe", () => {
     room.on("joined", (j) => events.push(`joined recovered=${j.recovered}`));
     room.on("message", (m) => events.push(`m${m.seq}`));
     void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 10, recovered: true, read_seq: 0, unread: 0 });
+    socket.answerJoin({ last_seq: 10 });
     socket.receive(message("r", 11));
     socket.serverClose(1006);
     await vi.advanceTimersByTimeAsync(0);
     socket = FakeSocket.last();
     socket.welcome();
     // The history was reset meanwhile: another epoch, seqs from 1 again.
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 2, last_seq: 2, recovered: false, read_seq: 0, unread: 2 });
+    socket.answerJoin({ epoch: 2, last_seq: 2, recovered: false, unread: 2 });
     socket.receive(message("r", 1));
     socket.receive(message("r", 2));
     expect(events).toEqual(["joined recovered=true", "m11", "joined recovered=false", "m1", "m2"]);
@@ -210,7 +217,7 @@ describe("rooms: resume and dedupe", () => {
     room.on("message", (m) => got.push(`m${m.seq}`));
     room.on("reset", (e) => got.push(`reset ${e}`));
     void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 5, recovered: true, read_seq: 0, unread: 0 });
+    socket.answerJoin({ last_seq: 5 });
     socket.receive(message("r", 6));
     socket.receive({ type: "reset", room: "r", epoch: 2 });
     socket.receive(message("r", 1));
@@ -223,7 +230,7 @@ describe("rooms: resume and dedupe", () => {
     const room = sb.room("r", { presence: true });
     void room.join();
     expect(socket.of("join")[0]).toMatchObject({ presence: true });
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0, present: ["alice", "bob"] });
+    socket.answerJoin({ present: ["alice", "bob"] });
     socket.receive({ type: "presence", room: "r", joined: ["carol"], left: ["bob"] });
     expect([...room.presentUsers].sort()).toEqual(["alice", "carol"]);
     socket.serverClose(1006);
@@ -232,7 +239,7 @@ describe("rooms: resume and dedupe", () => {
     socket.welcome();
     const changes: unknown[] = [];
     room.on("presence", (_, change) => changes.push(change));
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0, present: ["alice", "dave"] });
+    socket.answerJoin({ present: ["alice", "dave"] });
     expect(changes).toEqual([{ joined: ["dave"], left: ["carol"] }]);
   });
 
@@ -250,10 +257,7 @@ describe("rooms: resume and dedupe", () => {
 
   it("removed: the room's sends are rejected and it is not rejoined", async () => {
     const sb = client();
-    const socket = await connected(sb);
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0 });
+    const { socket, room } = await inRoom(sb);
     const sent = room.send("x");
     let removed = 0;
     room.on("removed", () => removed++);
@@ -265,14 +269,6 @@ describe("rooms: resume and dedupe", () => {
 });
 
 describe("sending", () => {
-  async function inRoom(sb: Switchboard) {
-    const socket = await connected(sb);
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0 });
-    return { socket, room };
-  }
-
   it("re-sends an unacknowledged send after a reconnect with the same client_id, after the rejoin", async () => {
     const sb = client();
     const { socket, room } = await inRoom(sb);
@@ -379,10 +375,7 @@ describe("sending", () => {
 describe("reads and typing", () => {
   it("sends at most one read per room per second, the highest seq, and repeats it after a rejoin if the server lacks it", async () => {
     const sb = client();
-    let socket = await connected(sb);
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 10, recovered: true, read_seq: 2, unread: 8 });
+    let { socket, room } = await inRoom(sb, { last_seq: 10, read_seq: 2, unread: 8 });
     room.markRead(3);
     room.markRead(5);
     room.markRead(4); // lower: ignored
@@ -394,16 +387,13 @@ describe("reads and typing", () => {
     await vi.advanceTimersByTimeAsync(1000);
     socket = FakeSocket.last();
     socket.welcome();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 10, recovered: true, read_seq: 5, unread: 5 });
+    socket.answerJoin({ last_seq: 10, read_seq: 5, unread: 5 });
     expect(socket.of("read").map((f) => f.seq)).toEqual([9]);
   });
 
   it("another connection's read of this user moves the room's read position", async () => {
     const sb = client();
-    const socket = await connected(sb, "alice");
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 10, recovered: true, read_seq: 2, unread: 8 });
+    const { socket, room } = await inRoom(sb, { last_seq: 10, read_seq: 2, unread: 8 }, "alice");
     socket.receive({ type: "read", room: "r", user: "alice", seq: 10 });
     expect(room.readSeq).toBe(10);
     expect(room.unread).toBe(0);
@@ -411,10 +401,7 @@ describe("reads and typing", () => {
 
   it("typing is sent at most every 2 s and other users' typing is told", async () => {
     const sb = client();
-    const socket = await connected(sb, "alice");
-    const room = sb.room("r");
-    void room.join();
-    socket.receive({ type: "joined", ref: socket.of("join")[0]!.ref, room: "r", epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0 });
+    const { socket, room } = await inRoom(sb, {}, "alice");
     room.typing();
     room.typing();
     await vi.advanceTimersByTimeAsync(2000);

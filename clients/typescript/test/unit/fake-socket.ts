@@ -3,6 +3,7 @@
 // integration tests (test/integration) use the real server instead.
 import type { ClientFrame, ServerFrame } from "../../src/protocol.js";
 import type { WebSocketLike } from "../../src/client.js";
+import type { Joined } from "../../src/room.js";
 
 export const LIMITS = { max_frame_bytes: 16384, max_body_bytes: 4096, rate_per_second: 20, rate_burst: 40, max_replay: 500 };
 
@@ -40,6 +41,14 @@ export class FakeSocket implements WebSocketLike {
   /** The server speaks. */
   receive(frame: ServerFrame): void {
     this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+
+  /** Answers this socket's join of `room` ("r" unless given) with `joined`; defaults: a new, empty room. */
+  answerJoin(fields: Partial<Joined> = {}): void {
+    const room = fields.room ?? "r";
+    const join = this.of("join").find((f) => f.room === room);
+    if (!join) throw new Error(`no join of ${room} on this socket: ${JSON.stringify(this.sent)}`);
+    this.receive({ type: "joined", ref: join.ref, room, epoch: 1, last_seq: 0, recovered: true, read_seq: 0, unread: 0, ...fields });
   }
 
   welcome(user = "alice", node = "edge-1"): void {

@@ -141,6 +141,15 @@ impl KafkaConfig {
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        // librdkafka doubles the wait between attempts to reach a broker up
+        // to 10 s by default, so after a broker restart each client came
+        // back at its own time within those 10 s: one edge's producer
+        // several seconds after the other edges heard again, long enough for
+        // them to drop its users from presence (the outage test with 1 s
+        // refreshes). At most 1 s (+50% jitter) between attempts, every
+        // client is back within about a second of the broker; an attempt a
+        // second per broker during an outage costs nothing.
+        config.set("reconnect.backoff.max.ms", "1000");
         let security = &self.security;
         config.set("security.protocol", security.protocol.name());
         if let Some(sasl) = &security.sasl {

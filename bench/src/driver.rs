@@ -7,6 +7,7 @@
 //! coordinated-omission correction: a stalled server cannot hide its stall
 //! by slowing the driver down.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,8 @@ pub struct Report {
     pub server_cpu_seconds: f64,
     /// Server CPU per second of the measured window (1.0 = one core busy).
     pub server_cpu_cores: f64,
+    /// The same, per server process name (two edges are one `edge` entry).
+    pub server_cpu_split: BTreeMap<String, f64>,
     pub server_rss_kib_before: u64,
     pub server_rss_kib_connected: u64,
     pub rss_bytes_per_connection: f64,
@@ -170,6 +173,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
 
     let total = load.warmup + load.duration;
     let cpu_at_window;
+    let split_at_window;
     if load.rate > 0.0 {
         let bar = ProgressBar::new(total.as_secs()).with_style(
             ProgressStyle::with_template("{prefix:>24} {bar:30} {pos}/{len}s {msg}").expect("progress template"),
@@ -177,6 +181,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         bar.set_prefix(label.to_owned());
         tokio::time::sleep_until(epoch + load.warmup).await;
         cpu_at_window = procstat::total(pids).cpu_seconds;
+        split_at_window = procstat::by_name(pids);
         while Instant::now() < epoch + total {
             tokio::time::sleep(Duration::from_millis(250)).await;
             bar.set_position(epoch.elapsed().as_secs().min(total.as_secs()));
@@ -193,8 +198,10 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         // Idle: hold the connections a moment so memory settles.
         tokio::time::sleep(Duration::from_secs(2)).await;
         cpu_at_window = procstat::total(pids).cpu_seconds;
+        split_at_window = BTreeMap::new();
     }
     let end = procstat::total(pids);
+    let split_at_end = if load.rate > 0.0 { procstat::by_name(pids) } else { BTreeMap::new() };
     // The larger of right after connecting and after the run: memory may settle late.
     let rss_connected = at_connect.max(end.rss_kib);
 
@@ -229,6 +236,10 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         max_ms: merged.all.max() as f64 / 1000.0,
         server_cpu_seconds: end.cpu_seconds - before.cpu_seconds,
         server_cpu_cores: if load.rate > 0.0 { (end.cpu_seconds - cpu_at_window) / seconds } else { 0.0 },
+        server_cpu_split: split_at_end
+            .iter()
+            .map(|(name, cpu)| (name.clone(), (cpu - split_at_window.get(name).unwrap_or(cpu)) / seconds))
+            .collect(),
         server_rss_kib_before: before.rss_kib,
         server_rss_kib_connected: rss_connected,
         rss_bytes_per_connection: (rss_connected.saturating_sub(before.rss_kib) * 1024) as f64

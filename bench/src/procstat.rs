@@ -1,5 +1,7 @@
 //! CPU time and resident memory of server processes, read from /proc.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -39,6 +41,33 @@ pub fn total(pids: &[u32]) -> Sample {
     })
 }
 
+/// CPU seconds of each process in `pids` (with its children), summed by
+/// the process's name: the split of a system's CPU between its parts
+/// (edges, persister, router, broker, database), for the capacity model.
+pub fn by_name(pids: &[u32]) -> BTreeMap<String, f64> {
+    let mut split = BTreeMap::new();
+    for &pid in pids {
+        let mut tree = vec![pid];
+        tree.extend(children(&[pid]));
+        let cpu: f64 = tree.iter().filter_map(|&p| sample(p)).map(|s| s.cpu_seconds).sum();
+        *split.entry(name(pid)).or_insert(0.0) += cpu;
+    }
+    split
+}
+
+/// What a process is called in reports: its command name, and the main
+/// class for a Java process (the Kafka broker is `java`).
+fn name(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned();
+    if comm == "java" {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("kafka.Kafka") {
+            return "kafka".into();
+        }
+    }
+    if comm.is_empty() { format!("pid {pid}") } else { comm }
+}
+
 /// Processes whose parent is one of `pids`.
 fn children(pids: &[u32]) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -59,6 +88,16 @@ mod tests {
     fn counts_children() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         assert!(super::children(&[std::process::id()]).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn splits_by_name_with_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let split = super::by_name(&[std::process::id(), child.id()]);
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert!(split.contains_key("sleep"), "{split:?}");
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -167,6 +167,25 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         }
         let _ = writeln!(s);
     }
+    if results.iter().any(|r| r.latency.is_some()) {
+        let _ = writeln!(
+            s,
+            "## Where the CPU goes\n\nCores per process at the latency run (half the sustainable rate; processes \
+             of one name summed, e.g. two edges), and CPU-s per 1,000 deliveries of each.\n"
+        );
+        for r in results {
+            if let Some(l) = &r.latency {
+                let per_thousand = |cores: f64| cores * 1000.0 / l.deliveries_per_sec.max(1.0);
+                let parts: Vec<String> = l
+                    .server_cpu_split
+                    .iter()
+                    .map(|(name, cores)| format!("{name} {cores:.2} ({:.3})", per_thousand(*cores)))
+                    .collect();
+                let _ = writeln!(s, "- {} at {:.0} msg/s: {}", r.name, l.rate_target, parts.join(", "));
+            }
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Warm-up\n");
     for r in results {
         if let Some(w) = &r.warmup {
@@ -228,4 +247,9 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         }
     }
     s
+}
+
+/// Cores per process name, for a line of output: `edge 0.41, kafka 0.30`.
+pub fn split(cores: &std::collections::BTreeMap<String, f64>) -> String {
+    cores.iter().map(|(name, c)| format!("{name} {c:.2}")).collect::<Vec<_>>().join(", ")
 }

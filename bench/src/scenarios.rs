@@ -81,6 +81,7 @@ impl Plan {
             payload: 128,
             rates: vec![
                 250.0, 500.0, 1_000.0, 2_000.0, 4_000.0, 6_000.0, 8_000.0, 10_000.0, 12_000.0, 16_000.0, 24_000.0,
+                32_000.0, 48_000.0,
             ],
             warmup: Duration::from_secs(2),
             step: Duration::from_secs(5),
@@ -94,7 +95,9 @@ impl Plan {
             warm_max: Duration::from_secs(180),
             room_connections: 10_000,
             room_sizes: vec![2, 10, 100, 1_000, 5_000],
-            room_deliveries: vec![2_500.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0],
+            room_deliveries: vec![
+                2_500.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0, 640_000.0,
+            ],
         }
     }
 
@@ -250,8 +253,11 @@ pub async fn run_system(
                 let report =
                     driver::run(system.codec.clone(), load, &system.pids, &format!("{} latency", kind.name())).await?;
                 println!(
-                    "  latency at {rate:.0} msg/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms",
-                    report.p50_ms, report.p99_ms, report.p999_ms
+                    "  latency at {rate:.0} msg/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms; cores: {}",
+                    report.p50_ms,
+                    report.p99_ms,
+                    report.p999_ms,
+                    crate::report::split(&report.server_cpu_split)
                 );
                 result.latency = Some(report);
             }
@@ -262,10 +268,12 @@ pub async fn run_system(
         }
     }
     if selection.has(Scenario::Rooms) {
+        // A fresh start is warmed up again (a just-started broker costs
+        // seconds of CPU and latency): without it the first room size, rooms
+        // of 2, was measured on a cold system.
         let system = start(kind, paths).await?;
-        if result.warmup.is_none() {
-            result.warmup = Some(warm_up(kind, plan, &system).await?);
-        }
+        let warmup = warm_up(kind, plan, &system).await?;
+        result.warmup.get_or_insert(warmup);
         for &room_size in &plan.room_sizes {
             result.rooms.push(room_sweep(kind, plan, &system, room_size).await?);
         }

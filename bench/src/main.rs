@@ -55,6 +55,9 @@ enum Command {
         /// Room sizes of the `rooms` sweep, instead of the plan's (2, 10, 100, 1000, 5000).
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
         room_sizes: Vec<u64>,
+        /// Edge processes of Switchboard on Kafka + PostgreSQL.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        edges: u16,
         /// Where results.json and summary.md go.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
@@ -172,11 +175,12 @@ async fn main() -> anyhow::Result<()> {
     // Up to the hard limit, for the driver and for the servers it starts.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match Cli::parse().command {
-        Command::All { quick, systems, scenarios, latency_rate, room_sizes, out, bin_dir } => {
+        Command::All { quick, systems, scenarios, latency_rate, room_sizes, edges, out, bin_dir } => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let bin_dir = bin_dir.unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().to_path_buf());
             let paths = Paths { work: root.join(".work/bench"), root, bin_dir };
             let mut plan = if quick { Plan::quick() } else { Plan::full() };
+            plan.edges = edges.into();
             if !room_sizes.is_empty() {
                 plan.room_sizes = room_sizes.into_iter().map(|n| n as usize).collect();
             }

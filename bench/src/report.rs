@@ -17,6 +17,7 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
          Idle CPU: every process of the system with nothing connected, over {:?} after {:?} from its start. \
          Before the fan-out steps each system runs {:.0} msg/s in {:?} windows until its CPU per delivery \
          settles (two windows within {:.0}%, at most {:?}). \
+         Switchboard on Kafka + PostgreSQL runs {} edge processes. \
          Driver and servers share this machine. Took {:.0?}.\n",
         plan.idle_connections,
         plan.fanout_connections,
@@ -35,6 +36,7 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         plan.warm_window,
         crate::scenarios::WARM_SETTLED * 100.0,
         plan.warm_max,
+        plan.edges,
         took
     );
     let _ = writeln!(

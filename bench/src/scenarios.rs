@@ -56,6 +56,9 @@ pub struct Plan {
     /// over the room size) until a step fails.
     pub room_connections: usize,
     pub room_sizes: Vec<usize>,
+    /// Edge processes of Switchboard on Kafka + PostgreSQL (the connections
+    /// are spread over them; the embedded default always has two).
+    pub edges: usize,
     pub room_deliveries: Vec<f64>,
 }
 
@@ -95,6 +98,7 @@ impl Plan {
             warm_max: Duration::from_secs(180),
             room_connections: 10_000,
             room_sizes: vec![2, 10, 100, 1_000, 5_000],
+            edges: 2,
             room_deliveries: vec![
                 2_500.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0, 640_000.0,
             ],
@@ -227,7 +231,7 @@ pub async fn run_system(
         rooms: Vec::new(),
     };
     if selection.has(Scenario::Idle) {
-        let system = start(kind, paths).await?;
+        let system = start(kind, plan, paths).await?;
         let cores = idle_cpu(&system.pids).await;
         println!("  idle CPU with nothing connected: {cores:.3} cores");
         result.idle_cpu_cores = Some(cores);
@@ -242,7 +246,7 @@ pub async fn run_system(
     }
     if selection.has(Scenario::Fanout) || selection.has(Scenario::Latency) {
         // A fresh start, so idle connections' memory and state do not weigh on the rest.
-        let system = start(kind, paths).await?;
+        let system = start(kind, plan, paths).await?;
         if selection.has(Scenario::Fanout) {
             fanout(kind, plan, &system, &mut result).await?;
         }
@@ -271,7 +275,7 @@ pub async fn run_system(
         // A fresh start is warmed up again (a just-started broker costs
         // seconds of CPU and latency): without it the first room size, rooms
         // of 2, was measured on a cold system.
-        let system = start(kind, paths).await?;
+        let system = start(kind, plan, paths).await?;
         let warmup = warm_up(kind, plan, &system).await?;
         result.warmup.get_or_insert(warmup);
         for &room_size in &plan.room_sizes {
@@ -281,7 +285,7 @@ pub async fn run_system(
     if selection.has(Scenario::Persistence) && kind.persists() {
         for &rate in &plan.persist_rates {
             // A fresh start each time: an earlier run's backlog would count as this one's.
-            let system = start(kind, paths).await?;
+            let system = start(kind, plan, paths).await?;
             let url = system.database.clone().expect("a persisting system names its database");
             let mut load = plan.load(&system.targets, plan.persist_connections, rate, plan.persist_run);
             load.room_size = 1;
@@ -385,8 +389,8 @@ async fn idle(kind: SystemKind, plan: &Plan, system: &systems::System) -> anyhow
 /// Starts a system and, for Switchboard, waits until a message comes
 /// through: a broker that has just started takes a while to elect its
 /// group coordinators, and that would count against the first step.
-async fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<systems::System> {
-    let system = systems::start(kind, paths)?;
+async fn start(kind: SystemKind, plan: &Plan, paths: &Paths) -> anyhow::Result<systems::System> {
+    let system = systems::start(kind, plan.edges, paths)?;
     if kind.persists() {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {

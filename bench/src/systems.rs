@@ -87,10 +87,15 @@ const ONE_PROCESS_CONNECTIONS: usize = 19_500;
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 
-pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
+/// The first edge's port of Switchboard on Kafka + PostgreSQL; the others follow.
+const KAFKA_EDGE_PORT: u16 = 17031;
+
+/// Starts a system; Switchboard on Kafka + PostgreSQL with `edges` edge processes.
+pub fn start(kind: SystemKind, edges: usize, paths: &Paths) -> anyhow::Result<System> {
     std::fs::create_dir_all(&paths.work)?;
+    let edge_ports = (0..edges).map(|i| KAFKA_EDGE_PORT + i as u16);
     // A leftover server on one of our ports would be measured instead of ours.
-    for port in [17001, 17011, 17012, 16379, 17021, 17022, 17031, 17032] {
+    for port in [17001, 17011, 17012, 16379, 17021, 17022].into_iter().chain(edge_ports.clone()) {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!("port {port} is taken by another process; stop it first");
         }
@@ -211,7 +216,8 @@ pub fn start(kind: SystemKind, paths: &Paths) -> anyhow::Result<System> {
             let bin = |name: &str| paths.bin_dir.join(name);
             spawn(&mut system, Command::new(bin("persister")).args(&common).env("RUST_LOG", &log_level), "persister")?;
             spawn(&mut system, Command::new(bin("router")).args(&common[..2]).env("RUST_LOG", &log_level), "router")?;
-            for (node, port) in [("edge-1", 17031), ("edge-2", 17032)] {
+            for (i, port) in edge_ports.enumerate() {
+                let node = &format!("edge-{}", i + 1);
                 let pid = spawn(
                     &mut system,
                     Command::new(bin("edge"))

@@ -19,24 +19,19 @@ ROUTER_OPS=127.0.0.1:28399
 router_metric() { metric "switchboard_router_$1_total" "$ROUTER_OPS"; }
 
 for count in $COUNTS; do
-    run=()
     database DB "edges_${STAMP}_$count"
     export SB_TOPIC_PREFIX="edges${STAMP}n$count"
-    "$BIN/sbctl" topics --partitions 4 --replication 1 >/dev/null
-    "$BIN/sbctl" migrate --database-url "$DB" >/dev/null
-    "$BIN/router" --ops-listen "$ROUTER_OPS" >"$WORK/router.log" 2>&1 &
-    run+=($!)
-    "$BIN/persister" --database-url "$DB" --migrate=false --ops-listen 127.0.0.1:0 >"$WORK/persister.log" 2>&1 &
-    run+=($!)
+    workers 4 "$DB" "$WORK" "$ROUTER_OPS"
+    run=("$ROUTER" "$PERSISTER")
     targets=()
     for i in $(seq "$count"); do
         # A small pool each: 16 edges of the default 8 would pass PostgreSQL's 100 connections.
         "$BIN/edge" --node-id "edge-$i" --listen "127.0.0.1:$((28300 + i))" --database-url "$DB" \
             --database-max-connections 3 >"$WORK/edge-$i.log" 2>&1 &
         run+=($!)
+        pids+=($!)
         targets+=("127.0.0.1:$((28300 + i))")
     done
-    pids+=("${run[@]}")
     for target in "${targets[@]}"; do wait_ready "$target"; done
     watched="$(IFS=,; echo "${run[*]},$(cat .work/kafka/kafka.pid),$(scripts/postgres.sh pid)")"
     drive() {

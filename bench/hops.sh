@@ -30,15 +30,12 @@ export SB_JWT_SECRET="hops-bench-secret-0123456789abcdef"
 export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
 export OTEL_BSP_SCHEDULE_DELAY=200
 
-"$BIN/sbctl" topics --partitions 12 --replication 1 >/dev/null
-"$BIN/sbctl" migrate --database-url "$DB" >/dev/null
-"$BIN/router" --ops-listen 127.0.0.1:0 >"$WORK/router.log" 2>&1 &
-router=$!
-"$BIN/persister" --database-url "$DB" --migrate=false --ops-listen 127.0.0.1:0 >"$WORK/persister.log" 2>&1 &
-persister=$!
+workers 12 "$DB" "$WORK"
+router=$ROUTER
+persister=$PERSISTER
 "$BIN/edge" --node-id hops-edge --listen 127.0.0.1:28290 --database-url "$DB" >"$WORK/edge.log" 2>&1 &
 edge=$!
-pids+=("$router" "$persister" "$edge")
+pids+=("$edge")
 wait_ready 127.0.0.1:28290
 sleep 3
 

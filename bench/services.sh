@@ -4,7 +4,7 @@
 # processes listed in `pids`, deletes the run's topics (SB_TOPIC_PREFIX),
 # drops the databases made with `database`, and stops the services it
 # started. Sets ROOT, BIN, PSQL, URL and STAMP; defines `database`,
-# `cpu_seconds`, `metric` and `wait_ready`.
+# `workers`, `cpu_seconds`, `metric` and `wait_ready`.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 pids=()
@@ -39,6 +39,20 @@ database() {
     "$PSQL" "$URL" -X -q -c "CREATE DATABASE $2" >/dev/null
     databases+=("$2")
     printf -v "$1" '%s' "${URL%/*}/$2"
+}
+
+# workers PARTITIONS DB LOGS [ROUTER_OPS]: creates the run's topics
+# (SB_TOPIC_PREFIX) with PARTITIONS partitions and the schema in DB, starts
+# a router and a persister logging to LOGS, and sets ROUTER and PERSISTER
+# to their process ids (killed at exit with the rest of `pids`).
+workers() {
+    "$BIN/sbctl" topics --partitions "$1" --replication 1 >/dev/null
+    "$BIN/sbctl" migrate --database-url "$2" >/dev/null
+    "$BIN/router" --ops-listen "${4:-127.0.0.1:0}" >"$3/router.log" 2>&1 &
+    ROUTER=$!
+    "$BIN/persister" --database-url "$2" --migrate=false --ops-listen 127.0.0.1:0 >"$3/persister.log" 2>&1 &
+    PERSISTER=$!
+    pids+=("$ROUTER" "$PERSISTER")
 }
 
 # cpu_seconds PID...: the CPU time (user + system) the processes have used, in seconds.

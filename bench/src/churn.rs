@@ -2,11 +2,15 @@
 //! fixed rate, each a user of its own, while the room's other members are
 //! held open elsewhere (`sbbench hold`, see bench/presence.sh). Each one
 //! connects, joins, stays a moment and disconnects: one join and one leave
-//! for everyone in the room to hear of.
+//! for everyone in the room to hear of. The soak scenario churns over many
+//! rooms at once: connection i joins `rooms[i % rooms.len()]`, or, with
+//! `half_alone`, every other one a room of its own that nobody uses again
+//! (a new route for the edge and the routers, then a room abandoned).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -18,23 +22,27 @@ const FIRST_USER: usize = 10_000_000;
 
 #[derive(Clone, Debug)]
 pub struct Churn {
-    pub room: String,
+    pub rooms: Vec<String>,
     /// Connections coming (and going) per second.
     pub rate: f64,
     pub duration: Duration,
     /// How long each stays in the room.
     pub stay: Duration,
+    /// Every other connection joins a new room of its own instead.
+    pub half_alone: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ChurnReport {
     pub came_and_went: usize,
     pub failed: usize,
 }
 
-pub async fn run(codec: Codec, load: Load, churn: Churn) -> ChurnReport {
+pub async fn run(codec: Codec, load: Load, churn: Churn) -> anyhow::Result<ChurnReport> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let (codec, load, room) = (Arc::new(codec), Arc::new(load), Arc::new(churn.room));
+    anyhow::ensure!(!churn.rooms.is_empty(), "churn needs a room");
+    let (codec, load, rooms) = (Arc::new(codec), Arc::new(load), Arc::new(churn.rooms));
+    let (stay, half_alone) = (churn.stay, churn.half_alone);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / churn.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + churn.duration;
@@ -49,10 +57,11 @@ pub async fn run(codec: Codec, load: Load, churn: Churn) -> ChurnReport {
         if Instant::now() >= end {
             break;
         }
-        let (codec, load, room) = (codec.clone(), load.clone(), room.clone());
+        let (codec, load, rooms) = (codec.clone(), load.clone(), rooms.clone());
         running.spawn(async move {
+            let room = if half_alone && i % 2 == 1 { format!("alone-{i}") } else { rooms[i % rooms.len()].clone() };
             let Some(mut ws) = driver::open(i, &codec, &load, &room).await else { return false };
-            tokio::time::sleep(churn.stay).await;
+            tokio::time::sleep(stay).await;
             let _ = ws.close(None).await;
             true
         });
@@ -63,5 +72,5 @@ pub async fn run(codec: Codec, load: Load, churn: Churn) -> ChurnReport {
     while let Some(done) = running.join_next().await {
         tally(done);
     }
-    report
+    Ok(report)
 }

@@ -51,6 +51,8 @@ pub struct Report {
     /// Sends whose intended time fell in the measured window.
     pub sent: u64,
     pub accepted: u64,
+    /// Every ack, in the window or not (the soak checks each one is stored).
+    pub acked: u64,
     pub errors: u64,
     pub delivered: u64,
     pub expected_deliveries: u64,
@@ -83,6 +85,7 @@ struct Shared {
     window: (u64, u64),
     sent: AtomicU64,
     accepted: AtomicU64,
+    acked: AtomicU64,
     errors: AtomicU64,
     delivered: AtomicU64,
     connect_failures: AtomicU64,
@@ -148,6 +151,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         window,
         sent: AtomicU64::new(0),
         accepted: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         connect_failures: AtomicU64::new(0),
@@ -223,6 +227,7 @@ pub async fn run(mut codec: Codec, load: Load, pids: &[u32], label: &str) -> any
         rate_target: load.rate,
         sent,
         accepted: shared.accepted.load(Ordering::Relaxed),
+        acked: shared.acked.load(Ordering::Relaxed),
         errors: shared.errors.load(Ordering::Relaxed),
         delivered: shared.delivered.load(Ordering::Relaxed),
         expected_deliveries: sent * load.room_size as u64,
@@ -341,6 +346,7 @@ async fn connection(
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Incoming::Ack => {
+                shared.acked.fetch_add(1, Ordering::Relaxed);
                 let now_us = shared.epoch.elapsed().as_micros() as u64;
                 if now_us >= shared.window.0 && now_us < shared.window.1 {
                     shared.accepted.fetch_add(1, Ordering::Relaxed);

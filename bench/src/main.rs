@@ -1,7 +1,7 @@
 //! `sbbench`: the benchmark.
 //!
 //!   sbbench all [--quick] [--systems ceiling,socketio,switchboard,switchboard-kafka]
-//!               [--scenarios idle,fanout,latency,persistence,rooms]
+//!               [--scenarios idle,fanout,latency,persistence,rooms,soak]
 //!       start each system in turn, run every scenario, print the side-by-side
 //!       table and write bench/results/{results.json,summary.md}
 //!   sbbench drive --protocol ... --targets ... --rate ...
@@ -47,11 +47,18 @@ enum Command {
         quick: bool,
         #[arg(long, value_delimiter = ',', default_values = ["ceiling", "socketio", "switchboard", "switchboard-kafka"])]
         systems: Vec<SystemKind>,
-        #[arg(long, value_enum, value_delimiter = ',', default_values = ["idle", "fanout", "latency", "persistence", "rooms"])]
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["idle", "fanout", "latency", "persistence", "rooms", "soak"])]
         scenarios: Vec<Scenario>,
         /// Rate of the latency run; by default half of fan-out's sustainable rate.
         #[arg(long)]
         latency_rate: Option<f64>,
+        /// Rate of the soak; by default half of fan-out's sustainable rate
+        /// (1,000 msg/s when fan-out does not run).
+        #[arg(long)]
+        soak_rate: Option<f64>,
+        /// Length of the soak, instead of the plan's (10 minutes; 30 s with --quick).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        soak_duration: Option<Duration>,
         /// Room sizes of the `rooms` sweep, instead of the plan's (2, 10, 100, 1000, 5000).
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
         room_sizes: Vec<u64>,
@@ -175,7 +182,18 @@ async fn main() -> anyhow::Result<()> {
     // Up to the hard limit, for the driver and for the servers it starts.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match Cli::parse().command {
-        Command::All { quick, systems, scenarios, latency_rate, room_sizes, edges, out, bin_dir } => {
+        Command::All {
+            quick,
+            systems,
+            scenarios,
+            latency_rate,
+            soak_rate,
+            soak_duration,
+            room_sizes,
+            edges,
+            out,
+            bin_dir,
+        } => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
             let bin_dir = bin_dir.unwrap_or_else(|| std::env::current_exe().unwrap().parent().unwrap().to_path_buf());
             let paths = Paths { work: root.join(".work/bench"), root, bin_dir };
@@ -184,7 +202,16 @@ async fn main() -> anyhow::Result<()> {
             if !room_sizes.is_empty() {
                 plan.room_sizes = room_sizes.into_iter().map(|n| n as usize).collect();
             }
-            let selection = Selection { scenarios, latency_rate };
+            if let Some(duration) = soak_duration {
+                anyhow::ensure!(
+                    duration >= plan.soak_settle * 2,
+                    "--soak-duration must be at least {:?}: the end is compared with the memory at {:?}",
+                    plan.soak_settle * 2,
+                    plan.soak_settle
+                );
+                plan.soak_run = duration;
+            }
+            let selection = Selection { scenarios, latency_rate, soak_rate };
             let started = std::time::Instant::now();
             let mut results = Vec::new();
             for kind in systems {
@@ -258,7 +285,9 @@ async fn main() -> anyhow::Result<()> {
                 sources: 8,
             };
             let codec = Codec { protocol: Protocol::Switchboard, secret: jwt_secret, run: String::new(), presence };
-            let report = churn::run(codec, load, churn::Churn { room, rate, duration, stay }).await;
+            let report =
+                churn::run(codec, load, churn::Churn { rooms: vec![room], rate, duration, stay, half_alone: false })
+                    .await?;
             println!("churn: {} came and went, {} failed", report.came_and_went, report.failed);
         }
         Command::Store { database, postgres_url, batches, batch_size, rooms } => {

@@ -4,7 +4,8 @@
 //!   rate (log scale);
 //! - `fanout_p99.png`: p99 at each fan-out step, against the offered rate;
 //! - `throughput_over_time.png`: deliveries per second through the fan-out
-//!   steps, one after the other, so the knee of each system shows.
+//!   steps, one after the other, so the knee of each system shows;
+//! - `soak_rss.png`: the RSS of each process through the soak.
 //!
 //! Text needs a TrueType font; DejaVu Sans is read from the system
 //! (Debian's `fonts-dejavu-core`, installed by bench/setup.sh).
@@ -36,6 +37,10 @@ pub fn write(dir: &Path, results: &[SystemResult]) -> anyhow::Result<Vec<PathBuf
     if throughput_over_time(&over_time, results)? {
         written.push(over_time);
     }
+    let soak = dir.join("soak_rss.png");
+    if soak_rss(&soak, results)? {
+        written.push(soak);
+    }
     Ok(written)
 }
 
@@ -50,7 +55,16 @@ fn register_font() -> anyhow::Result<()> {
 }
 
 fn color(i: usize) -> RGBColor {
-    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)][i % 4]
+    [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ][i % 8]
 }
 
 fn latency_percentiles(path: &Path, results: &[SystemResult]) -> anyhow::Result<bool> {
@@ -164,6 +178,43 @@ fn throughput_over_time(path: &Path, results: &[SystemResult]) -> anyhow::Result
     Ok(true)
 }
 
+fn soak_rss(path: &Path, results: &[SystemResult]) -> anyhow::Result<bool> {
+    let mut owned: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in results {
+        let Some(soak) = &r.soak else { continue };
+        let names: std::collections::BTreeSet<&String> = soak.rss.iter().flat_map(|(_, m)| m.keys()).collect();
+        for name in names {
+            let points =
+                soak.rss.iter().filter_map(|(t, m)| Some((*t, *m.get(name)? as f64 / 1024.0))).collect::<Vec<_>>();
+            owned.push((format!("{}: {name}", r.name), points));
+        }
+    }
+    if owned.iter().all(|(_, v)| v.is_empty()) {
+        return Ok(false);
+    }
+    let series: Vec<(&str, Vec<(f64, f64)>)> = owned.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let right = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.02;
+    let top = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.5;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Soak: resident memory of each process", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..right, (1.0..top).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds of the soak")
+        .y_desc("RSS MiB (log scale)")
+        .x_label_formatter(&|x: &f64| format!("{x:.0}"))
+        .y_label_formatter(&|y: &f64| format!("{y:.0}"))
+        .draw()?;
+    lines(&mut chart, &series, false)?;
+    root.present()?;
+    Ok(true)
+}
+
 /// One line per system (with dots on its points if `dots`), and the legend.
 fn lines<'a, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
@@ -210,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn draws_three_pngs() {
+    fn draws_four_pngs() {
         let steps = [(500.0, 5.0), (1000.0, 20.0), (2000.0, 300.0)]
             .map(|(rate, p99)| Step { report: report(rate, p99), passed: p99 < 100.0, why_not: None })
             .to_vec();
@@ -226,10 +277,23 @@ mod tests {
             persisted_per_sec: None,
             persistence: Vec::new(),
             rooms: Vec::new(),
+            soak: Some(crate::soak::Soak {
+                rate: 500.0,
+                churn_rate: 5.0,
+                seconds: 30.0,
+                report: report(500.0, 8.0),
+                churn: Default::default(),
+                stored: Some(1),
+                rss: (0..10)
+                    .map(|t| (t as f64 * 3.0, [("edge".to_owned(), 50_000 + t), ("kafka".to_owned(), 900_000)].into()))
+                    .collect(),
+                growth: Default::default(),
+                findings: Vec::new(),
+            }),
         };
         let dir = tempfile::tempdir().unwrap();
         let written = write(dir.path(), &[result]).unwrap();
-        assert_eq!(written.len(), 3);
+        assert_eq!(written.len(), 4);
         for path in written {
             let bytes = std::fs::read(&path).unwrap();
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is a PNG", path.display());

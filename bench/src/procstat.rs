@@ -45,12 +45,25 @@ pub fn total(pids: &[u32]) -> Sample {
 /// the process's name: the split of a system's CPU between its parts
 /// (edges, persister, router, broker, database), for the capacity model.
 pub fn by_name(pids: &[u32]) -> BTreeMap<String, f64> {
-    let mut split = BTreeMap::new();
+    samples_by_name(pids).into_iter().map(|(name, s)| (name, s.cpu_seconds)).collect()
+}
+
+/// Resident KiB of each process in `pids` (with its children), summed by
+/// name: what the soak plots over time.
+pub fn rss_by_name(pids: &[u32]) -> BTreeMap<String, u64> {
+    samples_by_name(pids).into_iter().map(|(name, s)| (name, s.rss_kib)).collect()
+}
+
+fn samples_by_name(pids: &[u32]) -> BTreeMap<String, Sample> {
+    let mut split: BTreeMap<String, Sample> = BTreeMap::new();
     for &pid in pids {
         let mut tree = vec![pid];
         tree.extend(children(&[pid]));
-        let cpu: f64 = tree.iter().filter_map(|&p| sample(p)).map(|s| s.cpu_seconds).sum();
-        *split.entry(name(pid)).or_insert(0.0) += cpu;
+        let entry = split.entry(name(pid)).or_default();
+        for sample in tree.iter().filter_map(|&p| sample(p)) {
+            entry.cpu_seconds += sample.cpu_seconds;
+            entry.rss_kib += sample.rss_kib;
+        }
     }
     split
 }
@@ -98,6 +111,8 @@ mod tests {
         let split = super::by_name(&[std::process::id(), child.id()]);
         assert_eq!(split.len(), 2, "{split:?}");
         assert!(split.contains_key("sleep"), "{split:?}");
+        let rss = super::rss_by_name(&[std::process::id(), child.id()]);
+        assert!(rss.values().all(|&kib| kib > 0), "{rss:?}");
         child.kill().unwrap();
         child.wait().unwrap();
     }

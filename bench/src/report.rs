@@ -248,6 +248,50 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
             );
         }
     }
+    if results.iter().any(|r| r.soak.is_some()) {
+        let _ = writeln!(
+            s,
+            "\n## Soak\n\n{:?} at half the sustainable rate (or the rate given) in rooms of {} ({} connections) while {} connections \
+             a second come into the loaded rooms and go again after {:?}; the RSS of every process sampled every \
+             {:?} (`soak_rss.png`), the last sample under load compared with the one at {:?}. Switchboard's \
+             processes must end within 5% or 4 MiB of it; the broker's and PostgreSQL's memory grows towards \
+             their configured sizes, so they are plotted, not judged.\n",
+            plan.soak_run,
+            plan.room_size,
+            plan.fanout_connections,
+            plan.soak_churn,
+            plan.soak_stay,
+            plan.soak_sample,
+            plan.soak_settle
+        );
+        let _ = writeln!(
+            s,
+            "| system | msg/s | acked | delivered / expected | stored | p50 / p99 | churned (failed) | RSS KiB, settled → end | verdict |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for r in results {
+            let Some(soak) = &r.soak else { continue };
+            let x = &soak.report;
+            let rss: Vec<String> =
+                soak.growth.iter().map(|(name, g)| format!("{name} {} → {}", g.settled_kib, g.end_kib)).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {} | {} / {} | {} | {:.1} / {:.1} ms | {} ({}) | {} | {} |",
+                r.name,
+                soak.rate,
+                x.acked,
+                x.delivered,
+                x.expected_deliveries,
+                soak.stored.map_or("-".into(), |n| n.to_string()),
+                x.p50_ms,
+                x.p99_ms,
+                soak.churn.came_and_went,
+                soak.churn.failed,
+                rss.join(", "),
+                if soak.findings.is_empty() { "clean".to_owned() } else { soak.findings.join("; ") }
+            );
+        }
+    }
     s
 }
 

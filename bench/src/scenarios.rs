@@ -9,7 +9,10 @@
 //! 4. persistence (Switchboard): messages stored per second at saturation:
 //!    every connection in its own room (one delivery per message, so the
 //!    edges' fan-out does not hide the store's limit), offered at rising
-//!    rates, rows counted as they land.
+//!    rates, rows counted as they land;
+//! 5. rooms: the room-size sweep;
+//! 6. soak (Switchboard): minutes at half the sustainable rate with
+//!    connections churning, RSS sampled over time (`soak.rs`).
 //!
 //! `sbbench all --scenarios ...` runs a subset; latency alone needs
 //! `--latency-rate`, as it otherwise takes half of fan-out's sustainable rate.
@@ -23,6 +26,7 @@ use sqlx::Connection;
 
 use crate::driver::{self, Load, Report};
 use crate::procstat;
+use crate::soak::{self, Soak};
 use crate::systems::{self, Paths, SystemKind};
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +64,18 @@ pub struct Plan {
     /// are spread over them; the embedded default always has two).
     pub edges: usize,
     pub room_deliveries: Vec<f64>,
+    /// The soak: this long at half the sustainable rate (`soak_rate` when
+    /// fan-out did not run), in rooms of `room_size` with
+    /// `fanout_connections`, while `soak_churn` connections a second come
+    /// into the loaded rooms and go again after `soak_stay`. RSS is sampled
+    /// every `soak_sample`, and the sample at `soak_settle` is what the end
+    /// is compared with.
+    pub soak_run: Duration,
+    pub soak_rate: f64,
+    pub soak_churn: f64,
+    pub soak_stay: Duration,
+    pub soak_sample: Duration,
+    pub soak_settle: Duration,
 }
 
 /// Two warm-up windows whose CPU per delivery differ by at most this share have settled.
@@ -73,6 +89,7 @@ pub enum Scenario {
     Latency,
     Persistence,
     Rooms,
+    Soak,
 }
 
 impl Plan {
@@ -102,6 +119,12 @@ impl Plan {
             room_deliveries: vec![
                 2_500.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0, 320_000.0, 640_000.0,
             ],
+            soak_run: Duration::from_secs(600),
+            soak_rate: 1_000.0,
+            soak_churn: 5.0,
+            soak_stay: Duration::from_secs(5),
+            soak_sample: Duration::from_secs(10),
+            soak_settle: Duration::from_secs(120),
         }
     }
 
@@ -118,11 +141,14 @@ impl Plan {
             room_connections: 1_000,
             room_sizes: vec![10, 100],
             room_deliveries: vec![5_000.0, 10_000.0],
+            soak_run: Duration::from_secs(30),
+            soak_sample: Duration::from_secs(2),
+            soak_settle: Duration::from_secs(10),
             ..Plan::full()
         }
     }
 
-    fn load(&self, targets: &[String], connections: usize, rate: f64, duration: Duration) -> Load {
+    pub(crate) fn load(&self, targets: &[String], connections: usize, rate: f64, duration: Duration) -> Load {
         Load {
             targets: targets.to_vec(),
             connections,
@@ -161,6 +187,7 @@ pub struct SystemResult {
     pub persisted_per_sec: Option<f64>,
     pub persistence: Vec<PersistRun>,
     pub rooms: Vec<RoomSweep>,
+    pub soak: Option<Soak>,
 }
 
 /// One room size of the sweep.
@@ -203,6 +230,8 @@ pub struct PersistRun {
 pub struct Selection {
     pub scenarios: Vec<Scenario>,
     pub latency_rate: Option<f64>,
+    /// The soak's rate, instead of half the sustainable one.
+    pub soak_rate: Option<f64>,
 }
 
 impl Selection {
@@ -229,6 +258,7 @@ pub async fn run_system(
         persisted_per_sec: None,
         persistence: Vec::new(),
         rooms: Vec::new(),
+        soak: None,
     };
     if selection.has(Scenario::Idle) {
         let system = start(kind, plan, paths).await?;
@@ -302,6 +332,27 @@ pub async fn run_system(
             result.persisted_per_sec = Some(result.persisted_per_sec.unwrap_or(0.0).max(per_sec));
             result.persistence.push(PersistRun { offered: rate, stored_per_sec: per_sec, report });
         }
+    }
+    if selection.has(Scenario::Soak) && kind.persists() {
+        let rate = selection.soak_rate.or(result.sustainable.map(|(_, rate)| rate / 2.0)).unwrap_or(plan.soak_rate);
+        // A fresh start, warmed, so the memory compared is this load's alone.
+        let system = start(kind, plan, paths).await?;
+        warm_up(kind, plan, &system).await?;
+        let soak = soak::run(plan, &system, rate, &format!("{} soak", kind.name())).await?;
+        let judged: Vec<String> =
+            soak.growth.iter().map(|(name, g)| format!("{name} {} -> {} KiB", g.settled_kib, g.end_kib)).collect();
+        println!(
+            "  soak at {rate:.0} msg/s for {:.0} s: {} acked, {} of {} delivered, stored {}, churned {}; RSS {}; {}",
+            soak.seconds,
+            soak.report.acked,
+            soak.report.delivered,
+            soak.report.expected_deliveries,
+            soak.stored.map_or("-".into(), |n| n.to_string()),
+            soak.churn.came_and_went,
+            judged.join(", "),
+            if soak.findings.is_empty() { "clean".to_owned() } else { soak.findings.join("; ") }
+        );
+        result.soak = Some(soak);
     }
     Ok(result)
 }
@@ -534,15 +585,11 @@ fn verdict(report: &Report, p99_limit_ms: f64) -> Option<String> {
 /// Samples the stored-message count every 250 ms for `span` and returns the
 /// best rate over any 2 s stretch.
 async fn count_rows(url: String, span: Duration) -> anyhow::Result<f64> {
-    sqlx::any::install_default_drivers();
     let started = Instant::now();
     let mut samples: Vec<(Instant, i64)> = Vec::new();
     while started.elapsed() < span {
-        if let Ok(mut db) = sqlx::AnyConnection::connect(&url).await {
-            if let Ok((n,)) = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM messages").fetch_one(&mut db).await {
-                samples.push((Instant::now(), n));
-            }
-            let _ = db.close().await;
+        if let Ok(n) = count_messages(&url).await {
+            samples.push((Instant::now(), n as i64));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -553,4 +600,13 @@ async fn count_rows(url: String, span: Duration) -> anyhow::Result<f64> {
         }
     }
     Ok(best)
+}
+
+/// Messages in a Switchboard store (SQLite or PostgreSQL URL).
+pub(crate) async fn count_messages(url: &str) -> anyhow::Result<u64> {
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(url).await.with_context(|| format!("connect to {url}"))?;
+    let (n,) = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM messages").fetch_one(&mut db).await?;
+    let _ = db.close().await;
+    Ok(n as u64)
 }

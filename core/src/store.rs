@@ -10,6 +10,7 @@
 //! so persisting the same command twice returns the first stored message
 //! unchanged.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -226,6 +227,22 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(message_from_row).collect()
+    }
+
+    /// The last seq of each room of `rooms` that exists, one query per
+    /// thousand rooms: after a join storm the edge checks thousands of
+    /// rooms for messages routed before their route, and reading each
+    /// room's messages one query at a time held up its deliveries.
+    pub async fn last_seqs(&self, rooms: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        let mut last = HashMap::with_capacity(rooms.len());
+        for chunk in rooms.chunks(batch::MAX_BINDS) {
+            let sql =
+                format!("SELECT id, last_seq FROM rooms WHERE id IN ({})", batch::Marks::Numbered.list(1, chunk.len()));
+            for row in batch::bind_all(sqlx::query(&sql), chunk).fetch_all(&self.pool).await? {
+                last.insert(row.try_get::<String, _>("id")?, row.try_get::<i64, _>("last_seq")? as u64);
+            }
+        }
+        Ok(last)
     }
 
     /// Up to `limit` messages of a room, newest first: those before
@@ -573,6 +590,30 @@ mod tests {
 
         store.apply(&[command(&r, RoomAction::ResetHistory)]).await.unwrap();
         assert_eq!(store.read_position(&r, "a").await.unwrap(), 0, "a reset clears the room's positions");
+    }
+
+    /// The catch-up's question: how far each room has got, for many rooms
+    /// at once; rooms never written to are left out.
+    async fn last_seqs_of_many_rooms(store: &Store) {
+        let (a, b) = (room("last-a"), room("last-b"));
+        store.persist(&[send(&a, "u", "1"), send(&a, "u", "2"), send(&b, "u", "1")]).await.unwrap();
+        let mut asked: Vec<String> = (0..2_500).map(|i| room(&format!("last-none{i}"))).collect();
+        asked.push(a.clone());
+        asked.push(b.clone());
+        let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let last = store.last_seqs(&asked).await.unwrap();
+        assert_eq!(last, HashMap::from([(a, 2), (b, 1)]));
+    }
+
+    #[tokio::test]
+    async fn sqlite_last_seqs_of_many_rooms() {
+        last_seqs_of_many_rooms(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_last_seqs_of_many_rooms() {
+        last_seqs_of_many_rooms(&postgres().await).await;
     }
 
     #[tokio::test]

@@ -110,6 +110,11 @@ pub struct EdgeConfig {
     /// Most messages replayed on join with `since`.
     #[arg(long = "max-replay", env = "SB_MAX_REPLAY", default_value_t = 500)]
     pub max_replay: u32,
+    /// After a room's route is written, when this edge checks SQL for
+    /// messages routed before the routers had the route (comma separated,
+    /// from the write): a quick check, and a late one for slow routers.
+    #[arg(long = "catch-up-after", env = "SB_CATCH_UP_AFTER", value_delimiter = ',', default_value = "300ms,2s", value_parser = parse_duration)]
+    pub catch_up_after: Vec<Duration>,
     /// Interval of heartbeats to `sb.nodes`.
     #[arg(long = "heartbeat-interval", env = "SB_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -235,6 +240,7 @@ impl EdgeConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             max_replay: 500,
+            catch_up_after: vec![Duration::from_millis(300), Duration::from_secs(2)],
             heartbeat_interval: Duration::from_secs(3),
             presence_interval: Duration::from_millis(500),
             presence_refresh: Duration::from_secs(10),

@@ -6,7 +6,9 @@
 //! message above that + 1 reveals a gap (routes that landed after a join, a
 //! router restart); the gap is filled from SQL before the message is pushed.
 //! After a room gets its first local member, a catch-up check does the same
-//! for messages that were routed before the route existed.
+//! for messages that were routed before the route existed: the checks
+//! waiting at one time ask SQL for their rooms' last seqs together, and read
+//! messages only for rooms that have moved on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,10 @@ use crate::presence::Presence;
 /// Most rows read from SQL per backfill query.
 const BACKFILL_CHUNK: u32 = 500;
 
+/// Most catch-up checks taken together: one query for all of them, then a
+/// backfill of each room that moved on, before live deliveries go on.
+const CATCH_UPS_PER_TURN: usize = 500;
+
 /// Work the delivery task does besides consuming.
 #[derive(Debug)]
 pub enum DeliveryCommand {
@@ -54,7 +60,15 @@ impl Delivery {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(DeliveryCommand::CatchUp(room)) = commands.recv() => self.catch_up(&room).await,
+                Some(DeliveryCommand::CatchUp(room)) = commands.recv() => {
+                    let mut rooms = vec![room];
+                    while rooms.len() < CATCH_UPS_PER_TURN
+                        && let Ok(DeliveryCommand::CatchUp(room)) = commands.try_recv()
+                    {
+                        rooms.push(room);
+                    }
+                    self.catch_up(rooms).await
+                }
                 received = self.consumer.recv() => match received {
                     Ok(record) => match record.payload().map(serde_json::from_slice::<Event>) {
                         Some(Ok(event)) => self.handle(event, &record).await,
@@ -148,9 +162,38 @@ impl Delivery {
         recipients
     }
 
-    async fn catch_up(&self, room: &str) {
-        if let Some(lowest) = self.hub.lowest_seq(room) {
-            self.backfill(room, lowest, i64::MAX as u64).await;
+    /// Pushes what was stored in `rooms` beyond what their local members
+    /// have: one query for the rooms' last seqs (a join storm schedules
+    /// thousands of checks, and one read per room held deliveries up), then
+    /// a backfill of the rooms that moved on.
+    async fn catch_up(&self, mut rooms: Vec<String>) {
+        rooms.sort_unstable();
+        rooms.dedup();
+        let lowest: Vec<(String, u64)> =
+            rooms.into_iter().filter_map(|room| self.hub.lowest_seq(&room).map(|seq| (room, seq))).collect();
+        if lowest.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = lowest.iter().map(|(room, _)| room.as_str()).collect();
+        let read = || self.store.last_seqs(&names);
+        let stored = match read
+            .retry(store_retry())
+            .notify(|e, _| tracing::warn!(error = %e, "catch-up read failed; retrying"))
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                // The next message of each room finds its gap and fills it.
+                tracing::error!(rooms = names.len(), error = %e, "catch-up gave up; database unavailable");
+                return;
+            }
+        };
+        for (room, lowest) in &lowest {
+            if let Some(&last) = stored.get(room)
+                && last > *lowest
+            {
+                self.backfill(room, *lowest, last).await;
+            }
         }
     }
 

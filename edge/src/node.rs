@@ -19,10 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::DeliveryCommand;
 use crate::hub::RouteChange;
 
-/// Delays after a route is acknowledged at which the delivery task checks
-/// SQL for messages routed before the route reached the routers.
-const CATCH_UP_AFTER: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(2000)];
-
 #[derive(Clone)]
 pub struct NodePresence {
     pub node: String,
@@ -91,7 +87,7 @@ impl NodePresence {
     pub async fn run_routes(
         self,
         mut changes: mpsc::UnboundedReceiver<RouteChange>,
-        catch_up: mpsc::Sender<DeliveryCommand>,
+        catch_up: CatchUps,
         shutdown: CancellationToken,
     ) {
         let mut routed: HashSet<String> = HashSet::new();
@@ -123,12 +119,7 @@ impl NodePresence {
     }
 
     /// Writes what `changes` change, all at once, and waits for every write.
-    async fn apply(
-        &self,
-        changes: Vec<RouteChange>,
-        routed: &mut HashSet<String>,
-        catch_up: Option<&mpsc::Sender<DeliveryCommand>>,
-    ) {
+    async fn apply(&self, changes: Vec<RouteChange>, routed: &mut HashSet<String>, catch_up: Option<&CatchUps>) {
         let writes = route_writes(changes, routed);
         let written = join_all(writes.into_iter().map(|(room, live)| async move {
             let result = self.write_route(&room, live).await;
@@ -139,8 +130,8 @@ impl NodePresence {
                 (true, Err(e)) => tracing::error!(%room, error = %e, "route not written; room gets no live messages"),
                 (true, Ok(())) => {
                     if let Some(catch_up) = catch_up {
-                        for delay in CATCH_UP_AFTER {
-                            let (tx, room) = (catch_up.clone(), room.clone());
+                        for &delay in &catch_up.after {
+                            let (tx, room) = (catch_up.commands.clone(), room.clone());
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
                                 let _ = tx.send(DeliveryCommand::CatchUp(room)).await;
@@ -158,6 +149,13 @@ impl NodePresence {
             }
         }
     }
+}
+
+/// Where a new route's catch-up checks go, and when (from the route's
+/// write; `--catch-up-after`).
+pub struct CatchUps {
+    pub commands: mpsc::Sender<DeliveryCommand>,
+    pub after: Vec<Duration>,
 }
 
 /// Most route changes written in one turn.

@@ -30,7 +30,7 @@ use crate::delivery::Delivery;
 use crate::events::EdgeEvents;
 use crate::hub::{Hub, RouteChange};
 use crate::jwks::JwksError;
-use crate::node::NodePresence;
+use crate::node::{CatchUps, NodePresence};
 use crate::outbox::CloseReason;
 use crate::presence::{Presence, PresenceTask};
 use crate::state::EdgeState;
@@ -160,7 +160,11 @@ impl Edge {
         let presence_done = CancellationToken::new();
         let presence_task = tokio::spawn(presence_task.run(presence_done.clone()));
         let routes_done = CancellationToken::new();
-        let routes_task = tokio::spawn(announce.clone().run_routes(route_changes, catch_up_tx, routes_done.clone()));
+        let routes_task = tokio::spawn(announce.clone().run_routes(
+            route_changes,
+            CatchUps { commands: catch_up_tx, after: state.config.catch_up_after.clone() },
+            routes_done.clone(),
+        ));
 
         let stop_accepting = CancellationToken::new();
         let server = tokio::spawn(http::serve(

@@ -18,7 +18,7 @@ use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 use super::{Outcome, PRIVATE, PUBLIC, StoreError, is_sqlite, message_from_row};
 
 /// Below SQLite's limit of 32,766 bound values (PostgreSQL allows 65,535).
-const MAX_BINDS: usize = 1_000;
+pub(super) const MAX_BINDS: usize = 1_000;
 
 type Tx = Transaction<'static, Any>;
 
@@ -437,7 +437,7 @@ async fn give_back_unused_seqs(tx: &mut Tx, marks: Marks, rooms: &HashMap<&str, 
 
 type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
 
-fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
+pub(super) fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
     for value in values {
         query = query.bind(*value);
     }
@@ -451,14 +451,14 @@ fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
 /// (7% of the embedded default's CPU at saturation, perf). Every statement
 /// here binds its values in order, so `?` says the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marks {
+pub(super) enum Marks {
     Numbered,
     Positional,
 }
 
 impl Marks {
     /// `count` parameters, numbered from `first`: `$3, $4` or `?, ?`.
-    fn list(self, first: usize, count: usize) -> String {
+    pub(super) fn list(self, first: usize, count: usize) -> String {
         match self {
             Marks::Numbered => (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", "),
             Marks::Positional => vec!["?"; count].join(", "),

@@ -272,8 +272,6 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         for r in results {
             let Some(soak) = &r.soak else { continue };
             let x = &soak.report;
-            let rss: Vec<String> =
-                soak.growth.iter().map(|(name, g)| format!("{name} {} → {}", g.settled_kib, g.end_kib)).collect();
             let _ = writeln!(
                 s,
                 "| {} | {:.0} | {} | {} / {} | {} | {:.1} / {:.1} ms | {} ({}) | {} | {} |",
@@ -287,8 +285,8 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
                 x.p99_ms,
                 soak.churn.came_and_went,
                 soak.churn.failed,
-                rss.join(", "),
-                if soak.findings.is_empty() { "clean".to_owned() } else { soak.findings.join("; ") }
+                soak.rss_line(),
+                soak.verdict()
             );
         }
     }

@@ -339,18 +339,16 @@ pub async fn run_system(
         let system = start(kind, plan, paths).await?;
         warm_up(kind, plan, &system).await?;
         let soak = soak::run(plan, &system, rate, &format!("{} soak", kind.name())).await?;
-        let judged: Vec<String> =
-            soak.growth.iter().map(|(name, g)| format!("{name} {} -> {} KiB", g.settled_kib, g.end_kib)).collect();
         println!(
-            "  soak at {rate:.0} msg/s for {:.0} s: {} acked, {} of {} delivered, stored {}, churned {}; RSS {}; {}",
+            "  soak at {rate:.0} msg/s for {:.0} s: {} acked, {} of {} delivered, stored {}, churned {}; RSS KiB {}; {}",
             soak.seconds,
             soak.report.acked,
             soak.report.delivered,
             soak.report.expected_deliveries,
             soak.stored.map_or("-".into(), |n| n.to_string()),
             soak.churn.came_and_went,
-            judged.join(", "),
-            if soak.findings.is_empty() { "clean".to_owned() } else { soak.findings.join("; ") }
+            soak.rss_line(),
+            soak.verdict()
         );
         result.soak = Some(soak);
     }

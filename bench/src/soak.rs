@@ -55,6 +55,20 @@ pub struct Growth {
     pub judged: bool,
 }
 
+impl Soak {
+    /// Each process's RSS at the settle point and at the end: `edge 63332 → 63864`.
+    pub fn rss_line(&self) -> String {
+        let parts: Vec<String> =
+            self.growth.iter().map(|(name, g)| format!("{name} {} → {}", g.settled_kib, g.end_kib)).collect();
+        parts.join(", ")
+    }
+
+    /// `clean`, or what went wrong.
+    pub fn verdict(&self) -> String {
+        if self.findings.is_empty() { "clean".to_owned() } else { self.findings.join("; ") }
+    }
+}
+
 impl Growth {
     pub fn holds(&self) -> bool {
         let margin = ((self.settled_kib as f64 * MARGIN_SHARE) as u64).max(MARGIN_KIB);

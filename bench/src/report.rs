@@ -188,7 +188,11 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         }
         let _ = writeln!(s);
     }
-    let _ = writeln!(s, "## Warm-up\n");
+    // The sections below are of the scenarios that ran: a run of some
+    // scenarios (`--scenarios soak`) prints no empty tables for the others.
+    if results.iter().any(|r| r.warmup.is_some()) {
+        let _ = writeln!(s, "## Warm-up\n");
+    }
     for r in results {
         if let Some(w) = &r.warmup {
             let windows: Vec<String> = w.windows.iter().map(|x| format!("{x:.3}")).collect();
@@ -203,8 +207,10 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
             );
         }
     }
-    let _ = writeln!(s, "\n## Steps\n");
-    for r in results {
+    if results.iter().any(|r| !r.steps.is_empty()) {
+        let _ = writeln!(s, "\n## Steps\n");
+    }
+    for r in results.iter().filter(|r| !r.steps.is_empty()) {
         let _ = writeln!(s, "{}:\n", r.name);
         let _ = writeln!(
             s,
@@ -231,9 +237,11 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
         }
         let _ = writeln!(s);
     }
-    let _ = writeln!(s, "## Persistence\n");
-    let _ = writeln!(s, "| system | offered msg/s | accepted/s | refused | stored/s (best 2 s) | server CPU |");
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    if results.iter().any(|r| !r.persistence.is_empty()) {
+        let _ = writeln!(s, "## Persistence\n");
+        let _ = writeln!(s, "| system | offered msg/s | accepted/s | refused | stored/s (best 2 s) | server CPU |");
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    }
     for r in results {
         for run in &r.persistence {
             let _ = writeln!(
@@ -296,4 +304,53 @@ pub fn summary(plan: &Plan, results: &[SystemResult], took: Duration) -> String 
 /// Cores per process name, for a line of output: `edge 0.41, kafka 0.30`.
 pub fn split(cores: &std::collections::BTreeMap<String, f64>) -> String {
     cores.iter().map(|(name, c)| format!("{name} {c:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::Report;
+    use crate::scenarios::Step;
+    use crate::soak::Soak;
+
+    fn soak_only() -> SystemResult {
+        SystemResult {
+            system: SystemKind::SwitchboardKafka,
+            name: "Switchboard (Kafka + PostgreSQL)",
+            idle_cpu_cores: None,
+            idle: None,
+            warmup: None,
+            steps: Vec::new(),
+            sustainable: None,
+            latency: None,
+            persisted_per_sec: None,
+            persistence: Vec::new(),
+            rooms: Vec::new(),
+            soak: Some(Soak {
+                rate: 2000.0,
+                churn_rate: 5.0,
+                seconds: 240.0,
+                report: Report::default(),
+                churn: Default::default(),
+                stored: Some(480_000),
+                rss: Vec::new(),
+                growth: Default::default(),
+                findings: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn prints_the_sections_of_the_scenarios_that_ran() {
+        let text = summary(&Plan::quick(), &[soak_only()], Duration::from_secs(1));
+        assert!(text.contains("## Soak"), "{text}");
+        for absent in ["## Steps", "## Persistence", "## Warm-up", "## Room sizes", "## Where the CPU goes"] {
+            assert!(!text.contains(absent), "{absent} printed with nothing in it:\n{text}");
+        }
+
+        let mut fanout = soak_only();
+        fanout.steps = vec![Step { report: Report::default(), passed: true, why_not: None }];
+        let text = summary(&Plan::quick(), &[fanout], Duration::from_secs(1));
+        assert!(text.contains("## Steps"), "{text}");
+    }
 }

@@ -2,7 +2,7 @@
 //! and a writer task that drains the connection's outbox and pings. Either
 //! ending ends the other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
         if let Ok(dropped) = writer.await {
             state.events.frames_dropped(dropped);
         }
-        state.hub.unregister(session.conn, &session.rooms);
+        state.hub.unregister(session.conn, session.rooms.keys());
         drop(slot);
         tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
     }
@@ -171,13 +171,14 @@ struct Session {
     conn: u64,
     claims: Claims,
     outbox: Outbox,
-    /// Rooms this connection is in; the hub is told exactly these at close.
-    rooms: HashSet<String>,
+    /// Rooms this connection is in, each with the read position told in it
+    /// (see [`READ_WINDOW`]); the hub is told exactly these rooms at close.
+    /// One map, not a set of rooms and a map of positions: every joined
+    /// room of every connection, idle or not, would have its name twice.
+    rooms: HashMap<String, ReadState>,
     limiter: DefaultDirectRateLimiter,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
     in_flight: Arc<Semaphore>,
-    /// Read positions per joined room (see [`READ_WINDOW`]).
-    reads: HashMap<String, ReadState>,
     /// When the earliest held read position is due: kept as positions are
     /// held and published, so reading a frame scans nothing.
     read_flush_at: Option<tokio::time::Instant>,
@@ -203,11 +204,10 @@ impl Session {
             conn,
             claims,
             outbox,
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
             limiter: RateLimiter::direct(quota),
             in_flight,
             state,
-            reads: HashMap::new(),
             read_flush_at: None,
         }
     }
@@ -292,8 +292,7 @@ impl Session {
             }
             ClientFrame::Leave { reference, room } => {
                 self.flush_room_read(&room).await;
-                self.reads.remove(&room);
-                if self.rooms.remove(&room) && self.state.hub.leave(&room, self.conn) {
+                if self.rooms.remove(&room).is_some() && self.state.hub.leave(&room, self.conn) {
                     self.reply(ServerFrame::Left { reference, room });
                 } else {
                     self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
@@ -394,7 +393,6 @@ impl Session {
                 return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
             }
         };
-        self.reads.insert(room.clone(), ReadState { published: read_seq, ..ReadState::default() });
         // Who is there as this node knows it, and the joining user, who is
         // there from now on. A user that came meanwhile shows again in the
         // next `presence` frame's `joined`: harmless to a set.
@@ -470,21 +468,20 @@ impl Session {
             self.outbox.push_frame(&ServerFrame::Removed { room });
             return;
         }
-        self.rooms.insert(room);
+        self.rooms.insert(room, ReadState { published: read_seq, ..ReadState::default() });
     }
 
     /// Whether this connection is in `room`. The hub has the last word: the
     /// delivery task takes a removed user's connections out of a room there
     /// (see `Delivery::remove_member`), and the session forgets it here.
     fn in_room(&mut self, room: &str) -> bool {
-        if !self.rooms.contains(room) {
+        if !self.rooms.contains_key(room) {
             return false;
         }
         if self.state.hub.is_member(room, self.conn) {
             return true;
         }
         self.rooms.remove(room);
-        self.reads.remove(room);
         false
     }
 
@@ -571,7 +568,7 @@ impl Session {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
         let now = tokio::time::Instant::now();
-        let state = self.reads.entry(room.clone()).or_default();
+        let Some(state) = self.rooms.get_mut(&room) else { return };
         let told = state.pending.as_ref().map_or(state.published, |(p, _)| (*p).max(state.published));
         if seq <= told {
             return;
@@ -588,7 +585,7 @@ impl Session {
     async fn flush_reads(&mut self, all: bool) {
         let now = tokio::time::Instant::now();
         let due: Vec<String> = self
-            .reads
+            .rooms
             .iter()
             .filter(|(_, r)| r.pending.is_some() && (all || r.window_ends.is_none_or(|end| end <= now)))
             .map(|(room, _)| room.clone())
@@ -596,13 +593,13 @@ impl Session {
         for room in due {
             self.flush_room_read(&room).await;
         }
-        let held = self.reads.values().filter(|r| r.pending.is_some());
+        let held = self.rooms.values().filter(|r| r.pending.is_some());
         self.read_flush_at = held.filter_map(|r| r.window_ends).min();
     }
 
     /// Publishes `room`'s held read position, if any, and starts a window.
     async fn flush_room_read(&mut self, room: &str) {
-        let Some(state) = self.reads.get_mut(room) else { return };
+        let Some(state) = self.rooms.get_mut(room) else { return };
         let Some((seq, reference)) = state.pending.take() else { return };
         state.published = seq;
         state.window_ends = Some(tokio::time::Instant::now() + READ_WINDOW);

@@ -20,8 +20,8 @@ pub const DEFAULT_SOCKET_SEND_BUFFER_BYTES: usize = 64 * 1024;
 /// not, and it bounds one read, not one frame: a send with a short body
 /// (a frame of about 250 bytes) arrives in one read, a longer one in a read
 /// per 256 bytes. Edge memory per idle connection (`sbbench all --scenarios
-/// idle`, 24,000 connections on Kafka + PostgreSQL): 4 KiB 10.8 KiB, 1 KiB
-/// 6.8, 512 B 6.4, 256 B 5.9-6.0.
+/// idle`, 24,000 connections on Kafka + PostgreSQL): 6,786 bytes at 1 KiB,
+/// 6,353 at 512 B, 5,956-6,071 at 256 B.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 256;
 
 #[derive(Debug, Clone, clap::Args)]

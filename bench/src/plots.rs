@@ -158,23 +158,12 @@ fn throughput_over_time(path: &Path, results: &[SystemResult]) -> anyhow::Result
     }
     let right = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max) + 1.0;
     let top = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.1;
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Deliveries per second through the fan-out steps", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..right, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds of measured load (steps back to back)")
-        .y_desc("deliveries/s")
-        .x_label_formatter(&|x: &f64| format!("{x:.0}"))
-        .y_label_formatter(&|y: &f64| format!("{y:.0}"))
-        .draw()?;
-    lines(&mut chart, &series, false)?;
-    root.present()?;
+    let axes = Axes {
+        caption: "Deliveries per second through the fan-out steps",
+        x_desc: "seconds of measured load (steps back to back)",
+        y_desc: "deliveries/s",
+    };
+    over_time(path, &axes, &series, right, 0.0..top)?;
     Ok(true)
 }
 
@@ -195,24 +184,47 @@ fn soak_rss(path: &Path, results: &[SystemResult]) -> anyhow::Result<bool> {
     let series: Vec<(&str, Vec<(f64, f64)>)> = owned.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
     let right = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)).fold(1.0, f64::max) * 1.02;
     let top = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.5;
+    let axes = Axes {
+        caption: "Soak: resident memory of each process",
+        x_desc: "seconds of the soak",
+        y_desc: "RSS MiB (log scale)",
+    };
+    over_time(path, &axes, &series, right, (1.0..top).log_scale())?;
+    Ok(true)
+}
+
+/// The words of an [`over_time`] plot.
+struct Axes {
+    caption: &'static str,
+    x_desc: &'static str,
+    y_desc: &'static str,
+}
+
+/// A plot of values over seconds, one line per series, the y axis given
+/// as a range (linear or `log_scale()`).
+fn over_time<Y>(path: &Path, axes: &Axes, series: &[(&str, Vec<(f64, f64)>)], right: f64, y: Y) -> anyhow::Result<()>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Soak: resident memory of each process", ("sans-serif", 22))
+        .caption(axes.caption, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..right, (1.0..top).log_scale())?;
+        .build_cartesian_2d(0.0..right, y)?;
     chart
         .configure_mesh()
-        .x_desc("seconds of the soak")
-        .y_desc("RSS MiB (log scale)")
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
         .x_label_formatter(&|x: &f64| format!("{x:.0}"))
         .y_label_formatter(&|y: &f64| format!("{y:.0}"))
         .draw()?;
-    lines(&mut chart, &series, false)?;
+    lines(&mut chart, series, false)?;
     root.present()?;
-    Ok(true)
+    Ok(())
 }
 
 /// One line per system (with dots on its points if `dots`), and the legend.
@@ -266,17 +278,9 @@ mod tests {
             .map(|(rate, p99)| Step { report: report(rate, p99), passed: p99 < 100.0, why_not: None })
             .to_vec();
         let result = SystemResult {
-            system: SystemKind::Ceiling,
-            name: "ceiling",
-            idle_cpu_cores: None,
-            idle: None,
-            warmup: None,
             steps,
             sustainable: Some((10_000.0, 1000.0)),
             latency: Some(report(500.0, 8.0)),
-            persisted_per_sec: None,
-            persistence: Vec::new(),
-            rooms: Vec::new(),
             soak: Some(crate::soak::Soak {
                 rate: 500.0,
                 churn_rate: 5.0,
@@ -290,6 +294,7 @@ mod tests {
                 growth: Default::default(),
                 findings: Vec::new(),
             }),
+            ..SystemResult::new(SystemKind::Ceiling)
         };
         let dir = tempfile::tempdir().unwrap();
         let written = write(dir.path(), &[result]).unwrap();

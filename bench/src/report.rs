@@ -315,17 +315,6 @@ mod tests {
 
     fn soak_only() -> SystemResult {
         SystemResult {
-            system: SystemKind::SwitchboardKafka,
-            name: "Switchboard (Kafka + PostgreSQL)",
-            idle_cpu_cores: None,
-            idle: None,
-            warmup: None,
-            steps: Vec::new(),
-            sustainable: None,
-            latency: None,
-            persisted_per_sec: None,
-            persistence: Vec::new(),
-            rooms: Vec::new(),
             soak: Some(Soak {
                 rate: 2000.0,
                 churn_rate: 5.0,
@@ -337,6 +326,7 @@ mod tests {
                 growth: Default::default(),
                 findings: Vec::new(),
             }),
+            ..SystemResult::new(SystemKind::SwitchboardKafka)
         }
     }
 

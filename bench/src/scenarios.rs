@@ -199,6 +199,26 @@ pub struct RoomSweep {
     pub sustainable: Option<(f64, f64)>,
 }
 
+impl SystemResult {
+    /// A system's result before any scenario has run.
+    pub fn new(system: SystemKind) -> Self {
+        SystemResult {
+            system,
+            name: system.name(),
+            idle_cpu_cores: None,
+            idle: None,
+            warmup: None,
+            steps: Vec::new(),
+            sustainable: None,
+            latency: None,
+            persisted_per_sec: None,
+            persistence: Vec::new(),
+            rooms: Vec::new(),
+            soak: None,
+        }
+    }
+}
+
 impl RoomSweep {
     /// The best passing step.
     pub fn best(&self) -> Option<&Report> {
@@ -246,20 +266,7 @@ pub async fn run_system(
     selection: &Selection,
     paths: &Paths,
 ) -> anyhow::Result<SystemResult> {
-    let mut result = SystemResult {
-        system: kind,
-        name: kind.name(),
-        idle_cpu_cores: None,
-        idle: None,
-        warmup: None,
-        steps: Vec::new(),
-        sustainable: None,
-        latency: None,
-        persisted_per_sec: None,
-        persistence: Vec::new(),
-        rooms: Vec::new(),
-        soak: None,
-    };
+    let mut result = SystemResult::new(kind);
     if selection.has(Scenario::Idle) {
         let system = start(kind, plan, paths).await?;
         let cores = idle_cpu(&system.pids).await;

@@ -235,10 +235,11 @@ impl Store {
     /// room's messages one query at a time held up its deliveries.
     pub async fn last_seqs(&self, rooms: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
         let mut last = HashMap::with_capacity(rooms.len());
+        let mut conn = self.pool.acquire().await?;
+        let marks = batch::Marks::of(&conn);
         for chunk in rooms.chunks(batch::MAX_BINDS) {
-            let sql =
-                format!("SELECT id, last_seq FROM rooms WHERE id IN ({})", batch::Marks::Numbered.list(1, chunk.len()));
-            for row in batch::bind_all(sqlx::query(&sql), chunk).fetch_all(&self.pool).await? {
+            let sql = format!("SELECT id, last_seq FROM rooms WHERE id IN ({})", marks.list(1, chunk.len()));
+            for row in batch::bind_all(sqlx::query(&sql), chunk).fetch_all(&mut *conn).await? {
                 last.insert(row.try_get::<String, _>("id")?, row.try_get::<i64, _>("last_seq")? as u64);
             }
         }

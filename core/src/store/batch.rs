@@ -78,7 +78,7 @@ enum Lookup {
 }
 
 async fn write(tx: &mut Tx, sends: &[&InboundSend], lookup: Lookup) -> Result<Option<Vec<Outcome>>, StoreError> {
-    let marks = if is_sqlite(tx) { Marks::Positional } else { Marks::Numbered };
+    let marks = Marks::of(tx);
     let mut rooms = reserve_seqs(tx, marks, sends).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
     let stored = match lookup {
@@ -457,6 +457,11 @@ pub(super) enum Marks {
 }
 
 impl Marks {
+    /// The marks of the connection's backend.
+    pub(super) fn of(conn: &sqlx::AnyConnection) -> Self {
+        if is_sqlite(conn) { Marks::Positional } else { Marks::Numbered }
+    }
+
     /// `count` parameters, numbered from `first`: `$3, $4` or `?, ?`.
     pub(super) fn list(self, first: usize, count: usize) -> String {
         match self {

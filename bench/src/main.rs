@@ -163,6 +163,10 @@ enum Command {
         /// Rooms the sends are spread over, one sender each.
         #[arg(long, default_value_t = 2000)]
         rooms: usize,
+        /// Transactions each batch is split over at once, by room, as the
+        /// persister's --persister-lanes (1 on SQLite).
+        #[arg(long, default_value_t = switchboard_workers::inbound::DEFAULT_LANES)]
+        lanes: usize,
     },
     /// The bare room-broadcast server.
     Ceiling {
@@ -290,10 +294,10 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             println!("churn: {} came and went, {} failed", report.came_and_went, report.failed);
         }
-        Command::Store { database, postgres_url, batches, batch_size, rooms } => {
-            let load = store::StoreLoad { batches, batch_size, rooms, warmup: 5 };
+        Command::Store { database, postgres_url, batches, batch_size, rooms, lanes } => {
+            let load = store::StoreLoad { batches, batch_size, rooms, lanes, warmup: 5 };
             let admin_url = matches!(database, Database::Postgres).then_some(postgres_url.as_str());
-            println!("{batches} batches of {batch_size} sends over {rooms} rooms ({database:?})");
+            println!("{batches} batches of {batch_size} sends over {rooms} rooms in {lanes} lane(s) ({database:?})");
             println!("{}", store::run(admin_url, &load).await?);
         }
         Command::Ceiling { listen } => ceiling::serve(listen).await?,

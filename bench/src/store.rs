@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_core::store::Store;
 use switchboard_schemas::envelope::{Inbound, InboundSend, Origin};
+use switchboard_workers::inbound;
 
 use crate::run_state::{create_database, drop_database};
 
@@ -20,6 +21,8 @@ pub struct StoreLoad {
     pub batches: usize,
     pub batch_size: usize,
     pub rooms: usize,
+    /// Transactions at once per batch (see `inbound::apply_in_lanes`).
+    pub lanes: usize,
     /// Batches run first and left out of the figures (caches, plans).
     pub warmup: usize,
 }
@@ -70,7 +73,7 @@ pub async fn run(admin_url: Option<&str>, load: &StoreLoad) -> anyhow::Result<St
 
 async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
     anyhow::ensure!(load.batches > 0 && load.batch_size > 0 && load.rooms > 0, "nothing to measure");
-    let store = Store::connect(url, 2).await?;
+    let store = &Store::connect(url, load.lanes.max(1) as u32).await?;
     store.migrate().await?;
     let mut times = Vec::with_capacity(load.batches);
     let mut next = 0usize;
@@ -91,7 +94,12 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
             })
             .collect();
         let started = Instant::now();
-        store.apply(&sends).await?;
+        let lanes = store.concurrent_writers();
+        let applied =
+            inbound::apply_in_lanes(&sends, lanes, |lane| async move { Some(store.apply(&lane).await) }).await;
+        for result in applied.expect("the store answers every lane") {
+            result?;
+        }
         if index >= load.warmup {
             times.push(started.elapsed());
         }

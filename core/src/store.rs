@@ -10,6 +10,7 @@
 //! so persisting the same command twice returns the first stored message
 //! unchanged.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -163,6 +164,18 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// How many transactions that write may usefully run at once: one on
+    /// SQLite, which takes one writer at a time (a second one that read
+    /// first fails with SQLITE_BUSY instead of waiting), the pool's size
+    /// on PostgreSQL.
+    pub fn concurrent_writers(&self) -> usize {
+        if self.pool.connect_options().database_url.scheme().eq_ignore_ascii_case("sqlite") {
+            1
+        } else {
+            self.pool.options().get_max_connections() as usize
+        }
+    }
+
     /// Applies the migrations in `core/migrations` (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations").run(&self.pool).await?;
@@ -314,13 +327,13 @@ impl Store {
     /// enrichment) and room commands. Outcomes are in input order. Each run
     /// of sends between commands costs a few statements, not a few per
     /// message (see `store/batch.rs`); commands are rare and go one by one.
-    pub async fn apply(&self, records: &[Inbound]) -> Result<Vec<Outcome>, StoreError> {
+    pub async fn apply<R: Borrow<Inbound> + Sync>(&self, records: &[R]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut rest = records;
         while let Some(first) = rest.first() {
             // Commands and markers one by one; a run of sends as one batch.
-            let single = match first {
+            let single = match first.borrow() {
                 Inbound::Room(command) => Some(rooms::apply(&mut tx, command).await?),
                 Inbound::Read(marker) => Some(reads::apply(&mut tx, marker).await?),
                 Inbound::Send(_) => None,
@@ -332,7 +345,7 @@ impl Store {
             }
             let sends: Vec<&InboundSend> = rest
                 .iter()
-                .map_while(|r| match r {
+                .map_while(|r| match r.borrow() {
                     Inbound::Send(send) => Some(send),
                     Inbound::Room(_) | Inbound::Read(_) => None,
                 })

@@ -57,6 +57,13 @@ pub struct PersisterConfig {
     #[arg(long = "persister-batch-window", env = "SB_PERSISTER_BATCH_WINDOW", default_value = "0ms",
           value_parser = switchboard_core::config::parse_duration)]
     pub batch_window: Duration,
+    /// Transactions a batch is split over, by room, on separate database
+    /// connections at once (at most the pool's size; always 1 on SQLite).
+    /// A batch's time is PostgreSQL's own row work on one core, so a second
+    /// lane lets it use a second one.
+    #[arg(long = "persister-lanes", env = "SB_PERSISTER_LANES", default_value_t = inbound::DEFAULT_LANES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub lanes: usize,
     /// Told what has been handled, so the edges can hold back (embedded default only).
     #[arg(skip)]
     pub backlog: Option<Arc<Backlog>>,
@@ -69,6 +76,7 @@ impl Default for PersisterConfig {
             instance_id: None,
             batch_max: DEFAULT_BATCH_MAX,
             batch_window: Duration::ZERO,
+            lanes: inbound::DEFAULT_LANES,
             backlog: None,
         }
     }
@@ -240,7 +248,7 @@ impl Persister {
 
     /// Persists a batch, retrying while the database is unavailable; a
     /// record the database refuses for good is dead-lettered alone (see
-    /// [`inbound::apply_isolating`]).
+    /// [`inbound::apply_in_lanes`]).
     async fn persist_with_retry(
         &self,
         records: &[BorrowedMessage<'_>],
@@ -248,7 +256,8 @@ impl Persister {
         commands: &[Command],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Option<Outcome>>> {
-        let results = inbound::apply_isolating(decoded, |batch| self.retry_store(batch, shutdown)).await?;
+        let lanes = self.config.lanes.min(self.store.concurrent_writers());
+        let results = inbound::apply_in_lanes(decoded, lanes, |batch| self.retry_store(batch, shutdown)).await?;
         let mut outcomes = Vec::with_capacity(results.len());
         for ((result, record), command) in results.into_iter().zip(decoded).zip(commands) {
             match result {
@@ -269,10 +278,10 @@ impl Persister {
     /// `None` on shutdown; `Some(Err)` for a failure that retrying cannot fix.
     async fn retry_store(
         &self,
-        sends: &[Inbound],
+        sends: Vec<&Inbound>,
         shutdown: &CancellationToken,
     ) -> Option<Result<Vec<Outcome>, StoreError>> {
-        let attempt = || async { self.store.apply(sends).await };
+        let attempt = || async { self.store.apply(&sends).await };
         let retried = attempt
             .retry(
                 ExponentialBuilder::default()

@@ -46,6 +46,11 @@ pub struct StoreArgs {
     /// topic's own read rate, to compare with the replay's.
     #[arg(long)]
     pub count_only: bool,
+    /// Transactions each batch is split over, by room, on separate database
+    /// connections at once, as the persister's `--persister-lanes` (1 on SQLite).
+    #[arg(long, default_value_t = inbound::DEFAULT_LANES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub lanes: usize,
     /// Also publish to sb.events the event of every replayed message and
     /// room change, as the persister does (at least once: consumers drop
     /// what they have by room and seq), for consumers of sb.events that lost
@@ -120,7 +125,7 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
         None
     } else {
         Some(
-            Store::connect(args.database.url.expose(), 1)
+            Store::connect(args.database.url.expose(), args.lanes as u32)
                 .await
                 .map_err(|e| SbctlError::Usage(format!("the database at --database-url does not answer: {e}")))?,
         )
@@ -360,7 +365,7 @@ fn save_progress(
 }
 
 /// Applies records as the persister does (see
-/// [`inbound::apply_isolating`]): retrying while the database is unavailable
+/// [`inbound::apply_in_lanes`]): retrying while the database is unavailable
 /// (a while, then a clear error), and counting and passing a record the
 /// database refuses for good, which the persister dead-letters.
 /// Returns what it did and, when `publish`, the events of what was applied.
@@ -372,8 +377,9 @@ async fn apply(store: &Store, batch: &[Inbound], publish: bool) -> Result<(Summa
     // Why the last attempt gave up, when the database stayed unavailable.
     let gave_up = Cell::new(None);
     let gave_up_ref = &gave_up;
-    let results = inbound::apply_isolating(batch, |records| async move {
-        match retried(store, records).await {
+    let lanes = store.concurrent_writers();
+    let results = inbound::apply_in_lanes(batch, lanes, |records| async move {
+        match retried(store, &records).await {
             Err(e) if e.is_retryable() => {
                 gave_up_ref.set(Some(e));
                 None
@@ -451,7 +457,7 @@ fn unavailable(e: StoreError) -> SbctlError {
     ))
 }
 
-async fn retried(store: &Store, batch: &[Inbound]) -> Result<Vec<Outcome>, StoreError> {
+async fn retried(store: &Store, batch: &[&Inbound]) -> Result<Vec<Outcome>, StoreError> {
     let attempt = || store.apply(batch);
     attempt
         .retry(

@@ -53,8 +53,13 @@ pub fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{server}/{name}"))
 }
 
+/// Drops database `name`. A plain DROP waits up to 5 s for the run's own
+/// connections to go and stops an autovacuum worker busy there; FORCE, which
+/// ends connections still open, fails instead on that worker (the bench's
+/// role may not signal the superuser's processes), so it comes second.
 pub fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    psql(admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    psql(admin_url, &format!("DROP DATABASE IF EXISTS {name}"))
+        .or_else(|_| psql(admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
 }
 
 fn psql(admin_url: &str, statement: &str) -> anyhow::Result<()> {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 use support::{Client, admin, eventually, http, seqs, start, start_configured, start_with};
 use switchboard::embedded::NODES;
 use switchboard_core::kafka::{KafkaConfig, assign_all, record_headers};
+use switchboard_core::producer::KafkaProducer;
 use switchboard_schemas::routing::{RouteKey, RouteRecord};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +146,7 @@ async fn a_gap_in_live_delivery_is_filled_from_sql_in_order() {
     // Take edge-2's route away behind its back (as if it had not reached
     // the routers yet), so the next messages are not delivered to it.
     let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
-    let producer: FutureProducer = kafka.producer().unwrap();
+    let producer: KafkaProducer = kafka.producer().unwrap();
     let routes = h.embedded.topics.routes();
     let key = RouteKey::new("gappy", NODES[1]).encode();
     producer.send(FutureRecord::<str, [u8]>::to(&routes).key(&key), Timeout::Never).await.unwrap();
@@ -197,7 +198,7 @@ async fn messages_a_new_route_missed_come_by_the_catch_up_with_nothing_after_the
     // Take edge-2's routes away behind its back (as if they had not reached
     // the routers yet): the next messages are stored but not delivered to it.
     let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
-    let producer: FutureProducer = kafka.producer().unwrap();
+    let producer: KafkaProducer = kafka.producer().unwrap();
     let routes = h.embedded.topics.routes();
     for room in rooms {
         let key = RouteKey::new(room, NODES[1]).encode();
@@ -233,7 +234,7 @@ async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
 
     let mut alice = Client::in_room(h.edge(0), "alice", "dl").await;
 
-    let producer: FutureProducer = kafka.producer().unwrap();
+    let producer: KafkaProducer = kafka.producer().unwrap();
     let inbound = topics.inbound();
     producer
         .send(

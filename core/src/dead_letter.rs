@@ -2,20 +2,21 @@
 //! (key, payload and headers intact, plus why and where from), and the worker
 //! moves on instead of crashing or stalling on it.
 
+use crate::producer::KafkaProducer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_schemas::headers;
 
 #[derive(Clone)]
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
 }
 
 impl DeadLetter {
-    pub fn new(producer: FutureProducer, topic: String) -> Self {
+    pub fn new(producer: KafkaProducer, topic: String) -> Self {
         Self { producer, topic }
     }
 

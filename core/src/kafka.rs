@@ -18,12 +18,12 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::headers::TraceParent;
 
 use crate::config::Secret;
+use crate::producer::KafkaProducer;
 
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,7 +195,7 @@ impl KafkaConfig {
     /// Idempotent producer, acks from all in-sync replicas; order per
     /// partition is kept even across retries. Waits up to `linger` to batch
     /// records that are sent one by one (the edge's client sends).
-    pub fn producer(&self) -> KafkaResult<FutureProducer> {
+    pub fn producer(&self) -> KafkaResult<KafkaProducer> {
         self.producer_with_linger(self.linger)
     }
 
@@ -203,11 +203,11 @@ impl KafkaConfig {
     /// queues a whole batch and then waits for its acks: everything there is
     /// to send is queued already, so the edge's linger only delayed the acks
     /// (2 ms of a ~4.5 ms persister cycle at 2,000 msg/s).
-    pub fn batch_producer(&self) -> KafkaResult<FutureProducer> {
+    pub fn batch_producer(&self) -> KafkaResult<KafkaProducer> {
         self.producer_with_linger(BATCH_LINGER)
     }
 
-    fn producer_with_linger(&self, linger: Duration) -> KafkaResult<FutureProducer> {
+    fn producer_with_linger(&self, linger: Duration) -> KafkaResult<KafkaProducer> {
         let mut config = self.base();
         config
             .set("enable.idempotence", "true")
@@ -218,7 +218,7 @@ impl KafkaConfig {
             // future, which the edge turns into a typed `unavailable` error.
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000");
-        self.finish(config).create()
+        KafkaProducer::new(&self.finish(config))
     }
 
     /// Consumer in `group`; offsets are committed in the background but only

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
+pub mod producer;
 pub mod provision;
 pub mod room_commands;
 pub mod shutdown;

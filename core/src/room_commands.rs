@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use crate::producer::KafkaProducer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use switchboard_schemas::room_command::{CommandError, ROOM_COMMAND_V1, RoomAction, RoomCommand};
 use thiserror::Error;
 
@@ -31,7 +32,7 @@ pub enum IssueError {
 /// Checks, stamps and publishes a command; returns it (with its id) once
 /// Kafka holds it.
 pub async fn issue(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topics: &Topics,
     room: &str,
     issued_by: &str,

@@ -8,9 +8,10 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_core::clock::now_ms;
+use switchboard_core::producer::KafkaProducer;
 use switchboard_core::topics::Topics;
 use switchboard_schemas::routing::{NodeRecord, RouteKey, RouteRecord};
 use tokio::sync::mpsc;
@@ -23,7 +24,7 @@ use crate::hub::RouteChange;
 pub struct NodePresence {
     pub node: String,
     pub epoch: u64,
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     pub topics: Topics,
 }
 

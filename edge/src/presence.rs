@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use rdkafka::producer::FutureProducer;
 use switchboard_core::clock::now_ms;
 use switchboard_core::presence::{Roster, ttl_ms};
+use switchboard_core::producer::KafkaProducer;
 use switchboard_schemas::envelope::{Event, PresenceUpdate};
 use switchboard_schemas::protocol::ServerFrame;
 use tokio::time::Instant;
@@ -256,7 +256,7 @@ impl Presence {
 pub struct PresenceTask {
     pub presence: Arc<Presence>,
     pub hub: Arc<Hub>,
-    pub producer: FutureProducer,
+    pub producer: KafkaProducer,
     pub topic: String,
     pub events: Arc<EdgeEvents>,
     pub interval: Duration,

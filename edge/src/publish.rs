@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use switchboard_core::kafka::record_headers;
+use switchboard_core::producer::{DeliveryFuture, KafkaProducer};
 use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
 use switchboard_schemas::headers::TraceParent;
@@ -90,7 +91,7 @@ pub(crate) fn typing(state: &EdgeState, event: Event) {
 /// Hands a record of `sb.ephemeral` (typing, presence; key: its room) to the
 /// producer without waiting for Kafka: what is lost there is made good by
 /// the next one.
-pub(crate) fn ephemeral(producer: &FutureProducer, topic: &str, event: &Event) -> Result<(), KafkaError> {
+pub(crate) fn ephemeral(producer: &KafkaProducer, topic: &str, event: &Event) -> Result<(), KafkaError> {
     let payload = event.to_json();
     let record = FutureRecord::to(topic).key(event.room()).payload(&payload).headers(record_headers(EVENT_V1, None));
     producer.send_result(record).map(drop).map_err(|(e, _)| e)
@@ -117,12 +118,12 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// reader calling it: backpressure, not buffering) for up to
 /// `queue_timeout`, then gives up with `QueueFull`.
 ///
-/// `FutureProducer::send` would also retry a full queue, but from inside a
+/// `KafkaProducer::send` would also retry a full queue, but from inside a
 /// future of its own: two sends awaited side by side could then enqueue in
 /// either order, which is how one connection's sends used to be stored out
 /// of order.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     mut record: FutureRecord<'_, str, [u8]>,
     queue_timeout: Duration,
 ) -> Result<DeliveryFuture, KafkaError> {

@@ -10,7 +10,6 @@ use axum::Router;
 use axum::routing::get;
 use rdkafka::Offset;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
 use switchboard_core::clock::now_ms;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{KafkaConfig, assign_all};

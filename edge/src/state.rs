@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rdkafka::producer::FutureProducer;
 use switchboard_core::ops::Readiness;
+use switchboard_core::producer::KafkaProducer;
 use switchboard_core::store::Store;
 use switchboard_core::topics::Topics;
 use tokio_util::task::TaskTracker;
@@ -27,7 +27,7 @@ pub struct EdgeState {
     pub events: Arc<EdgeEvents>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) presence: Arc<Presence>,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: KafkaProducer,
     pub(crate) topics: Topics,
     pub(crate) store: Store,
     pub(crate) auth: Authenticator,

@@ -13,13 +13,14 @@ use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::dead_letter::DeadLetter;
 use switchboard_core::kafka::{record_headers, trace_of};
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
+use switchboard_core::producer::KafkaProducer;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_core::topics::Topics;
 use switchboard_core::traces::{self, Attribute, Hop};
@@ -84,7 +85,7 @@ impl Default for PersisterConfig {
 
 pub struct Persister {
     member: GroupMember,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     dead_letter: DeadLetter,
     store: Store,
     topics: Topics,

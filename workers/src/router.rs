@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset};
 use switchboard_core::clock::now_ms;
@@ -21,6 +21,7 @@ use switchboard_core::kafka::{
 };
 use switchboard_core::metrics::Metrics;
 use switchboard_core::ops::Readiness;
+use switchboard_core::producer::KafkaProducer;
 use switchboard_core::topics::Topics;
 use switchboard_core::traces::{self, Attribute};
 use switchboard_schemas::envelope::EVENT_V1;
@@ -72,7 +73,7 @@ impl Default for RouterConfig {
 pub struct Router {
     kafka: KafkaConfig,
     state: StreamConsumer,
-    producer: FutureProducer,
+    producer: KafkaProducer,
     dead_letter: DeadLetter,
     topics: Topics,
     table: Arc<RwLock<RoutingTable>>,
@@ -241,7 +242,7 @@ pub fn check<'m>(record: &'m BorrowedMessage<'_>) -> Result<&'m str, String> {
 /// Key and payload are borrowed from the consumed record, not copied per
 /// target.
 pub async fn forward(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: String,
     record: &BorrowedMessage<'_>,
     traceparent: Option<String>,

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_core::config::{DatabaseArgs, KafkaArgs};
 use switchboard_core::kafka::{KafkaConfig, ToolConsumer, ToolStreamConsumer, record_headers};
+use switchboard_core::producer::KafkaProducer;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
 use switchboard_workers::inbound;
@@ -422,7 +423,7 @@ struct Target<'a> {
 
 /// Publishes what a replay applied to sb.events, as the persister does.
 struct Publisher {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
 }
 

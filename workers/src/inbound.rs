@@ -32,8 +32,11 @@ pub const DEFAULT_LANES: usize = 2;
 /// Applies `records` in up to `lanes` transactions at once. Each lane
 /// takes the records of the rooms that hash to it, in their order, so a
 /// room's records are applied in order in one lane, and lanes never touch
-/// the same room (seqs are per room; the rows they share, users' names, are
-/// written in one order by every transaction, see `store/batch.rs`).
+/// the same room (seqs are per room). The rows lanes share are users'
+/// names, written only when they change, in id order within a statement: a
+/// transaction that changes the same two users' names as another lane's,
+/// in opposite order over two statements, can deadlock, which PostgreSQL
+/// ends by failing one transaction, and that lane is retried whole.
 /// `apply` retries as its caller needs and answers `None` to give up; a
 /// lane whose batch fails for good is applied one record at a time (see
 /// [`apply_isolating`]). Results are in the order of `records`.

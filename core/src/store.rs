@@ -330,6 +330,7 @@ impl Store {
     pub async fn apply<R: Borrow<Inbound> + Sync>(&self, records: &[R]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut names = batch::Names::default();
         let mut rest = records;
         while let Some(first) = rest.first() {
             // Commands and markers one by one; a run of sends as one batch.
@@ -350,9 +351,10 @@ impl Store {
                     Inbound::Room(_) | Inbound::Read(_) => None,
                 })
                 .collect();
-            outcomes.extend(batch::persist(&mut tx, &sends).await?);
+            outcomes.extend(batch::persist(&mut tx, &sends, &mut names).await?);
             rest = &rest[sends.len()..];
         }
+        names.write(&mut tx).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -797,5 +799,79 @@ mod tests {
     #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
     async fn postgres_private_rooms_need_membership() {
         private_rooms_need_membership(&postgres().await).await;
+    }
+
+    fn sender_name(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::Stored { message, .. } => &message.message.sender_name,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
+    /// A transaction writes the names it changed once, at its end, and its
+    /// later sends (after a read marker, in another run of sends) already
+    /// carry them; the next transaction reads them from the table.
+    async fn names_changed_in_a_transaction_carry_over(store: &Store) {
+        let (r, user) = (room("names"), room("user"));
+        let named = |client_id: &str, name: Option<&str>| {
+            Inbound::Send(InboundSend { sender_name: name.map(str::to_owned), ..send(&r, &user, client_id) })
+        };
+        let out = store
+            .apply(&[
+                named("1", Some("First")),
+                marker(&r, "reader", 1),
+                named("2", None),
+                named("3", Some("Second")),
+                marker(&r, "reader", 3),
+                named("4", None),
+            ])
+            .await
+            .unwrap();
+        let names: Vec<&str> = [0, 2, 3, 5].iter().map(|&i| sender_name(&out[i])).collect();
+        assert_eq!(names, ["First", "First", "Second", "Second"]);
+        let next = store.apply(&[named("5", None)]).await.unwrap();
+        assert_eq!(sender_name(&next[0]), "Second", "the transaction's last name was stored");
+    }
+
+    #[tokio::test]
+    async fn sqlite_names_changed_in_a_transaction_carry_over() {
+        names_changed_in_a_transaction_carry_over(&sqlite().await.0).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_names_changed_in_a_transaction_carry_over() {
+        names_changed_in_a_transaction_carry_over(&postgres().await).await;
+    }
+
+    /// Two transactions at once (the persister's lanes) over different
+    /// rooms, each changing the same two users' names, in opposite orders
+    /// and split by read markers into several runs of sends: both commit.
+    /// Written run by run, the names were locked in opposite orders and
+    /// PostgreSQL broke the deadlock by failing one transaction.
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at SB_TEST_POSTGRES_URL; run by the real-cluster suite"]
+    async fn postgres_lanes_changing_the_same_names_both_commit() {
+        let store = postgres().await;
+        let (one, two) = (room("one"), room("two"));
+        for round in 0..10 {
+            let (a, b) = (room("lane-a"), room("lane-b"));
+            let renamed = |r: &str, user: &str, name: String| {
+                Inbound::Send(InboundSend { sender_name: Some(name), ..send(r, user, &format!("{user}-{round}")) })
+            };
+            let lane_a = [
+                renamed(&a, &one, format!("a{round}")),
+                marker(&a, "reader", 1),
+                renamed(&a, &two, format!("a{round}")),
+            ];
+            let lane_b = [
+                renamed(&b, &two, format!("b{round}")),
+                marker(&b, "reader", 1),
+                renamed(&b, &one, format!("b{round}")),
+            ];
+            let (from_a, from_b) = tokio::join!(store.apply(&lane_a), store.apply(&lane_b));
+            from_a.unwrap();
+            from_b.unwrap();
+        }
     }
 }

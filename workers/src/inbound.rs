@@ -33,10 +33,9 @@ pub const DEFAULT_LANES: usize = 2;
 /// takes the records of the rooms that hash to it, in their order, so a
 /// room's records are applied in order in one lane, and lanes never touch
 /// the same room (seqs are per room). The rows lanes share are users'
-/// names, written only when they change, in id order within a statement: a
-/// transaction that changes the same two users' names as another lane's,
-/// in opposite order over two statements, can deadlock, which PostgreSQL
-/// ends by failing one transaction, and that lane is retried whole.
+/// names, which a transaction writes once, at its end, in id order (see
+/// `Names` in `store/batch.rs`), so lanes that change the same users' names
+/// wait for each other and never deadlock.
 /// `apply` retries as its caller needs and answers `None` to give up; a
 /// lane whose batch fails for good is applied one record at a time (see
 /// [`apply_isolating`]). Results are in the order of `records`.

@@ -8,7 +8,7 @@
 //! Statements are built with the backend's parameter marks (see [`Marks`])
 //! and split so no statement binds more than `MAX_BINDS`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{Any, Row, Transaction};
 use switchboard_schemas::envelope::{InboundSend, StoredMessage};
@@ -52,19 +52,47 @@ fn key(send: &InboundSend) -> Key<'_> {
 /// lookup is a call into the same process, the savepoint and the upsert
 /// cost more than they saved (sbbench store, one run: 24,500-25,900 rows/s
 /// looking first, 22,900-24,000 not), so it looks first.
-pub(super) async fn persist(tx: &mut Tx, sends: &[&InboundSend]) -> Result<Vec<Outcome>, StoreError> {
+pub(super) async fn persist(
+    tx: &mut Tx,
+    sends: &[&InboundSend],
+    names: &mut Names,
+) -> Result<Vec<Outcome>, StoreError> {
     if !is_sqlite(tx) {
+        let before = names.clone();
         sqlx::query("SAVEPOINT persist_batch").execute(&mut **tx).await?;
-        let written = write(tx, sends, Lookup::AfterConflict).await?;
+        let written = write(tx, sends, Lookup::AfterConflict, names).await?;
         if written.is_none() {
             sqlx::query("ROLLBACK TO SAVEPOINT persist_batch").execute(&mut **tx).await?;
+            *names = before;
         }
         sqlx::query("RELEASE SAVEPOINT persist_batch").execute(&mut **tx).await?;
         if let Some(outcomes) = written {
             return Ok(outcomes);
         }
     }
-    Ok(write(tx, sends, Lookup::First).await?.expect("a batch written after the lookup meets no stored row"))
+    Ok(write(tx, sends, Lookup::First, names).await?.expect("a batch written after the lookup meets no stored row"))
+}
+
+/// Users' display names as one transaction sees them: read from the table
+/// once per user, changed in memory as sends bring new ones, and written
+/// once, at the end ([`Names::write`]). Transactions of other lanes or
+/// persisters change names too, and each writes its changes in one
+/// statement in id order, so they wait for each other instead of
+/// deadlocking; an upsert per run of sends (a transaction has several when
+/// read markers or commands come between) locked them in several orders.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Names {
+    /// The latest name of each user this transaction has looked up or set.
+    known: HashMap<String, String>,
+    /// The names this transaction changed, to be written.
+    changed: BTreeMap<String, String>,
+}
+
+impl Names {
+    /// Writes the changed names (see [`upsert_names`]).
+    pub(super) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
+        upsert_names(tx, Marks::of(tx), &self.changed).await
+    }
 }
 
 /// When [`write`] looks the batch's sends up among the stored messages.
@@ -77,7 +105,12 @@ enum Lookup {
     First,
 }
 
-async fn write(tx: &mut Tx, sends: &[&InboundSend], lookup: Lookup) -> Result<Option<Vec<Outcome>>, StoreError> {
+async fn write(
+    tx: &mut Tx,
+    sends: &[&InboundSend],
+    lookup: Lookup,
+    names: &mut Names,
+) -> Result<Option<Vec<Outcome>>, StoreError> {
     let marks = Marks::of(tx);
     let mut rooms = reserve_seqs(tx, marks, sends).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
@@ -86,13 +119,11 @@ async fn write(tx: &mut Tx, sends: &[&InboundSend], lookup: Lookup) -> Result<Op
         Lookup::AfterConflict => HashMap::new(),
     };
     let erased = erased_by_resets(tx, marks, sends, &rooms, &stored).await?;
-    let mut names = stored_names(tx, marks, sends).await?;
+    load_names(tx, marks, sends, names).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
     // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
-    // Each sender's latest name in the batch, where it differs from the stored one.
-    let mut named: HashMap<&str, &str> = HashMap::new();
     for &send in sends {
         let room = rooms.get_mut(send.room.as_str()).expect("every room of the batch is locked");
         if room.private && !members.contains(&(send.room.as_str(), send.sender.as_str())) {
@@ -121,13 +152,13 @@ async fn write(tx: &mut Tx, sends: &[&InboundSend], lookup: Lookup) -> Result<Op
         // The token's name (stored for later when it changed), else the latest one known.
         let sender_name = match &send.sender_name {
             Some(name) => {
-                if names.get(&send.sender) != Some(name) {
-                    named.insert(&send.sender, name);
-                    names.insert(send.sender.clone(), name.clone());
+                if names.known.get(&send.sender) != Some(name) {
+                    names.known.insert(send.sender.clone(), name.clone());
+                    names.changed.insert(send.sender.clone(), name.clone());
                 }
                 name.clone()
             }
-            None => names.get(&send.sender).cloned().unwrap_or_else(|| send.sender.clone()),
+            None => names.known.get(&send.sender).cloned().unwrap_or_else(|| send.sender.clone()),
         };
         room.last_seq += 1;
         let message = MessageFrame {
@@ -146,7 +177,6 @@ async fn write(tx: &mut Tx, sends: &[&InboundSend], lookup: Lookup) -> Result<Op
         outcomes.push(Outcome::Stored { message: StoredMessage { epoch, message }, duplicate: false });
     }
 
-    upsert_names(tx, marks, &named).await?;
     let new_rows: Vec<&MessageFrame> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -326,36 +356,34 @@ async fn erased_by_resets<'a>(
     Ok(erased)
 }
 
-/// Stored display names of the batch's senders: the name of those who send
-/// without one, and what those who send with one would change. Read without
-/// a lock, so a name that did not change is not written: an upsert locks
-/// its row even when it changes nothing, and users are shared by every
-/// room, so transactions of other partitions (another persister) waited on
-/// each other's commits for the same users.
-async fn stored_names(
-    tx: &mut Tx,
-    marks: Marks,
-    sends: &[&InboundSend],
-) -> Result<HashMap<String, String>, StoreError> {
-    let senders: Vec<&str> = distinct(sends.iter().map(|s| s.sender.as_str()));
-    let mut names = HashMap::new();
+/// Looks up the stored display names of the batch's senders that the
+/// transaction has not seen yet: the name of those who send without one,
+/// and what those who send with one would change. Read without a lock, so
+/// a name that did not change is not written: an upsert locks its row even
+/// when it changes nothing, and users are shared by every room, so
+/// transactions of other partitions (another persister) waited on each
+/// other's commits for the same users.
+async fn load_names(tx: &mut Tx, marks: Marks, sends: &[&InboundSend], names: &mut Names) -> Result<(), StoreError> {
+    let senders: Vec<&str> = distinct(sends.iter().map(|s| s.sender.as_str()))
+        .into_iter()
+        .filter(|s| !names.known.contains_key(*s))
+        .collect();
     for chunk in senders.chunks(MAX_BINDS) {
         let sql = format!("SELECT id, display_name FROM users WHERE id IN ({})", marks.list(1, chunk.len()));
         for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
-            names.insert(row.try_get("id")?, row.try_get("display_name")?);
+            names.known.insert(row.try_get("id")?, row.try_get("display_name")?);
         }
     }
-    Ok(names)
+    Ok(())
 }
 
-/// The names of this batch that changed, each sender's latest. One row per
-/// user per statement: PostgreSQL refuses to update a row twice in one
-/// INSERT. Users are written in id order, so transactions of other
+/// The names a transaction changed, each user's latest. One row per user
+/// per statement: PostgreSQL refuses to update a row twice in one INSERT.
+/// Users are written in id order, so transactions of other lanes and
 /// partitions that change the same users wait for each other instead of
 /// deadlocking.
-async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>) -> Result<(), StoreError> {
-    let mut named: Vec<(&str, &str)> = named.iter().map(|(user, name)| (*user, *name)).collect();
-    named.sort_unstable();
+async fn upsert_names(tx: &mut Tx, marks: Marks, named: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    let named: Vec<(&String, &String)> = named.iter().collect();
     for chunk in named.chunks(MAX_BINDS / 2) {
         let sql = format!(
             "INSERT INTO users (id, display_name) VALUES {} ON CONFLICT (id) DO UPDATE \
@@ -364,7 +392,7 @@ async fn upsert_names(tx: &mut Tx, marks: Marks, named: &HashMap<&str, &str>) ->
         );
         let mut query = sqlx::query(&sql);
         for (user, name) in chunk {
-            query = query.bind(*user).bind(*name);
+            query = query.bind(user.as_str()).bind(name.as_str());
         }
         query.execute(&mut **tx).await?;
     }

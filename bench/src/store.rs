@@ -75,6 +75,7 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
     anyhow::ensure!(load.batches > 0 && load.batch_size > 0 && load.rooms > 0, "nothing to measure");
     let store = &Store::connect(url, load.lanes.max(1) as u32).await?;
     store.migrate().await?;
+    let lanes = store.concurrent_writers();
     let mut times = Vec::with_capacity(load.batches);
     let mut next = 0usize;
     for index in 0..load.warmup + load.batches {
@@ -94,7 +95,6 @@ async fn measure(url: &str, load: &StoreLoad) -> anyhow::Result<StoreReport> {
             })
             .collect();
         let started = Instant::now();
-        let lanes = store.concurrent_writers();
         let applied =
             inbound::apply_in_lanes(&sends, lanes, |lane| async move { Some(store.apply(&lane).await) }).await;
         for result in applied.expect("the store answers every lane") {

@@ -2,12 +2,13 @@
 //! (key, payload and headers intact, plus why and where from), and the worker
 //! moves on instead of crashing or stalling on it.
 
-use crate::producer::KafkaProducer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_schemas::headers;
+
+use crate::producer::KafkaProducer;
 
 #[derive(Clone)]
 pub struct DeadLetter {
@@ -75,6 +76,6 @@ impl DeadLetter {
             reason,
             "record sent to dead-letter topic"
         );
-        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e)
+        self.producer.send(record, Timeout::Never).await.map(drop)
     }
 }

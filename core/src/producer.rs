@@ -1,7 +1,7 @@
-//! The Kafka producer of every process: rdkafka's `FutureProducer` API
-//! (`send`, `send_result`, `flush`; a future per record that resolves with
-//! Kafka's acknowledgement) on rdkafka's `BaseProducer` and a polling
-//! thread of its own.
+//! The Kafka producer of every process: like rdkafka's `FutureProducer`, a
+//! future per record that resolves with Kafka's acknowledgement (`send`,
+//! `enqueue`, `send_result`, `flush`), on rdkafka's `BaseProducer` and a
+//! polling thread of its own.
 //!
 //! Why not `FutureProducer` itself: its thread polls in rounds of exactly
 //! 100 ms, and rdkafka hands librdkafka the time left in a round in whole
@@ -27,15 +27,17 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message, OwnedMessage, Timestamp, ToBytes};
-use rdkafka::producer::future_producer::{Delivery, OwnedDeliveryResult};
+use rdkafka::message::{DeliveryResult, Message, ToBytes};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureRecord, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use tokio::sync::oneshot;
 
-/// Resolves with Kafka's acknowledgement of a record (or why it failed);
-/// `Err` if the producer went away first.
-pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
+/// Kafka's acknowledgement of a record: where it was stored, or why not.
+pub type Acked = Result<Delivery, KafkaError>;
+
+/// Resolves with a record's [`Acked`]; `Err` if the producer went away first.
+pub type DeliveryFuture = oneshot::Receiver<Acked>;
 
 /// One round of the polling thread: how often it looks at whether to stop
 /// (so a dropped producer's thread ends within it), and 50 µs past the
@@ -43,8 +45,11 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 /// the round does (see the module's doc).
 const POLL_ROUND: Duration = Duration::from_micros(100_050);
 
-/// Pause before trying again to enqueue on a full local queue (`send`).
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
+/// Pause before trying again to enqueue on a full local queue. Only an
+/// edge fills it in practice (many clients' sends while Kafka is away; a
+/// worker waits for each batch's acks before the next), and its reader
+/// waits here: a short pause resumes it soon after there is room.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// A producer; clones share it. Its polling thread stops with the last clone.
 #[derive(Clone)]
@@ -64,19 +69,19 @@ struct Acks;
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = Box<oneshot::Sender<OwnedDeliveryResult>>;
+    type DeliveryOpaque = Box<oneshot::Sender<Acked>>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
-        let owned = match result {
+        let acked = match result {
             Ok(message) => Ok(Delivery {
                 partition: message.partition(),
                 offset: message.offset(),
                 timestamp: message.timestamp(),
             }),
-            Err((error, message)) => Err((error.clone(), message.detach())),
+            Err((error, _)) => Err(error.clone()),
         };
         // Nobody waiting (the caller dropped the future) is fine.
-        let _ = ack.send(owned);
+        let _ = ack.send(acked);
     }
 }
 
@@ -101,21 +106,35 @@ impl KafkaProducer {
 
     /// Enqueues `record`, retrying while the local queue is full for up to
     /// `queue_timeout`, and waits for Kafka's acknowledgement.
-    pub async fn send<K, P>(
-        &self,
-        mut record: FutureRecord<'_, K, P>,
-        queue_timeout: impl Into<Timeout>,
-    ) -> OwnedDeliveryResult
+    pub async fn send<K, P>(&self, record: FutureRecord<'_, K, P>, queue_timeout: impl Into<Timeout>) -> Acked
     where
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
-        let queue_timeout = queue_timeout.into();
+        let delivery = self.enqueue(record, queue_timeout.into()).await?;
+        // `self` is borrowed meanwhile, so the producer cannot go away first.
+        delivery.await.expect("the producer outlives its sends")
+    }
+
+    /// Enqueues `record` and returns the future of Kafka's acknowledgement.
+    /// While the local queue is full it waits (and so does its caller:
+    /// backpressure, not buffering) for up to `queue_timeout`, then gives
+    /// up with `QueueFull`. The caller's own future does the waiting, so
+    /// records enqueued one after another by one caller keep their order
+    /// (an edge enqueues a connection's sends from its reader this way).
+    pub async fn enqueue<K, P>(
+        &self,
+        mut record: FutureRecord<'_, K, P>,
+        queue_timeout: Timeout,
+    ) -> Result<DeliveryFuture, KafkaError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
         let started = tokio::time::Instant::now();
         loop {
             match self.send_result(record) {
-                // `self` is borrowed meanwhile, so the producer cannot go away first.
-                Ok(delivery) => return delivery.await.expect("the producer outlives its sends"),
+                Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if queue_timeout == Timeout::Never
                         || matches!(queue_timeout, Timeout::After(t) if started.elapsed() < t) =>
@@ -123,7 +142,7 @@ impl KafkaProducer {
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
-                Err((e, back)) => return Err((e, owned(back))),
+                Err((e, _)) => return Err(e),
             }
         }
     }
@@ -168,19 +187,6 @@ impl KafkaProducer {
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         self.inner.producer.flush(timeout)
     }
-}
-
-/// A record that could not be enqueued, as `send` reports it.
-fn owned<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(record: FutureRecord<'_, K, P>) -> OwnedMessage {
-    OwnedMessage::new(
-        record.payload.map(|p| p.to_bytes().to_vec()),
-        record.key.map(|k| k.to_bytes().to_vec()),
-        record.topic.to_owned(),
-        record.timestamp.map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
-        record.partition.unwrap_or(-1),
-        -1,
-        record.headers,
-    )
 }
 
 impl Drop for Inner {

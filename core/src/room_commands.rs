@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use crate::producer::KafkaProducer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use switchboard_schemas::room_command::{CommandError, ROOM_COMMAND_V1, RoomAction, RoomCommand};
@@ -13,6 +12,7 @@ use thiserror::Error;
 
 use crate::clock::now_ms;
 use crate::kafka::record_headers;
+use crate::producer::KafkaProducer;
 use crate::topics::Topics;
 
 /// How long issuing waits for Kafka's acknowledgement.
@@ -52,6 +52,6 @@ pub async fn issue(
         .key(command.room.as_str())
         .payload(payload.as_slice())
         .headers(record_headers(ROOM_COMMAND_V1, None));
-    producer.send(record, ISSUE_TIMEOUT).await.map_err(|(e, _)| e)?;
+    producer.send(record, ISSUE_TIMEOUT).await?;
     Ok(command)
 }

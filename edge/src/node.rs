@@ -35,7 +35,7 @@ impl NodePresence {
         let payload = serde_json::to_vec(&record).expect("node records serialize");
         let topic = self.topics.nodes();
         let out = FutureRecord::to(&topic).key(&self.node).payload(&payload);
-        self.producer.send(out, Timeout::After(Duration::from_secs(10))).await.map(|_| ()).map_err(|(e, _)| e)
+        self.producer.send(out, Timeout::After(Duration::from_secs(10))).await.map(drop)
     }
 
     pub async fn run_heartbeats(self, interval: Duration, shutdown: CancellationToken) {
@@ -67,7 +67,7 @@ impl NodePresence {
             if let Some(payload) = &payload {
                 out = out.payload(payload);
             }
-            self.producer.send(out, Timeout::After(Duration::from_secs(10))).await.map(|_| ()).map_err(|(e, _)| e)
+            self.producer.send(out, Timeout::After(Duration::from_secs(10))).await.map(drop)
         };
         attempt
             .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(10))

@@ -8,17 +8,15 @@
 //! log holds a connection's sends to a room in the order it sent them. Only
 //! the wait for Kafka's acknowledgement runs beside the reader.
 
-use std::time::Duration;
-
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
 use switchboard_core::kafka::record_headers;
 use switchboard_core::producer::{DeliveryFuture, KafkaProducer};
 use switchboard_core::traces::{self, Attribute, Hop, Kind};
 use switchboard_schemas::envelope::{EVENT_V1, Event, INBOUND_V1, InboundSend};
 use switchboard_schemas::headers::TraceParent;
 use switchboard_schemas::read_marker::{READ_MARKER_V1, ReadMarker};
-use tokio::time::Instant;
 
 use crate::state::EdgeState;
 
@@ -41,7 +39,7 @@ impl PendingSend {
                 self.hop.set(|| Attribute::new("messaging.kafka.offset", delivered.offset));
                 return Ok(self.bytes);
             }
-            Ok(Err((e, _))) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
             Err(_) => "the producer stopped".to_owned(),
         };
         self.hop.fail(failure.clone());
@@ -71,7 +69,7 @@ pub(crate) async fn send(
         .key(envelope.room.as_str())
         .payload(payload.as_slice())
         .headers(record_headers(INBOUND_V1, Some(&traceparent)));
-    match enqueue(&state.producer, record, state.config.produce_queue_timeout).await {
+    match state.producer.enqueue(record, Timeout::After(state.config.produce_queue_timeout)).await {
         Ok(delivery) => Ok(PendingSend { delivery, hop, bytes: payload.len() }),
         Err(e) => {
             hop.fail(e.to_string());
@@ -107,35 +105,5 @@ pub(crate) async fn read_marker(state: &EdgeState, marker: &ReadMarker) -> Resul
         .key(marker.room.as_str())
         .payload(payload.as_slice())
         .headers(record_headers(READ_MARKER_V1, None));
-    enqueue(&state.producer, record, state.config.produce_queue_timeout).await.map(drop)
-}
-
-/// Pause before trying again to enqueue on a full local producer queue.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
-
-/// Enqueues `record` and returns the future of Kafka's acknowledgement.
-/// While the producer's local queue is full it waits (and so does the
-/// reader calling it: backpressure, not buffering) for up to
-/// `queue_timeout`, then gives up with `QueueFull`.
-///
-/// `KafkaProducer::send` would also retry a full queue, but from inside a
-/// future of its own: two sends awaited side by side could then enqueue in
-/// either order, which is how one connection's sends used to be stored out
-/// of order.
-async fn enqueue(
-    producer: &KafkaProducer,
-    mut record: FutureRecord<'_, str, [u8]>,
-    queue_timeout: Duration,
-) -> Result<DeliveryFuture, KafkaError> {
-    let deadline = Instant::now() + queue_timeout;
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
-                record = back;
-                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    state.producer.enqueue(record, Timeout::After(state.config.produce_queue_timeout)).await.map(drop)
 }

@@ -60,8 +60,8 @@ pub struct PersisterConfig {
     pub batch_window: Duration,
     /// Transactions a batch is split over, by room, on separate database
     /// connections at once (at most the pool's size; always 1 on SQLite).
-    /// A batch's time is PostgreSQL's own row work on one core, so a second
-    /// lane lets it use a second one.
+    /// One transaction keeps at most one of PostgreSQL's cores busy
+    /// (`sbbench store`: 53,300-62,400 rows/s with 1 lane, 76,200-77,300 with 2).
     #[arg(long = "persister-lanes", env = "SB_PERSISTER_LANES", default_value_t = inbound::DEFAULT_LANES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub lanes: usize,
@@ -337,7 +337,7 @@ impl Persister {
         }
         let mut all_acked = true;
         for (topic, result) in join_all(pending).await {
-            if let Err((e, _)) = result {
+            if let Err(e) = result {
                 tracing::error!(%topic, error = %e, "could not publish event; retrying the batch");
                 all_acked = false;
             }

@@ -252,7 +252,7 @@ pub async fn forward(
     let out =
         FutureRecord::to(&topic).key(key).payload(payload).headers(record_headers(EVENT_V1, traceparent.as_deref()));
     let result = producer.send(out, Timeout::Never).await;
-    result.map(|_| ()).map_err(|(e, _)| (topic, e))
+    result.map(drop).map_err(|e| (topic, e))
 }
 
 /// Reads `sb.routes` and `sb.nodes` from the beginning up to the high

@@ -439,7 +439,7 @@ impl Publisher {
             self.producer.send(record, Timeout::Never).await
         });
         for result in join_all(pending).await {
-            if let Err((e, _)) = result {
+            if let Err(e) = result {
                 return Err(SbctlError::Refused(format!(
                     "could not publish to {} ({e}); progress up to the last batch is saved, run the same command \
                      again to resume (this batch is applied and published again)",

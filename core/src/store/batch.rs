@@ -58,12 +58,10 @@ pub(super) async fn persist(
     names: &mut Names,
 ) -> Result<Vec<Outcome>, StoreError> {
     if !is_sqlite(tx) {
-        let before = names.clone();
         sqlx::query("SAVEPOINT persist_batch").execute(&mut **tx).await?;
         let written = write(tx, sends, Lookup::AfterConflict, names).await?;
         if written.is_none() {
             sqlx::query("ROLLBACK TO SAVEPOINT persist_batch").execute(&mut **tx).await?;
-            *names = before;
         }
         sqlx::query("RELEASE SAVEPOINT persist_batch").execute(&mut **tx).await?;
         if let Some(outcomes) = written {
@@ -80,7 +78,7 @@ pub(super) async fn persist(
 /// statement in id order, so they wait for each other instead of
 /// deadlocking; an upsert per run of sends (a transaction has several when
 /// read markers or commands come between) locked them in several orders.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(super) struct Names {
     /// The latest name of each user this transaction has looked up or set.
     known: HashMap<String, String>,
@@ -89,6 +87,19 @@ pub(super) struct Names {
 }
 
 impl Names {
+    /// A user's latest name: changed by this batch (`renamed`), else known to the transaction.
+    fn latest<'a>(&'a self, renamed: &HashMap<&str, &'a str>, user: &str) -> Option<&'a str> {
+        renamed.get(user).copied().or_else(|| self.known.get(user).map(String::as_str))
+    }
+
+    /// Takes in the names a batch changed, once the batch is written.
+    fn renamed(&mut self, renamed: HashMap<&str, &str>) {
+        for (user, name) in renamed {
+            self.known.insert(user.to_owned(), name.to_owned());
+            self.changed.insert(user.to_owned(), name.to_owned());
+        }
+    }
+
     /// Writes the changed names (see [`upsert_names`]).
     pub(super) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         upsert_names(tx, Marks::of(tx), &self.changed).await
@@ -122,6 +133,9 @@ async fn write(
     load_names(tx, marks, sends, names).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
+    // Names this batch changes, each sender's latest: taken into `names`
+    // only once the batch is written (a write given up leaves them out).
+    let mut renamed: HashMap<&str, &str> = HashMap::new();
     // Index into outcomes of each send this batch stores, for repeats within it.
     let mut stored_now: HashMap<Key<'_>, usize> = HashMap::new();
     for &send in sends {
@@ -152,13 +166,12 @@ async fn write(
         // The token's name (stored for later when it changed), else the latest one known.
         let sender_name = match &send.sender_name {
             Some(name) => {
-                if names.known.get(&send.sender) != Some(name) {
-                    names.known.insert(send.sender.clone(), name.clone());
-                    names.changed.insert(send.sender.clone(), name.clone());
+                if names.latest(&renamed, &send.sender) != Some(name) {
+                    renamed.insert(&send.sender, name);
                 }
                 name.clone()
             }
-            None => names.known.get(&send.sender).cloned().unwrap_or_else(|| send.sender.clone()),
+            None => names.latest(&renamed, &send.sender).unwrap_or(&send.sender).to_owned(),
         };
         room.last_seq += 1;
         let message = MessageFrame {
@@ -189,6 +202,7 @@ async fn write(
         return Ok(None);
     }
     give_back_unused_seqs(tx, marks, &rooms).await?;
+    names.renamed(renamed);
     Ok(Some(outcomes))
 }
 

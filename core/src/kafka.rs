@@ -263,6 +263,12 @@ impl KafkaConfig {
     pub fn tool_consumer<C: FromClientConfigAndContext<ToolContext>>(&self, group: &str) -> KafkaResult<C> {
         let mut config = self.manual_consumer(group);
         config.set("enable.partition.eof", "true").set("auto.offset.reset", "error");
+        // A tool reads a backlog as fast as it can, so its queue of fetched
+        // records fills (64 MiB by default), and librdkafka then waits this
+        // long before it fetches again: 1 s by default, in which the tool
+        // emptied the queue and sat idle. `sbctl replay store --count-only`
+        // over 244,000 records (120 MB): 1.7 s with the default, 0.8 s with 10 ms.
+        config.set("fetch.queue.backoff.ms", "10");
         self.finish(config).create_with_context(ToolContext)
     }
 

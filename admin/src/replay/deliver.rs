@@ -104,7 +104,8 @@ pub async fn deliver(args: DeliverArgs) -> Result<(), SbctlError> {
     }
 
     let producer = kafka.batch_producer()?;
-    let Reader { consumer, mut tracker } = Reader::new(&kafka, &group, &topic, &work, args.range.max_rate)?;
+    let Reader { consumer, mut tracker } =
+        Reader::new(&kafka, &group, &topic, &work, args.range.max_rate, super::BATCH_MAX)?;
     let mut summary = Summary::default();
     let started = Instant::now();
     while !tracker.done() {

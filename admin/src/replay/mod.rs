@@ -27,7 +27,7 @@ use crate::positions::{self, Log, format_time, parse_time};
 pub use deliver::deliver;
 pub use store::store;
 
-/// Most records handled at once (the workers' default batch).
+/// Most records handled at once by `replay deliver` (the workers' default batch).
 const BATCH_MAX: usize = 1_000;
 
 /// A partition that delivers nothing for this long has stalled.
@@ -268,6 +268,7 @@ impl Reader {
         topic: &str,
         work: &[Part],
         max_rate: Option<NonZeroU32>,
+        batch_max: usize,
     ) -> Result<Reader, SbctlError> {
         let consumer: ToolStreamConsumer = kafka.tool_consumer(group)?;
         let mut list = TopicPartitionList::new();
@@ -275,7 +276,7 @@ impl Reader {
             list.add_partition_offset(topic, p.partition, Offset::Offset(p.from))?;
         }
         consumer.assign(&list)?;
-        Ok(Reader { consumer, tracker: Tracker::new(work, max_rate) })
+        Ok(Reader { consumer, tracker: Tracker::new(work, max_rate, batch_max) })
     }
 }
 
@@ -294,7 +295,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    fn new(work: &[Part], max_rate: Option<NonZeroU32>) -> Tracker {
+    fn new(work: &[Part], max_rate: Option<NonZeroU32>, batch_max: usize) -> Tracker {
         let bars = MultiProgress::new();
         let style = ProgressStyle::with_template("partition {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
             .expect("a valid template")
@@ -310,7 +311,7 @@ impl Tracker {
             bars,
             state,
             limiter: max_rate.map(|rate| RateLimiter::direct(Quota::per_second(rate))),
-            batch_max: max_rate.map_or(BATCH_MAX, |r| BATCH_MAX.min(r.get() as usize)),
+            batch_max: max_rate.map_or(batch_max, |r| batch_max.min(r.get() as usize)),
             total: work.iter().map(Part::records).sum(),
             read: 0,
             started: Instant::now(),

@@ -5,9 +5,9 @@
 //! (progress is committed to a consumer group of its own, with the run's
 //! range in the commit metadata); throttleable (`--max-rate`).
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -19,7 +19,7 @@ use switchboard_core::kafka::{KafkaConfig, ToolConsumer, ToolStreamConsumer, rec
 use switchboard_core::producer::KafkaProducer;
 use switchboard_core::store::{Outcome, Store, StoreError};
 use switchboard_schemas::envelope::{EVENT_V1, Event, Inbound};
-use switchboard_workers::inbound;
+use switchboard_workers::{inbound, persister};
 
 use super::{Part, Range, Reader, Tracker, last_offsets, plan, print_parts, refuse_compacted, refuse_lost};
 use crate::error::SbctlError;
@@ -52,6 +52,11 @@ pub struct StoreArgs {
     #[arg(long, default_value_t = inbound::DEFAULT_LANES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub lanes: usize,
+    /// Most records per batch, each batch one transaction per lane, as the
+    /// persister's `--persister-batch-max`.
+    #[arg(long, default_value_t = persister::DEFAULT_BATCH_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub batch_size: usize,
     /// Also publish to sb.events the event of every replayed message and
     /// room change, as the persister does (at least once: consumers drop
     /// what they have by room and seq), for consumers of sb.events that lost
@@ -166,7 +171,9 @@ pub async fn store(args: StoreArgs) -> Result<(), SbctlError> {
         false => None,
     };
     let target = store.as_ref().map(|store| Target { store, publisher: publisher.as_ref() });
-    let summary = execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, &kind, args.range.max_rate).await?;
+    let summary =
+        execute(&kafka, &consumer, &group, &topic, &work, target, &rooms, &kind, args.range.max_rate, args.batch_size)
+            .await?;
     summary.print();
     Ok(())
 }
@@ -284,8 +291,9 @@ async fn execute(
     rooms: &HashSet<String>,
     kind: &str,
     max_rate: Option<NonZeroU32>,
+    batch_size: usize,
 ) -> Result<Summary, SbctlError> {
-    let Reader { consumer, mut tracker } = Reader::new(kafka, group, topic, work, max_rate)?;
+    let Reader { consumer, mut tracker } = Reader::new(kafka, group, topic, work, max_rate, batch_size)?;
     let by_part: BTreeMap<i32, &Part> = work.iter().map(|p| (p.partition, p)).collect();
     let mut summary = Summary::default();
     let started = Instant::now();
@@ -302,14 +310,26 @@ async fn execute(
         let mut counts = Summary::default();
         let read =
             async { if reading { read_batch(&consumer, &mut tracker, rooms, &mut counts).await } else { Ok(None) } };
-        let applying = async {
-            match (&target, &pending) {
-                (Some(target), Some(batch)) => {
+        // The batch is applied on a task of its own: in this one, a batch's
+        // reading and decoding never waits, so it would run to its end before
+        // the apply got its first turn, and the two took turns instead of
+        // overlapping.
+        let applying = match (&target, pending.as_mut()) {
+            (Some(target), Some(batch)) => {
+                let (store, records, publish) =
+                    (target.store.clone(), std::mem::take(&mut batch.records), target.publisher.is_some());
+                Some(tokio::spawn(async move {
                     let began = Instant::now();
-                    let applied = apply(target.store, &batch.records, target.publisher.is_some()).await;
-                    Some((applied, began.elapsed()))
-                }
-                _ => None,
+                    let applied = apply(&store, &records, publish).await;
+                    (applied, began.elapsed())
+                }))
+            }
+            _ => None,
+        };
+        let applying = async {
+            match applying {
+                Some(task) => Some(task.await.expect("applying a batch does not panic")),
+                None => None,
             }
         };
         let (next, applied) = tokio::join!(read, applying);
@@ -376,13 +396,13 @@ async fn apply(store: &Store, batch: &[Inbound], publish: bool) -> Result<(Summa
         return Ok((summary, Vec::new()));
     }
     // Why the last attempt gave up, when the database stayed unavailable.
-    let gave_up = Cell::new(None);
+    let gave_up = Mutex::new(None);
     let gave_up_ref = &gave_up;
     let lanes = store.concurrent_writers();
     let results = inbound::apply_in_lanes(batch, lanes, |records| async move {
         match retried(store, &records).await {
             Err(e) if e.is_retryable() => {
-                gave_up_ref.set(Some(e));
+                *gave_up_ref.lock().expect("not poisoned") = Some(e);
                 None
             }
             other => Some(other),
@@ -390,7 +410,7 @@ async fn apply(store: &Store, batch: &[Inbound], publish: bool) -> Result<(Summa
     })
     .await;
     let Some(results) = results else {
-        return Err(unavailable(gave_up.take().expect("gave up for a reason")));
+        return Err(unavailable(gave_up.into_inner().expect("not poisoned").expect("gave up for a reason")));
     };
     let mut events = Vec::new();
     for (result, record) in results.into_iter().zip(batch) {

@@ -11,7 +11,7 @@
 //! unchanged.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -203,27 +203,16 @@ impl Store {
     /// machine's. Ids have no linguistic order, so nothing reads differently.
     /// On a database made before, this rebuilds the tables' indexes once,
     /// with the tables locked meanwhile: run `sbctl migrate` before rolling
-    /// out a version that brings it to a large database. SQLite compares bytes already; the
-    /// statement is PostgreSQL's, so it is here and not in the shared
-    /// migrations. Runs once: the columns already in "C" are skipped, and
-    /// an advisory lock keeps two processes starting together from
-    /// rebuilding the indexes twice.
+    /// out a version that brings it to a large database. SQLite compares
+    /// bytes already; the statement is PostgreSQL's, so it is here and not
+    /// in the shared migrations. Runs once: the columns already in "C" are
+    /// skipped, and an advisory lock keeps two processes starting together
+    /// from rebuilding the indexes twice.
     async fn compare_bytes(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('switchboard collation'))").execute(&mut *tx).await?;
-        let rows = sqlx::query(
-            "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND data_type = 'text' AND table_name <> '_sqlx_migrations' \
-             AND collation_name IS DISTINCT FROM 'C' ORDER BY 1, 2",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for row in rows {
-            by_table.entry(row.try_get("t")?).or_default().push(row.try_get("c")?);
-        }
         // One statement per table: its indexes are rebuilt once.
-        for (table, columns) in by_table {
+        for (table, columns) in text_columns_not_in_bytes(&mut *tx).await? {
             let alters: Vec<String> =
                 columns.iter().map(|c| format!("ALTER COLUMN \"{c}\" TYPE text COLLATE \"C\"")).collect();
             sqlx::query(&format!("ALTER TABLE \"{table}\" {}", alters.join(", "))).execute(&mut *tx).await?;
@@ -431,6 +420,24 @@ impl Store {
         }
         Ok(lines)
     }
+}
+
+/// PostgreSQL: the store's text columns whose collation is not "C", by table.
+async fn text_columns_not_in_bytes<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND data_type = 'text' AND table_name <> '_sqlx_migrations' \
+         AND collation_name IS DISTINCT FROM 'C' ORDER BY 1, 2",
+    )
+    .fetch_all(executor)
+    .await?;
+    let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        by_table.entry(row.try_get("t")?).or_default().push(row.try_get("c")?);
+    }
+    Ok(by_table)
 }
 
 /// Whether `user` is listed as a member of `room` (on a pool or inside a transaction).
@@ -929,17 +936,12 @@ mod tests {
     async fn postgres_text_columns_compare_bytes() {
         let store = postgres().await;
         store.migrate().await.unwrap();
-        let other: Vec<String> = sqlx::query(
-            "SELECT table_name::text || '.' || column_name::text AS c FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND data_type = 'text' AND table_name <> '_sqlx_migrations' \
-             AND collation_name IS DISTINCT FROM 'C'",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get("c").unwrap())
-        .collect();
+        let other: Vec<String> = text_columns_not_in_bytes(&store.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .flat_map(|(table, columns)| columns.into_iter().map(move |c| format!("{table}.{c}")))
+            .collect();
         assert_eq!(other, Vec::<String>::new());
     }
 

@@ -428,7 +428,8 @@ async fn insert_messages(
     }
     match marks {
         Marks::Numbered => insert_messages_as_json(tx, rows, lookup).await,
-        Marks::Positional => insert_messages_as_values(tx, rows, lookup).await,
+        // SQLite looks the batch up first (see [`persist`]): no row is stored already.
+        Marks::Positional => insert_messages_as_values(tx, rows).await,
     }
 }
 
@@ -485,15 +486,11 @@ async fn insert_messages_as_json(tx: &mut Tx, rows: &[&MessageFrame], lookup: Lo
 const UNIQUE_VIOLATION: &str = "23505";
 
 /// SQLite: multi-row VALUES, as many rows per statement as its bind limit allows.
-async fn insert_messages_as_values(tx: &mut Tx, rows: &[&MessageFrame], lookup: Lookup) -> Result<usize, StoreError> {
-    let on_conflict = match lookup {
-        Lookup::AfterConflict => " ON CONFLICT (id) DO NOTHING",
-        Lookup::First => "",
-    };
+async fn insert_messages_as_values(tx: &mut Tx, rows: &[&MessageFrame]) -> Result<usize, StoreError> {
     let mut inserted = 0;
     for chunk in rows.chunks(MAX_BINDS / 8) {
         let sql = format!(
-            "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) VALUES {}{on_conflict}",
+            "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) VALUES {}",
             Marks::Positional.tuples(chunk.len(), 8)
         );
         let mut query = sqlx::query(&sql);
@@ -508,11 +505,7 @@ async fn insert_messages_as_values(tx: &mut Tx, rows: &[&MessageFrame], lookup: 
                 .bind(m.body.as_str())
                 .bind(m.sent_at);
         }
-        let went_in = query.execute(&mut **tx).await?.rows_affected() as usize;
-        inserted += went_in;
-        if went_in < chunk.len() {
-            break;
-        }
+        inserted += query.execute(&mut **tx).await?.rows_affected() as usize;
     }
     Ok(inserted)
 }

@@ -179,7 +179,9 @@ pub struct DatabaseArgs {
     /// postgres://user:pass@host/db or sqlite://path?mode=rwc
     #[arg(long = "database-url", env = "SB_DATABASE_URL")]
     pub url: Secret,
-    /// Size of the connection pool.
+    /// Most connections of the pool that reads and, on PostgreSQL, of the
+    /// one that writes (opened only by what writes: the persister, `sbctl
+    /// replay store`).
     #[arg(long = "database-max-connections", env = "SB_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub max_connections: u32,
 }

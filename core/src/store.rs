@@ -1,9 +1,10 @@
 //! The SQL store (sqlx `Any`: PostgreSQL in production, SQLite for the
 //! embedded default). One dialect serves both: `$N` parameters, TEXT/BIGINT
-//! columns, `ON CONFLICT`, `RETURNING`. Two things differ: a batch's large
-//! statements mark parameters as each backend parses fastest
-//! (`store/batch.rs`), and PostgreSQL leaves room in the rooms table's pages
-//! ([`Store::migrate`]).
+//! columns, `ON CONFLICT`, `RETURNING`. What differs: a batch's large
+//! statements mark parameters as each backend parses fastest, PostgreSQL
+//! takes a batch's messages through `COPY` on a native connection
+//! (`store/batch.rs`, `store/tx.rs`), and PostgreSQL leaves room in the
+//! rooms table's pages and compares text as bytes ([`Store::migrate`]).
 //!
 //! Rooms own a gapless sequence (`rooms.last_seq`); messages are unique on
 //! their id, the UUID v5 of their idempotency key (room, sender, client id),
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use switchboard_schemas::envelope::{Event, Inbound, InboundSend, StoredMessage};
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
@@ -23,6 +25,9 @@ use thiserror::Error;
 mod batch;
 mod reads;
 mod rooms;
+mod tx;
+
+use tx::{Columns, Tx};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -131,12 +136,23 @@ fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
+/// Whether the pool is SQLite's (see [`is_sqlite`]).
+fn is_sqlite_pool(pool: &AnyPool) -> bool {
+    pool.connect_options().database_url.scheme().eq_ignore_ascii_case("sqlite")
+}
+
 const PUBLIC: &str = "public";
 const PRIVATE: &str = "private";
 
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL only: the native connections [`Store::apply`] writes
+    /// through, for `COPY` (see `store/tx.rs`), as many as `pool` may have.
+    /// Opened on first use: a process that only reads (an edge) opens none,
+    /// and one that writes keeps `pool` for its migration and reads (a
+    /// persister: one connection more than its lanes).
+    writer: Option<PgPool>,
 }
 
 impl Store {
@@ -161,7 +177,17 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(Self { pool })
+        let writer = match is_sqlite_pool(&pool) {
+            true => None,
+            false => Some(
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy(url)
+                    .map_err(StoreError::Unavailable)?,
+            ),
+        };
+        Ok(Self { pool, writer })
     }
 
     /// How many transactions that write may usefully run at once: one on
@@ -169,11 +195,7 @@ impl Store {
     /// first fails with SQLITE_BUSY instead of waiting), the pool's size
     /// on PostgreSQL.
     pub fn concurrent_writers(&self) -> usize {
-        if self.pool.connect_options().database_url.scheme().eq_ignore_ascii_case("sqlite") {
-            1
-        } else {
-            self.pool.options().get_max_connections() as usize
-        }
+        if is_sqlite_pool(&self.pool) { 1 } else { self.pool.options().get_max_connections() as usize }
     }
 
     /// Applies the migrations in `core/migrations` (idempotent).
@@ -223,6 +245,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
     }
 
     /// Whether `user` may read `room`, and the room's current state.
@@ -247,7 +272,7 @@ impl Store {
     }
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
-        is_member(&self.pool, room, user).await
+        Ok(sqlx::query(IS_MEMBER).bind(room).bind(user).fetch_optional(&self.pool).await?.is_some())
     }
 
     /// Messages with `after < seq <= upto`, oldest first, at most `limit`.
@@ -281,7 +306,8 @@ impl Store {
         let marks = batch::Marks::of(&conn);
         for chunk in rooms.chunks(batch::MAX_BINDS) {
             let sql = format!("SELECT id, last_seq FROM rooms WHERE id IN ({})", marks.list(1, chunk.len()));
-            for row in batch::bind_all(sqlx::query(&sql), chunk).fetch_all(&mut *conn).await? {
+            let query = chunk.iter().fold(sqlx::query(&sql), |query, room| query.bind(*room));
+            for row in query.fetch_all(&mut *conn).await? {
                 last.insert(row.try_get::<String, _>("id")?, row.try_get::<i64, _>("last_seq")? as u64);
             }
         }
@@ -357,7 +383,10 @@ impl Store {
     /// of sends between commands costs a few statements, not a few per
     /// message (see `store/batch.rs`); commands are rare and go one by one.
     pub async fn apply<R: Borrow<Inbound> + Sync>(&self, records: &[R]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match &self.writer {
+            Some(writer) => Tx::Postgres(writer.begin().await?),
+            None => Tx::Sqlite(self.pool.begin().await?),
+        };
         let mut outcomes = Vec::with_capacity(records.len());
         let mut names = batch::Names::default();
         let mut rest = records;
@@ -441,29 +470,19 @@ async fn text_columns_not_in_bytes<'e, E: sqlx::Executor<'e, Database = Any>>(
 }
 
 /// Whether `user` is listed as a member of `room` (on a pool or inside a transaction).
-async fn is_member<'e, E: sqlx::Executor<'e, Database = Any>>(
-    db: E,
-    room: &str,
-    user: &str,
-) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2")
-        .bind(room)
-        .bind(user)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.is_some())
-}
+/// A row when `user` ($2) is a member of `room` ($1).
+const IS_MEMBER: &str = "SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2";
 
-fn message_from_row(row: &sqlx::any::AnyRow) -> Result<MessageFrame, StoreError> {
+fn message_from_row(row: &impl Columns) -> Result<MessageFrame, StoreError> {
     Ok(MessageFrame {
-        room: row.try_get("room")?,
-        seq: row.try_get::<i64, _>("seq")? as u64,
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        sender: row.try_get("sender")?,
-        sender_name: row.try_get("sender_name")?,
-        body: row.try_get("body")?,
-        sent_at: row.try_get("sent_at")?,
+        room: row.text("room")?,
+        seq: row.int("seq")? as u64,
+        id: row.text("id")?,
+        client_id: row.text("client_id")?,
+        sender: row.text("sender")?,
+        sender_name: row.text("sender_name")?,
+        body: row.text("body")?,
+        sent_at: row.int("sent_at")?,
     })
 }
 

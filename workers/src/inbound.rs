@@ -52,15 +52,20 @@ where
     Fut: Future<Output = Option<Result<Vec<Outcome>, StoreError>>>,
 {
     let lanes = lanes.clamp(1, records.len().max(1));
-    let rooms = BuildHasherDefault::<DefaultHasher>::default();
-    let lane_of: Vec<usize> = records.iter().map(|r| (rooms.hash_one(r.room()) % lanes as u64) as usize).collect();
+    let assigned: Vec<usize> = records.iter().map(|r| lane_of(r.room(), lanes)).collect();
     let mut split: Vec<Vec<&'r Inbound>> = vec![Vec::new(); lanes];
-    for (record, &lane) in records.iter().zip(&lane_of) {
+    for (record, &lane) in records.iter().zip(&assigned) {
         split[lane].push(record);
     }
     let applied = join_all(split.into_iter().map(|lane| apply_isolating(lane, &apply))).await;
     let mut applied: Vec<_> = applied.into_iter().map(|lane| lane.map(Vec::into_iter)).collect::<Option<_>>()?;
-    Some(lane_of.iter().map(|&lane| applied[lane].next().expect("a result for every record")).collect())
+    Some(assigned.iter().map(|&lane| applied[lane].next().expect("a result for every record")).collect())
+}
+
+/// The lane, of `lanes`, that applies a room's records: the same room, the
+/// same lane, in every batch.
+pub fn lane_of(room: &str, lanes: usize) -> usize {
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(room) % lanes.max(1) as u64) as usize
 }
 
 /// Applies `records` with `apply`. When the batch as a whole fails for

@@ -1,7 +1,8 @@
 //! One persister batch as a handful of statements, whatever its size: the
 //! rooms are locked and their seqs advanced in one UPDATE and the new
-//! messages written in one multi-row INSERT (the already-stored sends are
-//! looked up only when the INSERT meets one, see [`persist`]). A statement
+//! messages written in one `COPY` on PostgreSQL, in multi-row INSERTs on
+//! SQLite (PostgreSQL looks the already-stored sends up only when the COPY
+//! meets one, see [`persist`]). A statement
 //! per message made the store the pipeline's bottleneck (about 2 round
 //! trips per message plus 2 per room).
 //!
@@ -10,17 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::{Any, Row, Transaction};
 use switchboard_schemas::envelope::{InboundSend, StoredMessage};
 use switchboard_schemas::ids::message_id;
 use switchboard_schemas::protocol::{ErrorCode, MessageFrame};
 
+use super::tx::{Columns, Statement, Tx};
 use super::{Outcome, PRIVATE, PUBLIC, StoreError, is_sqlite, message_from_row};
 
 /// Below SQLite's limit of 32,766 bound values (PostgreSQL allows 65,535).
 pub(super) const MAX_BINDS: usize = 1_000;
-
-type Tx = Transaction<'static, Any>;
 
 /// A room as the batch holds it: locked and advanced by one UPDATE, its
 /// seqs then handed out in memory.
@@ -46,24 +45,24 @@ fn key(send: &InboundSend) -> Key<'_> {
 /// Almost no batch holds a send that is stored already (that takes a retry
 /// after a lost ack, a rebalance, or a replay over stored rows), yet looking
 /// every send up by id was a quarter of a batch's SQL. So a batch is first
-/// written as if none were stored, inside a savepoint, its rows inserted
-/// with ON CONFLICT DO NOTHING; only when a row turns out to exist is that
-/// undone and the batch written again after the lookup. On SQLite, where a
-/// lookup is a call into the same process, the savepoint and the upsert
-/// cost more than they saved (sbbench store, one run: 24,500-25,900 rows/s
+/// written as if none were stored, inside a savepoint; only when a row
+/// turns out to exist (the COPY fails on its id) is that undone and the
+/// batch written again after the lookup. On SQLite, where a lookup is a
+/// call into the same process, the savepoint and an upsert cost more than
+/// they saved (sbbench store, one run: 24,500-25,900 rows/s
 /// looking first, 22,900-24,000 not), so it looks first.
 pub(super) async fn persist(
     tx: &mut Tx,
     sends: &[&InboundSend],
     names: &mut Names,
 ) -> Result<Vec<Outcome>, StoreError> {
-    if !is_sqlite(tx) {
-        sqlx::query("SAVEPOINT persist_batch").execute(&mut **tx).await?;
+    if tx.postgres().is_some() {
+        tx.execute(Statement::new("SAVEPOINT persist_batch")).await?;
         let written = write(tx, sends, Lookup::AfterConflict, names).await?;
         if written.is_none() {
-            sqlx::query("ROLLBACK TO SAVEPOINT persist_batch").execute(&mut **tx).await?;
+            tx.execute(Statement::new("ROLLBACK TO SAVEPOINT persist_batch")).await?;
         }
-        sqlx::query("RELEASE SAVEPOINT persist_batch").execute(&mut **tx).await?;
+        tx.execute(Statement::new("RELEASE SAVEPOINT persist_batch")).await?;
         if let Some(outcomes) = written {
             return Ok(outcomes);
         }
@@ -102,7 +101,8 @@ impl Names {
 
     /// Writes the changed names (see [`upsert_names`]).
     pub(super) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        upsert_names(tx, Marks::of(tx), &self.changed).await
+        let marks = tx.marks();
+        upsert_names(tx, marks, &self.changed).await
     }
 }
 
@@ -122,7 +122,7 @@ async fn write(
     lookup: Lookup,
     names: &mut Names,
 ) -> Result<Option<Vec<Outcome>>, StoreError> {
-    let marks = Marks::of(tx);
+    let marks = tx.marks();
     let mut rooms = reserve_seqs(tx, marks, sends).await?;
     let members = private_members(tx, marks, sends, &rooms).await?;
     let stored = match lookup {
@@ -197,7 +197,7 @@ async fn write(
             _ => None,
         })
         .collect();
-    let inserted = insert_messages(tx, marks, &new_rows, lookup).await?;
+    let inserted = insert_messages(tx, &new_rows, lookup).await?;
     if inserted < new_rows.len() {
         return Ok(None);
     }
@@ -236,11 +236,11 @@ async fn reserve_seqs<'a>(
                 "INSERT INTO rooms (id, kind, created_at) VALUES {} ON CONFLICT (id) DO NOTHING",
                 marks.tuples(chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql);
+            let mut statement = Statement::new(sql);
             for room in chunk {
-                query = query.bind(*room).bind(PUBLIC).bind(first_sent[room]);
+                statement = statement.text(room).text(PUBLIC).int(first_sent[room]);
             }
-            query.execute(&mut **tx).await?;
+            tx.execute(statement).await?;
         }
         advance_existing(tx, marks, &missing, &counts, &mut rooms).await?;
     }
@@ -262,17 +262,17 @@ async fn advance_existing<'a>(
              RETURNING id, kind, epoch, last_seq",
             marks.tuples(chunk.len(), 2)
         );
-        let mut query = sqlx::query(&sql);
+        let mut statement = Statement::new(sql);
         for room in chunk {
-            query = query.bind(*room).bind(counts[room]);
+            statement = statement.text(room).int(counts[room]);
         }
-        for row in query.fetch_all(&mut **tx).await? {
-            let id: String = row.try_get("id")?;
+        for row in tx.fetch_all(statement).await? {
+            let id = row.text("id")?;
             let Some((&name, &count)) = counts.get_key_value(id.as_str()) else { continue };
-            let reserved: i64 = row.try_get("last_seq")?;
+            let reserved = row.int("last_seq")?;
             let room = Room {
-                private: row.try_get::<String, _>("kind")? == PRIVATE,
-                epoch: row.try_get::<i64, _>("epoch")? as u64,
+                private: row.text("kind")? == PRIVATE,
+                epoch: row.int("epoch")? as u64,
                 last_seq: reserved - count,
                 reserved,
             };
@@ -300,9 +300,8 @@ async fn private_members<'a>(
             marks.list(1, private.len()),
             marks.list(1 + private.len(), users.len())
         );
-        let rows = bind_all(bind_all(sqlx::query(&sql), &private), &users).fetch_all(&mut **tx).await?;
-        for row in rows {
-            let (room, user): (String, String) = (row.try_get("room")?, row.try_get("user_id")?);
+        for row in tx.fetch_all(Statement::new(sql).texts(&private).texts(&users)).await? {
+            let (room, user) = (row.text("room")?, row.text("user_id")?);
             if let Some(pair) = chunk.iter().find(|(r, u)| *r == room && *u == user) {
                 members.insert(*pair);
             }
@@ -326,8 +325,7 @@ async fn already_stored<'a>(
             "SELECT room, seq, id, client_id, sender, sender_name, body, sent_at FROM messages WHERE id IN ({})",
             marks.list(1, chunk.len())
         );
-        let rows = bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await?;
-        for row in rows {
+        for row in tx.fetch_all(Statement::new(sql).texts(chunk)).await? {
             let message = message_from_row(&row)?;
             // The id is derived from the key; matching on the key itself keeps
             // the answer exact even for ids written by something else.
@@ -360,9 +358,8 @@ async fn erased_by_resets<'a>(
     let mut erased = HashSet::new();
     for chunk in ids.chunks(MAX_BINDS) {
         let sql = format!("SELECT id FROM reset_messages WHERE id IN ({})", marks.list(1, chunk.len()));
-        for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
-            let id: String = row.try_get("id")?;
-            if let Some(key) = by_id.get(&id) {
+        for row in tx.fetch_all(Statement::new(sql).texts(chunk)).await? {
+            if let Some(key) = by_id.get(&row.text("id")?) {
                 erased.insert(*key);
             }
         }
@@ -384,8 +381,8 @@ async fn load_names(tx: &mut Tx, marks: Marks, sends: &[&InboundSend], names: &m
         .collect();
     for chunk in senders.chunks(MAX_BINDS) {
         let sql = format!("SELECT id, display_name FROM users WHERE id IN ({})", marks.list(1, chunk.len()));
-        for row in bind_all(sqlx::query(&sql), chunk).fetch_all(&mut **tx).await? {
-            names.known.insert(row.try_get("id")?, row.try_get("display_name")?);
+        for row in tx.fetch_all(Statement::new(sql).texts(chunk)).await? {
+            names.known.insert(row.text("id")?, row.text("display_name")?);
         }
     }
     Ok(())
@@ -404,11 +401,11 @@ async fn upsert_names(tx: &mut Tx, marks: Marks, named: &BTreeMap<String, String
              SET display_name = excluded.display_name WHERE users.display_name <> excluded.display_name",
             marks.tuples(chunk.len(), 2)
         );
-        let mut query = sqlx::query(&sql);
+        let mut statement = Statement::new(sql);
         for (user, name) in chunk {
-            query = query.bind(user.as_str()).bind(name.as_str());
+            statement = statement.text(user).text(name);
         }
-        query.execute(&mut **tx).await?;
+        tx.execute(statement).await?;
     }
     Ok(())
 }
@@ -417,60 +414,44 @@ async fn upsert_names(tx: &mut Tx, marks: Marks, named: &BTreeMap<String, String
 /// when a message with the same id is stored already and `lookup` says the
 /// batch was written without looking (the batch is then written again, see
 /// [`persist`]).
-async fn insert_messages(
-    tx: &mut Tx,
-    marks: Marks,
-    rows: &[&MessageFrame],
-    lookup: Lookup,
-) -> Result<usize, StoreError> {
+async fn insert_messages(tx: &mut Tx, rows: &[&MessageFrame], lookup: Lookup) -> Result<usize, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    match marks {
-        Marks::Numbered => insert_messages_as_json(tx, rows, lookup).await,
+    match tx.postgres() {
+        Some(conn) => copy_messages(conn, rows, lookup).await,
         // SQLite looks the batch up first (see [`persist`]): no row is stored already.
-        Marks::Positional => insert_messages_as_values(tx, rows).await,
+        None => insert_messages_as_values(tx, rows).await,
     }
 }
 
-/// PostgreSQL: the whole batch in one statement of eight parameters, one
-/// JSON array per column, which the server zips back into rows. Bound
-/// through sqlx's `Any` driver, eight parameters per row (in statements of
-/// 125 rows) cost the client more than the JSON, and the server more than
-/// parsing it. One object per row (`json_to_recordset`) put a third of the
-/// server's time in parsing; arrays of plain values halve that. No ON
-/// CONFLICT clause either: it looks every row up in the id index before
-/// inserting it (11% of the server's time in a replay, perf). The INSERT
-/// fails instead on the first id stored already, inside the batch's
-/// savepoint, which [`persist`] then rolls back. The store alone (`sbbench
-/// store --lanes 2`), against the code before in the same run: 77,600-82,000
-/// -> 92,100-94,300 rows/s in batches of 1,000; 113,000-119,000 ->
-/// 164,000-181,000 in batches of 5,000 over 100 rooms.
-async fn insert_messages_as_json(tx: &mut Tx, rows: &[&MessageFrame], lookup: Lookup) -> Result<usize, StoreError> {
-    fn column<'m, T: serde::Serialize>(rows: &[&'m MessageFrame], field: impl Fn(&'m MessageFrame) -> T) -> String {
-        serde_json::to_string(&rows.iter().map(|m| field(m)).collect::<Vec<T>>())
-            .expect("strings and numbers serialize")
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) \
-         SELECT room, seq::bigint, id, sender, sender_name, client_id, body, sent_at::bigint FROM ROWS FROM ( \
-         json_array_elements_text($1::json), json_array_elements_text($2::json), json_array_elements_text($3::json), \
-         json_array_elements_text($4::json), json_array_elements_text($5::json), json_array_elements_text($6::json), \
-         json_array_elements_text($7::json), json_array_elements_text($8::json)) \
-         AS r(room, seq, id, sender, sender_name, client_id, body, sent_at)",
-    )
-    .bind(column(rows, |m| m.room.as_str()))
-    .bind(column(rows, |m| m.seq))
-    .bind(column(rows, |m| m.id.as_str()))
-    .bind(column(rows, |m| m.sender.as_str()))
-    .bind(column(rows, |m| m.sender_name.as_str()))
-    .bind(column(rows, |m| m.client_id.as_str()))
-    .bind(column(rows, |m| m.body.as_str()))
-    .bind(column(rows, |m| m.sent_at))
-    .execute(&mut **tx)
-    .await;
-    match inserted {
-        Ok(done) => Ok(done.rows_affected() as usize),
+/// PostgreSQL: the rows go in through `COPY ... FROM STDIN` in binary
+/// format (see [`copy_data`]), PostgreSQL's bulk path: it takes the rows
+/// as they are, with no statement or text to parse, and writes them a page
+/// at a time. The INSERT before it took each column as a JSON array that
+/// the server zipped back into rows: parsing the arrays was a quarter of
+/// the server's time in a replay (perf), and the server used twice the CPU
+/// per row of a plain `COPY` of the same rows. The store alone (`sbbench
+/// store --lanes 2`), against the INSERT in the same run: 87,800-90,500 ->
+/// 90,300-99,700 rows/s in batches of 1,000 over 1,000 rooms,
+/// 154,700-171,000 -> 189,100-197,000 in batches of 5,000 over 100 rooms.
+/// A stored id fails the COPY (`messages_id_key`) inside the batch's
+/// savepoint, which [`persist`] then rolls back; no ON CONFLICT clause,
+/// which would look every row up first.
+async fn copy_messages(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&MessageFrame],
+    lookup: Lookup,
+) -> Result<usize, StoreError> {
+    let data = copy_data(rows)?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY messages (room, seq, id, sender, sender_name, client_id, body, sent_at) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(data).await?;
+    match copy.finish().await {
+        Ok(copied) => Ok(copied as usize),
         Err(sqlx::Error::Database(e))
             if lookup == Lookup::AfterConflict
                 && e.code().as_deref() == Some(UNIQUE_VIOLATION)
@@ -480,6 +461,47 @@ async fn insert_messages_as_json(tx: &mut Tx, rows: &[&MessageFrame], lookup: Lo
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Rows in `COPY`'s binary format, in the column order of
+/// [`copy_messages`]: a signature, then per row its field count and each
+/// field as a length and its bytes (text as UTF-8, bigint as 8 bytes, big
+/// endian), then -1. No escaping: a body is its bytes whatever it holds.
+fn copy_data(rows: &[&MessageFrame]) -> Result<Vec<u8>, sqlx::Error> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    const FIELDS: i16 = 8;
+    fn text(out: &mut Vec<u8>, value: &str) -> Result<(), sqlx::Error> {
+        let len = i32::try_from(value.len())
+            .map_err(|_| sqlx::Error::Encode(format!("a text of {} bytes is too long to store", value.len()).into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(value.as_bytes());
+        Ok(())
+    }
+    fn int(out: &mut Vec<u8>, value: i64) {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    let texts: usize = rows
+        .iter()
+        .map(|m| m.room.len() + m.id.len() + m.sender.len() + m.sender_name.len() + m.client_id.len() + m.body.len())
+        .sum();
+    let mut out = Vec::with_capacity(SIGNATURE.len() + 10 + rows.len() * (2 + 6 * 4 + 2 * 12) + texts);
+    out.extend_from_slice(SIGNATURE);
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
+    out.extend_from_slice(&0i32.to_be_bytes()); // no header extension
+    for m in rows {
+        out.extend_from_slice(&FIELDS.to_be_bytes());
+        text(&mut out, &m.room)?;
+        int(&mut out, m.seq as i64);
+        text(&mut out, &m.id)?;
+        text(&mut out, &m.sender)?;
+        text(&mut out, &m.sender_name)?;
+        text(&mut out, &m.client_id)?;
+        text(&mut out, &m.body)?;
+        int(&mut out, m.sent_at);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(out)
 }
 
 /// PostgreSQL's code for a unique violation.
@@ -493,19 +515,19 @@ async fn insert_messages_as_values(tx: &mut Tx, rows: &[&MessageFrame]) -> Resul
             "INSERT INTO messages (room, seq, id, sender, sender_name, client_id, body, sent_at) VALUES {}",
             Marks::Positional.tuples(chunk.len(), 8)
         );
-        let mut query = sqlx::query(&sql);
+        let mut statement = Statement::new(sql);
         for m in chunk {
-            query = query
-                .bind(m.room.as_str())
-                .bind(m.seq as i64)
-                .bind(m.id.as_str())
-                .bind(m.sender.as_str())
-                .bind(m.sender_name.as_str())
-                .bind(m.client_id.as_str())
-                .bind(m.body.as_str())
-                .bind(m.sent_at);
+            statement = statement
+                .text(&m.room)
+                .int(m.seq as i64)
+                .text(&m.id)
+                .text(&m.sender)
+                .text(&m.sender_name)
+                .text(&m.client_id)
+                .text(&m.body)
+                .int(m.sent_at);
         }
-        inserted += query.execute(&mut **tx).await?.rows_affected() as usize;
+        inserted += tx.execute(statement).await? as usize;
     }
     Ok(inserted)
 }
@@ -524,22 +546,13 @@ async fn give_back_unused_seqs(tx: &mut Tx, marks: Marks, rooms: &HashMap<&str, 
             "UPDATE rooms SET last_seq = v.column2 FROM (VALUES {}) AS v WHERE rooms.id = v.column1",
             marks.tuples(chunk.len(), 2)
         );
-        let mut query = sqlx::query(&sql);
+        let mut statement = Statement::new(sql);
         for (room, seq) in chunk {
-            query = query.bind(*room).bind(*seq);
+            statement = statement.text(room).int(*seq);
         }
-        query.execute(&mut **tx).await?;
+        tx.execute(statement).await?;
     }
     Ok(())
-}
-
-type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
-
-pub(super) fn bind_all<'q>(mut query: Query<'q>, values: &[&'q str]) -> Query<'q> {
-    for value in values {
-        query = query.bind(*value);
-    }
-    query
 }
 
 /// How a statement marks its parameters: `$1, $2, ...` for PostgreSQL,

@@ -41,7 +41,9 @@ fn install<W>(json: bool, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(writer);
+    // Colours only on a terminal: a log file or `kubectl logs` got the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(writer).with_ansi(ansi);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 

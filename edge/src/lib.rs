@@ -14,6 +14,7 @@ pub mod handshake;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod joined;
 pub mod jwks;
 pub mod node;
 pub mod outbox;

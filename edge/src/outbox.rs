@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use switchboard_schemas::protocol::{ServerFrame, close};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// An emptied queue keeps room for this many frames; a bigger one (after a
 /// burst, a join's replay) is freed.
@@ -78,18 +77,38 @@ impl Drop for Pacing<'_> {
     }
 }
 
-/// Set once: the first reason to close wins.
+/// Set once: the first reason to close wins. A `Notify` and the reason,
+/// not a `CancellationToken`, which allocates a tree node of its own (112
+/// bytes more for every connection, idle or not).
 #[derive(Default)]
 pub struct Closing {
-    pub token: CancellationToken,
     reason: OnceLock<Option<CloseReason>>,
+    closed: Notify,
 }
 
 impl Closing {
     /// Ends the connection; `None` means the peer is gone (nothing to send).
     pub fn close(&self, reason: Option<CloseReason>) {
         let _ = self.reason.set(reason);
-        self.token.cancel();
+        self.closed.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    /// Waits until the connection is closed (at once if it is).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            tokio::pin!(notified);
+            // Registered before looking: a close in between wakes it.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
@@ -183,7 +202,7 @@ impl Outbox {
     /// room). Returns false if the connection is closing or was just closed
     /// for being too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        if self.closing.token.is_cancelled() {
+        if self.closing.is_closed() {
             return false;
         }
         let len = frame.len();
@@ -216,7 +235,7 @@ impl Outbox {
     pub async fn push_paced(&self, frame: Utf8Bytes, patience: Duration) -> bool {
         // The common case, a queue with room: no waiter to register, so the
         // writer is not made to wake anyone for the frames it takes.
-        if self.closing.token.is_cancelled() {
+        if self.closing.is_closed() {
             return false;
         }
         if self.has_room_for(frame.len()) {
@@ -231,7 +250,7 @@ impl Outbox {
             // between still wakes us (see `OutboxReceiver::taken`).
             drained.as_mut().enable();
             fence(Ordering::SeqCst);
-            if self.closing.token.is_cancelled() {
+            if self.closing.is_closed() {
                 return false;
             }
             if self.has_room_for(frame.len()) {
@@ -239,7 +258,7 @@ impl Outbox {
             }
             tokio::select! {
                 _ = &mut drained => {}
-                _ = self.closing.token.cancelled() => return false,
+                _ = self.closing.closed() => return false,
                 _ = tokio::time::sleep_until(deadline) => {
                     self.closing.close(Some(CloseReason::SLOW_CONSUMER));
                     return false;

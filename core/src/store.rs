@@ -136,11 +136,6 @@ fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
-/// Whether the pool is SQLite's (see [`is_sqlite`]).
-fn is_sqlite_pool(pool: &AnyPool) -> bool {
-    pool.connect_options().database_url.scheme().eq_ignore_ascii_case("sqlite")
-}
-
 const PUBLIC: &str = "public";
 const PRIVATE: &str = "private";
 
@@ -177,7 +172,8 @@ impl Store {
             .connect(url)
             .await
             .map_err(StoreError::Unavailable)?;
-        let writer = match is_sqlite_pool(&pool) {
+        let sqlite = pool.connect_options().database_url.scheme().eq_ignore_ascii_case("sqlite");
+        let writer = match sqlite {
             true => None,
             false => Some(
                 PgPoolOptions::new()
@@ -192,10 +188,13 @@ impl Store {
 
     /// How many transactions that write may usefully run at once: one on
     /// SQLite, which takes one writer at a time (a second one that read
-    /// first fails with SQLITE_BUSY instead of waiting), the pool's size
-    /// on PostgreSQL.
+    /// first fails with SQLITE_BUSY instead of waiting), the writing
+    /// pool's size on PostgreSQL.
     pub fn concurrent_writers(&self) -> usize {
-        if is_sqlite_pool(&self.pool) { 1 } else { self.pool.options().get_max_connections() as usize }
+        match &self.writer {
+            Some(writer) => writer.options().get_max_connections() as usize,
+            None => 1,
+        }
     }
 
     /// Applies the migrations in `core/migrations` (idempotent).
@@ -469,8 +468,8 @@ async fn text_columns_not_in_bytes<'e, E: sqlx::Executor<'e, Database = Any>>(
     Ok(by_table)
 }
 
-/// Whether `user` is listed as a member of `room` (on a pool or inside a transaction).
-/// A row when `user` ($2) is a member of `room` ($1).
+/// A row when `user` ($2) is a member of `room` ($1): read on the pool
+/// ([`Store::access`]) and inside the write transaction (`store/reads.rs`).
 const IS_MEMBER: &str = "SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2";
 
 fn message_from_row(row: &impl Columns) -> Result<MessageFrame, StoreError> {
@@ -912,7 +911,8 @@ mod tests {
 
     /// Text the store must keep byte for byte: quotes, backslashes, JSON
     /// escapes, control characters and characters outside the BMP, in
-    /// every text column (PostgreSQL's batch carries its rows as JSON).
+    /// every text column (PostgreSQL's batch carries its rows as `COPY`'s
+    /// binary fields).
     async fn text_is_stored_as_sent(store: &Store) {
         let odd = "\"quoted\" \\ back\\slash \\u0041 \n\t\u{7f}\u{1} {\"a\":[1]} ✓ 😀";
         let r = room(odd);

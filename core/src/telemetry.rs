@@ -15,7 +15,9 @@ const DEFAULT_FILTER: &str = "info,librdkafka=warn,rdkafka=warn,sqlx=warn";
 /// second call (tests start many components in one process) is harmless.
 pub fn init(service: &'static str) -> crate::traces::Exporter {
     let json = std::env::var("SB_LOG_JSON").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    install(json, std::io::stdout);
+    // Colours only on a terminal: a log file or `kubectl logs` got the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    install(json, ansi, std::io::stdout);
     crate::traces::init(service).unwrap_or_else(|e| crate::config::exit_bad_config(e))
 }
 
@@ -37,12 +39,10 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
-fn install<W>(json: bool, writer: W)
+fn install<W>(json: bool, ansi: bool, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    // Colours only on a terminal: a log file or `kubectl logs` got the escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(writer).with_ansi(ansi);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }

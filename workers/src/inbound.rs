@@ -71,8 +71,12 @@ pub fn lane_of(room: &str, lanes: usize) -> usize {
 /// Applies `records` with `apply`. When the batch as a whole fails for
 /// good, the records are applied one at a time, so a record the database
 /// refuses fails alone and the others are stored: the persister
-/// dead-letters such a record, a replay counts it and goes on.
-async fn apply_isolating<'r, F, Fut>(records: Vec<&'r Inbound>, apply: &F) -> Option<Vec<Result<Outcome, StoreError>>>
+/// dead-letters such a record, a replay counts it and goes on. One lane of
+/// [`apply_in_lanes`]; `sbctl replay store` runs its lanes itself.
+pub async fn apply_isolating<'r, F, Fut>(
+    records: Vec<&'r Inbound>,
+    apply: &F,
+) -> Option<Vec<Result<Outcome, StoreError>>>
 where
     F: Fn(Vec<&'r Inbound>) -> Fut,
     Fut: Future<Output = Option<Result<Vec<Outcome>, StoreError>>>,

@@ -449,8 +449,8 @@ async fn apply(store: &Store, batch: &[Inbound], publish: bool) -> Result<(Summa
     // Why the last attempt gave up, when the database stayed unavailable.
     let gave_up = Mutex::new(None);
     let gave_up_ref = &gave_up;
-    // One transaction: the batch is one lane's part already (see [`Lanes`]).
-    let results = inbound::apply_in_lanes(batch, 1, |records| async move {
+    // The batch is one lane's part already (see [`Lanes`]).
+    let results = inbound::apply_isolating(batch.iter().collect(), &|records: Vec<&Inbound>| async move {
         match retried(store, &records).await {
             Err(e) if e.is_retryable() => {
                 *gave_up_ref.lock().expect("not poisoned") = Some(e);

@@ -101,8 +101,7 @@ impl Names {
 
     /// Writes the changed names (see [`upsert_names`]).
     pub(super) async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        let marks = tx.marks();
-        upsert_names(tx, marks, &self.changed).await
+        upsert_names(tx, &self.changed).await
     }
 }
 
@@ -122,15 +121,14 @@ async fn write(
     lookup: Lookup,
     names: &mut Names,
 ) -> Result<Option<Vec<Outcome>>, StoreError> {
-    let marks = tx.marks();
-    let mut rooms = reserve_seqs(tx, marks, sends).await?;
-    let members = private_members(tx, marks, sends, &rooms).await?;
+    let mut rooms = reserve_seqs(tx, sends).await?;
+    let members = private_members(tx, sends, &rooms).await?;
     let stored = match lookup {
-        Lookup::First => already_stored(tx, marks, sends).await?,
+        Lookup::First => already_stored(tx, sends).await?,
         Lookup::AfterConflict => HashMap::new(),
     };
-    let erased = erased_by_resets(tx, marks, sends, &rooms, &stored).await?;
-    load_names(tx, marks, sends, names).await?;
+    let erased = erased_by_resets(tx, sends, &rooms, &stored).await?;
+    load_names(tx, sends, names).await?;
 
     let mut outcomes = Vec::with_capacity(sends.len());
     // Names this batch changes, each sender's latest: taken into `names`
@@ -201,7 +199,7 @@ async fn write(
     if inserted < new_rows.len() {
         return Ok(None);
     }
-    give_back_unused_seqs(tx, marks, &rooms).await?;
+    give_back_unused_seqs(tx, &rooms).await?;
     names.renamed(renamed);
     Ok(Some(outcomes))
 }
@@ -214,11 +212,8 @@ async fn write(
 /// separate lock and write-back doubled the room updates, the largest part
 /// of a batch's time on PostgreSQL. Public rooms that do not exist yet come
 /// into being with their first message, created when that message was sent.
-async fn reserve_seqs<'a>(
-    tx: &mut Tx,
-    marks: Marks,
-    sends: &[&'a InboundSend],
-) -> Result<HashMap<&'a str, Room>, StoreError> {
+async fn reserve_seqs<'a>(tx: &mut Tx, sends: &[&'a InboundSend]) -> Result<HashMap<&'a str, Room>, StoreError> {
+    let marks = tx.marks();
     // Sends per room: how far each room's `last_seq` moves.
     let mut counts: HashMap<&'a str, i64> = HashMap::new();
     let mut first_sent: HashMap<&'a str, i64> = HashMap::new();
@@ -228,7 +223,7 @@ async fn reserve_seqs<'a>(
     }
     let wanted: Vec<&str> = distinct(sends.iter().map(|s| s.room.as_str()));
     let mut rooms = HashMap::with_capacity(wanted.len());
-    advance_existing(tx, marks, &wanted, &counts, &mut rooms).await?;
+    advance_existing(tx, &wanted, &counts, &mut rooms).await?;
     let missing: Vec<&str> = wanted.iter().copied().filter(|r| !rooms.contains_key(r)).collect();
     if !missing.is_empty() {
         for chunk in missing.chunks(MAX_BINDS / 3) {
@@ -242,7 +237,7 @@ async fn reserve_seqs<'a>(
             }
             tx.execute(statement).await?;
         }
-        advance_existing(tx, marks, &missing, &counts, &mut rooms).await?;
+        advance_existing(tx, &missing, &counts, &mut rooms).await?;
     }
     Ok(rooms)
 }
@@ -250,11 +245,11 @@ async fn reserve_seqs<'a>(
 /// Advances each existing room of `wanted` by its count of sends and records it in `rooms`.
 async fn advance_existing<'a>(
     tx: &mut Tx,
-    marks: Marks,
     wanted: &[&'a str],
     counts: &HashMap<&'a str, i64>,
     rooms: &mut HashMap<&'a str, Room>,
 ) -> Result<(), StoreError> {
+    let marks = tx.marks();
     for chunk in wanted.chunks(MAX_BINDS / 2) {
         // VALUES columns are named column1, column2 in both PostgreSQL and SQLite.
         let sql = format!(
@@ -285,10 +280,10 @@ async fn advance_existing<'a>(
 /// (room, user) pairs of the batch's senders that are members of its private rooms.
 async fn private_members<'a>(
     tx: &mut Tx,
-    marks: Marks,
     sends: &[&'a InboundSend],
     rooms: &HashMap<&str, Room>,
 ) -> Result<HashSet<(&'a str, &'a str)>, StoreError> {
+    let marks = tx.marks();
     let asking: Vec<(&str, &str)> =
         distinct(sends.iter().filter(|s| rooms[s.room.as_str()].private).map(|s| (s.room.as_str(), s.sender.as_str())));
     let mut members = HashSet::new();
@@ -313,9 +308,9 @@ async fn private_members<'a>(
 /// Messages of the batch that an earlier attempt already stored, by key.
 async fn already_stored<'a>(
     tx: &mut Tx,
-    marks: Marks,
     sends: &[&'a InboundSend],
 ) -> Result<HashMap<Key<'a>, MessageFrame>, StoreError> {
+    let marks = tx.marks();
     let by_id: HashMap<String, Key<'a>> =
         sends.iter().map(|&s| (message_id(&s.room, &s.sender, &s.client_id).to_string(), key(s))).collect();
     let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
@@ -344,11 +339,11 @@ async fn already_stored<'a>(
 /// them, so at steady load this is no statement at all.
 async fn erased_by_resets<'a>(
     tx: &mut Tx,
-    marks: Marks,
     sends: &[&'a InboundSend],
     rooms: &HashMap<&str, Room>,
     stored: &HashMap<Key<'a>, MessageFrame>,
 ) -> Result<HashSet<Key<'a>>, StoreError> {
+    let marks = tx.marks();
     let by_id: HashMap<String, Key<'a>> = sends
         .iter()
         .filter(|s| rooms[s.room.as_str()].epoch > 1 && !stored.contains_key(&key(s)))
@@ -374,7 +369,8 @@ async fn erased_by_resets<'a>(
 /// when it changes nothing, and users are shared by every room, so
 /// transactions of other partitions (another persister) waited on each
 /// other's commits for the same users.
-async fn load_names(tx: &mut Tx, marks: Marks, sends: &[&InboundSend], names: &mut Names) -> Result<(), StoreError> {
+async fn load_names(tx: &mut Tx, sends: &[&InboundSend], names: &mut Names) -> Result<(), StoreError> {
+    let marks = tx.marks();
     let senders: Vec<&str> = distinct(sends.iter().map(|s| s.sender.as_str()))
         .into_iter()
         .filter(|s| !names.known.contains_key(*s))
@@ -393,7 +389,8 @@ async fn load_names(tx: &mut Tx, marks: Marks, sends: &[&InboundSend], names: &m
 /// Users are written in id order, so transactions of other lanes and
 /// partitions that change the same users wait for each other instead of
 /// deadlocking.
-async fn upsert_names(tx: &mut Tx, marks: Marks, named: &BTreeMap<String, String>) -> Result<(), StoreError> {
+async fn upsert_names(tx: &mut Tx, named: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    let marks = tx.marks();
     let named: Vec<(&String, &String)> = named.iter().collect();
     for chunk in named.chunks(MAX_BINDS / 2) {
         let sql = format!(
@@ -535,7 +532,8 @@ async fn insert_messages_as_values(tx: &mut Tx, rows: &[&MessageFrame]) -> Resul
 /// Sets `last_seq` back to the last seq handed out, in the rooms where
 /// some sends were not stored (repeats, refusals), so seqs stay gapless. At
 /// steady load no room needs it and this is no statement at all.
-async fn give_back_unused_seqs(tx: &mut Tx, marks: Marks, rooms: &HashMap<&str, Room>) -> Result<(), StoreError> {
+async fn give_back_unused_seqs(tx: &mut Tx, rooms: &HashMap<&str, Room>) -> Result<(), StoreError> {
+    let marks = tx.marks();
     let unused: Vec<(&str, i64)> = rooms
         .iter()
         .filter(|(_, room)| room.last_seq != room.reserved)

@@ -6,6 +6,8 @@
 //! [`Statement`] of text and integer parameters, bound here for the
 //! connection at hand.
 
+use std::borrow::Cow;
+
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
 use sqlx::{Any, Postgres, Row, Transaction};
@@ -25,15 +27,16 @@ enum Param<'q> {
     Int(i64),
 }
 
-/// A statement and its parameters, in order.
+/// A statement and its parameters, in order. A fixed statement is
+/// borrowed, not copied: read markers and room commands run one per record.
 #[derive(Debug)]
 pub(super) struct Statement<'q> {
-    sql: String,
+    sql: Cow<'q, str>,
     params: Vec<Param<'q>>,
 }
 
 impl<'q> Statement<'q> {
-    pub(super) fn new(sql: impl Into<String>) -> Self {
+    pub(super) fn new(sql: impl Into<Cow<'q, str>>) -> Self {
         Self { sql: sql.into(), params: Vec::new() }
     }
 
@@ -59,7 +62,7 @@ impl<'q> Statement<'q> {
 macro_rules! bound {
     ($statement:expr) => {{
         let statement = $statement;
-        let mut query = sqlx::query(statement.sql.as_str());
+        let mut query = sqlx::query(&statement.sql);
         for param in &statement.params {
             query = match *param {
                 Param::Text(value) => query.bind(value),
@@ -93,7 +96,7 @@ impl Tx {
             Tx::Postgres(tx) => {
                 bound!(&statement).fetch_all(&mut **tx).await?.into_iter().map(TxRow::Postgres).collect()
             }
-            Tx::Sqlite(tx) => bound!(&statement).fetch_all(&mut **tx).await?.into_iter().map(TxRow::Any).collect(),
+            Tx::Sqlite(tx) => bound!(&statement).fetch_all(&mut **tx).await?.into_iter().map(TxRow::Sqlite).collect(),
         })
     }
 
@@ -101,7 +104,7 @@ impl Tx {
     pub(super) async fn fetch_optional(&mut self, statement: Statement<'_>) -> Result<Option<TxRow>, sqlx::Error> {
         Ok(match self {
             Tx::Postgres(tx) => bound!(&statement).fetch_optional(&mut **tx).await?.map(TxRow::Postgres),
-            Tx::Sqlite(tx) => bound!(&statement).fetch_optional(&mut **tx).await?.map(TxRow::Any),
+            Tx::Sqlite(tx) => bound!(&statement).fetch_optional(&mut **tx).await?.map(TxRow::Sqlite),
         })
     }
 
@@ -124,7 +127,7 @@ impl Tx {
 /// A row a [`Tx`] answered.
 pub(super) enum TxRow {
     Postgres(PgRow),
-    Any(AnyRow),
+    Sqlite(AnyRow),
 }
 
 /// Reads a row's text and integer columns by name, on either backend.
@@ -147,14 +150,14 @@ impl Columns for TxRow {
     fn text(&self, column: &str) -> Result<String, sqlx::Error> {
         match self {
             TxRow::Postgres(row) => row.try_get(column),
-            TxRow::Any(row) => row.try_get(column),
+            TxRow::Sqlite(row) => row.try_get(column),
         }
     }
 
     fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
         match self {
             TxRow::Postgres(row) => row.try_get(column),
-            TxRow::Any(row) => row.try_get(column),
+            TxRow::Sqlite(row) => row.try_get(column),
         }
     }
 }

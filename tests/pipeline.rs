@@ -168,6 +168,8 @@ async fn a_gap_in_live_delivery_is_filled_from_sql_in_order() {
     assert_eq!(got[0]["body"], "unrouted 1");
     let backfilled = support::metric(h.edge(1), "switchboard_edge_backfilled_messages_total").await;
     assert!(backfilled >= 5.0, "the gap came from SQL ({backfilled} messages read from it)");
+    // Both nodes timed all seven, the gap's too (one metrics set for both).
+    assert_eq!(support::metric(h.edge(1), "switchboard_edge_end_to_end_seconds_count").await, 14.0);
     drop(producer);
     h.stop().await;
 }
@@ -219,6 +221,9 @@ async fn messages_a_new_route_missed_come_by_the_catch_up_with_nothing_after_the
     }
     let backfilled = support::metric(h.edge(1), "switchboard_edge_backfilled_messages_total").await;
     assert_eq!(backfilled, 9.0, "the missed messages came from SQL, not live");
+    // Both nodes timed all twelve, the caught-up ones too (one metrics set
+    // for both): a route that reaches the routers late shows as latency.
+    assert_eq!(support::metric(h.edge(1), "switchboard_edge_end_to_end_seconds_count").await, 24.0);
     drop(producer);
     h.stop().await;
 }

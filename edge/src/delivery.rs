@@ -158,7 +158,7 @@ impl Delivery {
         }
         let (room, seq, sent_at) = (message.room.clone(), message.seq, message.sent_at);
         let recipients = self.hub.deliver(&room, seq, &encode(message));
-        self.events.delivered_live(sent_at, recipients);
+        self.events.delivered(sent_at, recipients);
         recipients
     }
 
@@ -208,8 +208,8 @@ impl Delivery {
             tracing::debug!(room, after, upto = last, rows = rows.len(), "backfilled from SQL");
             self.events.backfilled(rows.len());
             for message in rows {
-                let seq = message.seq;
-                self.events.delivered(self.hub.deliver(room, seq, &encode(message)));
+                let (seq, sent_at) = (message.seq, message.sent_at);
+                self.events.delivered(sent_at, self.hub.deliver(room, seq, &encode(message)));
             }
             after = last;
         }

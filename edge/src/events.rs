@@ -154,7 +154,7 @@ impl EdgeEvents {
         registry.register_with_unit(
             "end_to_end",
             "From an edge accepting a send (the message's sent_at) to the message queued to this node's \
-             connections, once per message and node",
+             connections, live or filled from SQL, once per message and node",
             prometheus_client::registry::Unit::Seconds,
             end_to_end.clone(),
         );
@@ -283,15 +283,13 @@ impl EdgeEvents {
         tracing::warn!(%error, "send not accepted by kafka");
     }
 
-    pub(crate) fn delivered(&self, connections: usize) {
+    /// A message reached this node's connections, live or filled from SQL
+    /// (a gap or a new route's catch-up: the clients waited for it just the
+    /// same); `sent_at` is when an edge accepted it (milliseconds since the
+    /// epoch, that edge's clock, so a skewed clock can read below zero:
+    /// counted as zero).
+    pub(crate) fn delivered(&self, sent_at: i64, connections: usize) {
         self.deliveries.inc_by(connections as u64);
-    }
-
-    /// A live message reached this node's connections; `sent_at` is when an
-    /// edge accepted it (milliseconds since the epoch, that edge's clock, so
-    /// a skewed clock can read below zero: counted as zero).
-    pub(crate) fn delivered_live(&self, sent_at: i64, connections: usize) {
-        self.delivered(connections);
         let millis = (switchboard_core::clock::now_ms() - sent_at).max(0);
         self.end_to_end.observe(millis as f64 / 1000.0);
     }
@@ -385,7 +383,7 @@ mod tests {
         events.frame_in(None);
         events.error_sent(ErrorCode::RateLimited);
         events.send_accepted();
-        events.delivered(7);
+        events.delivered(switchboard_core::clock::now_ms(), 7);
         events.disconnected(Some(CloseReason::SLOW_CONSUMER));
         events.backfilled(3);
         let text = events.metrics().render();

@@ -104,52 +104,62 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
 /// reading therefore finds the close code as soon as it reads again, as
 /// long as it does so within `close_timeout`; after that the TCP connection
 /// is dropped (the client then sees no code, 1006).
-pub async fn write_loop<S>(
+///
+/// A fn returning a block, not an async fn: an async fn's state keeps its
+/// arguments beside the locals moved out of them (the sink twice, 104 bytes
+/// of every connection's writer task).
+pub fn write_loop<S>(
     mut sink: S,
     mut outbox: OutboxReceiver,
     closing: Arc<Closing>,
     ping_every: std::time::Duration,
     close_timeout: std::time::Duration,
-) -> usize
+) -> impl Future<Output = usize>
 where
     S: Sink<Message> + Unpin,
 {
+    // Made here, not in the block: the block would keep `ping_every` too.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    loop {
-        let message = tokio::select! {
-            biased;
-            _ = closing.closed() => break,
-            frame = outbox.recv() => match frame {
-                Some(frame) => Message::Text(frame),
-                None => break,
-            },
-            _ = ping.tick() => Message::Ping(Default::default()),
-        };
-        // A client that stops reading blocks this send; closing must still win.
-        let sent = tokio::select! {
-            _ = closing.closed() => break,
-            sent = send_queued(&mut sink, message, &mut outbox) => sent,
-        };
-        if sent.is_err() {
-            closing.close(None);
-            return outbox.discard();
+    async move {
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = closing.closed() => break,
+                frame = outbox.recv() => match frame {
+                    Some(frame) => Message::Text(frame),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            // A client that stops reading blocks this send; closing must still win.
+            let sent = tokio::select! {
+                _ = closing.closed() => break,
+                sent = send_queued(&mut sink, message, &mut outbox) => sent,
+            };
+            if sent.is_err() {
+                closing.close(None);
+                return outbox.discard();
+            }
         }
+        let dropped = outbox.discard();
+        let Some(reason) = closing.reason() else {
+            // The peer is gone: nothing to tell it.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+            return dropped;
+        };
+        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+        let close = async {
+            sink.send(Message::Close(Some(frame))).await?;
+            sink.close().await
+        };
+        if tokio::time::timeout(close_timeout, close).await.is_err() {
+            tracing::debug!(
+                code = reason.code,
+                "close frame not read within the close timeout; dropping the connection"
+            );
+        }
+        dropped
     }
-    let dropped = outbox.discard();
-    let Some(reason) = closing.reason() else {
-        // The peer is gone: nothing to tell it.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
-        return dropped;
-    };
-    let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-    let close = async {
-        sink.send(Message::Close(Some(frame))).await?;
-        sink.close().await
-    };
-    if tokio::time::timeout(close_timeout, close).await.is_err() {
-        tracing::debug!(code = reason.code, "close frame not read within the close timeout; dropping the connection");
-    }
-    dropped
 }
 
 /// Most frames written to the socket with one flush.
@@ -173,7 +183,10 @@ where
 struct Session {
     state: Arc<EdgeState>,
     conn: u64,
-    claims: Claims,
+    /// The token's user and display name, boxed: an idle connection keeps
+    /// them, and the token's other claims are spent at the handshake.
+    user: Box<str>,
+    name: Option<Box<str>>,
     outbox: Outbox,
     /// Rooms this connection is in, each with the read position told in it
     /// (see [`READ_WINDOW`]); the hub is told exactly these rooms at close.
@@ -207,7 +220,8 @@ impl Session {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         Self {
             conn,
-            claims,
+            user: claims.sub.into_boxed_str(),
+            name: claims.name.map(String::into_boxed_str),
             outbox,
             rooms: Joined::default(),
             limiter: RateLimiter::direct(quota),
@@ -222,21 +236,33 @@ impl Session {
         S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
         let closing = self.outbox.closing().clone();
-        let idle = self.state.config.idle_timeout;
+        // One timer for both deadlines (the idle timeout and the next held
+        // read position), moved as they change: a timer is 112 bytes of
+        // every idle connection's task, and a timeout around each read made
+        // a second one.
+        let mut idle_at = tokio::time::Instant::now() + self.state.config.idle_timeout;
+        let timer = tokio::time::sleep_until(idle_at);
+        tokio::pin!(timer);
         loop {
-            let flush_at = self.read_flush_at;
+            self.set_timer(timer.as_mut(), idle_at);
             let next = tokio::select! {
                 _ = closing.closed() => return,
-                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
-                    Box::pin(self.flush_reads(false)).await;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= idle_at {
+                        return self.outbox.close(CloseReason::IDLE);
+                    }
+                    if self.read_flush_at.is_some_and(|flush_at| now >= flush_at) {
+                        Box::pin(self.flush_reads(false)).await;
+                    }
                     continue;
                 }
-                next = tokio::time::timeout(idle, stream.next()) => next,
+                next = stream.next() => next,
             };
+            idle_at = tokio::time::Instant::now() + self.state.config.idle_timeout;
             match next {
-                Err(_) => return self.outbox.close(CloseReason::IDLE),
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
-                Ok(Some(Err(e))) => {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
                     if let Some(reason) = close_reason_for(e) {
                         self.outbox.close(reason);
                     }
@@ -245,8 +271,8 @@ impl Session {
                 // Boxed: handling a frame awaits Kafka and SQL, whose futures
                 // are large; inline, every connection's task would be sized
                 // for them while it idles here (3.8 -> 1.x KiB a connection).
-                Ok(Some(Ok(Message::Text(text)))) => Box::pin(self.on_text(&text)).await,
-                Ok(Some(Ok(Message::Binary(_)))) => {
+                Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
+                Some(Ok(Message::Binary(_))) => {
                     let (code, message) = match self.limiter.check() {
                         Ok(()) => (ErrorCode::BinaryFrame, "protocol v1 uses text frames only"),
                         Err(_) => (ErrorCode::RateLimited, "rate limit exceeded; frame dropped"),
@@ -254,8 +280,18 @@ impl Session {
                     self.reply(ServerFrame::error(None, code, message));
                 }
                 // Pings are answered by the WebSocket layer; any frame counts as activity.
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             }
+        }
+    }
+
+    /// Moves the read loop's timer to the earlier of `idle_at` and the
+    /// next held read position. A fn of its own so that nothing of it is
+    /// kept in the loop's state across the wait.
+    fn set_timer(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>, idle_at: tokio::time::Instant) {
+        let due = self.read_flush_at.map_or(idle_at, |flush_at| flush_at.min(idle_at));
+        if timer.deadline() != due {
+            timer.reset(due);
         }
     }
 
@@ -322,7 +358,7 @@ impl Session {
     /// asked back to back, or a busy room's live traffic, never overflow it.
     async fn history(&mut self, reference: String, room: String, before: Option<u64>, limit: Option<u32>) {
         let max_bytes = MAX_HISTORY_BYTES.min(self.state.config.send_queue_bytes / 2);
-        match history::page(&self.state.store, &self.claims.sub, &room, before, limit, max_bytes).await {
+        match history::page(&self.state.store, &self.user, &room, before, limit, max_bytes).await {
             Ok(page) => {
                 let frame = ServerFrame::History {
                     reference,
@@ -353,13 +389,13 @@ impl Session {
             );
         }
         let store = &self.state.store;
-        let room_state = match store.access(&room, &self.claims.sub).await {
+        let room_state = match store.access(&room, &self.user).await {
             Ok(Access::Granted(s)) => s,
             Ok(Access::Forbidden) => {
                 return self.fail(&reference, ErrorCode::Forbidden, format!("you may not join room {room:?}"));
             }
             Err(e) => {
-                tracing::warn!(conn = self.conn, user = %self.claims.sub, error = %e, "join: database unavailable");
+                tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: database unavailable");
                 return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
             }
         };
@@ -384,17 +420,17 @@ impl Session {
             match store.messages_between(&room, replay_after, last, REPLAY_CHUNK).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::warn!(conn = self.conn, user = %self.claims.sub, error = %e, "join: replay read failed");
+                    tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: replay read failed");
                     return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
                 }
             }
         } else {
             Vec::new()
         };
-        let read_seq = match store.read_position(&room, &self.claims.sub).await {
+        let read_seq = match store.read_position(&room, &self.user).await {
             Ok(seq) => seq.min(last),
             Err(e) => {
-                tracing::warn!(conn = self.conn, user = %self.claims.sub, error = %e, "join: read position unavailable");
+                tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: read position unavailable");
                 return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
             }
         };
@@ -403,8 +439,8 @@ impl Session {
         // next `presence` frame's `joined`: harmless to a set.
         let present = presence.then(|| {
             let mut users = self.state.presence.present(&room);
-            if let Err(at) = users.binary_search(&self.claims.sub) {
-                users.insert(at, self.claims.sub.clone());
+            if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(&self.user)) {
+                users.insert(at, String::from(&*self.user));
             }
             users
         });
@@ -438,7 +474,7 @@ impl Session {
             }
             if sent >= upto {
                 rounds += 1;
-                match store.access(&room, &self.claims.sub).await {
+                match store.access(&room, &self.user).await {
                     Ok(Access::Granted(now)) if now.last_seq > upto && rounds <= REPLAY_CATCH_UP_ROUNDS => {
                         upto = now.last_seq;
                     }
@@ -449,12 +485,12 @@ impl Session {
                 Ok(rows) => rows,
                 Err(e) => {
                     // The live stream's gap fill reads the rest at the room's next message.
-                    tracing::warn!(conn = self.conn, user = %self.claims.sub, error = %e, "join: replay read failed midway");
+                    tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: replay read failed midway");
                     Vec::new()
                 }
             };
         }
-        self.state.hub.join(&room, self.conn, &self.claims.sub, &self.outbox, sent, room_state.epoch);
+        self.state.hub.join(&room, self.conn, &self.user, &self.outbox, sent, room_state.epoch);
         if let Some(told) = present_told {
             self.state.hub.watch_presence(&room, self.conn);
             // Presence frames sent while the replay ran did not come here:
@@ -468,7 +504,7 @@ impl Session {
         }
         // A removal applied while this join read the store found no local
         // connection to take out; this one looks again, now that it is in.
-        if room_state.private && !matches!(store.access(&room, &self.claims.sub).await, Ok(Access::Granted(_))) {
+        if room_state.private && !matches!(store.access(&room, &self.user).await, Ok(Access::Granted(_))) {
             self.state.hub.leave(&room, self.conn);
             self.outbox.push_frame(&ServerFrame::Removed { room });
             return;
@@ -519,11 +555,11 @@ impl Session {
         }
         // Waiting here pauses reading this connection: backpressure, not buffering.
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-        let id = message_id(&room, &self.claims.sub, &client_id).to_string();
+        let id = message_id(&room, &self.user, &client_id).to_string();
         let envelope = InboundSend {
             room,
-            sender: self.claims.sub.clone(),
-            sender_name: self.claims.name.clone(),
+            sender: String::from(&*self.user),
+            sender_name: self.name.as_deref().map(str::to_owned),
             client_id,
             body,
             origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
@@ -610,12 +646,12 @@ impl Session {
         state.window_ends = Some(tokio::time::Instant::now() + READ_WINDOW);
         let marker = ReadMarker {
             room: room.to_owned(),
-            user: self.claims.sub.clone(),
+            user: String::from(&*self.user),
             seq,
             origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
         };
         if let Err(e) = publish::read_marker(&self.state, &marker).await {
-            tracing::warn!(conn = self.conn, user = %self.claims.sub, error = %e, "read marker not published");
+            tracing::warn!(conn = self.conn, user = %self.user, error = %e, "read marker not published");
             self.fail(&reference, ErrorCode::Unavailable, "kafka is unavailable; send the read position again");
         }
     }
@@ -624,7 +660,7 @@ impl Session {
         if !self.in_room(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
-        publish::typing(&self.state, Event::Typing { room, user: self.claims.sub.clone() });
+        publish::typing(&self.state, Event::Typing { room, user: String::from(&*self.user) });
     }
 }
 

@@ -118,7 +118,7 @@ impl EmbeddedConfig {
     }
 }
 
-/// A running embedded deployment. Drop order matters: call [`Embedded::stop`].
+/// A running embedded deployment; [`Embedded::stop`] ends it in order.
 pub struct Embedded {
     pub bootstrap: String,
     pub topics: Topics,
@@ -129,9 +129,22 @@ pub struct Embedded {
     pub jwt_secret: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    /// Kept alive for the life of the deployment (it owns the mock brokers).
-    /// Declared last so it is dropped after every Kafka client above.
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    /// The mock brokers: dropped by [`Embedded::stop`] once every task is
+    /// joined, and never by a plain drop (see the `Drop` impl).
+    cluster: Option<MockCluster<'static, DefaultProducerContext>>,
+}
+
+impl Drop for Embedded {
+    /// Dropped without [`Embedded::stop`] (a failed test unwinding), the
+    /// deployment leaves its mock brokers running: its tasks are only
+    /// aborted here and dropped later by the runtime, and a Kafka client
+    /// whose brokers are gone may never finish closing (a failed test's
+    /// process hung, logging "all brokers down", instead of reporting).
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            std::mem::forget(cluster);
+        }
+    }
 }
 
 impl Embedded {
@@ -211,7 +224,7 @@ impl Embedded {
             });
         }
         Ok(Self {
-            cluster,
+            cluster: Some(cluster),
             bootstrap,
             topics,
             edges,
@@ -225,7 +238,7 @@ impl Embedded {
 
     /// The mock cluster, for tests that inject records or faults.
     pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
-        &self.cluster
+        self.cluster.as_ref().expect("the cluster lives until stop")
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -237,6 +250,9 @@ impl Embedded {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.store.close().await;
+        // The edges' states hold their producers: gone before the brokers.
+        self.edge_states.clear();
+        drop(self.cluster.take());
     }
 
     /// Waits for a shutdown signal or an external cancel, then stops.

@@ -35,9 +35,10 @@ use crate::membership::GroupMember;
 
 /// Most records per batch by default (`--persister-batch-max`); also
 /// `sbctl replay store`'s. The store alone on PostgreSQL, 2 lanes, 100
-/// rooms (`sbbench store --rooms 100 --batch-size N`): 119,000 rows/s in
-/// batches of 1,000, 150,000 of 2,000, 166,000 of 5,000, 163,000 of 10,000,
-/// 168,000 of 20,000.
+/// rooms (`sbbench store --rooms 100 --batch-size N`), measured when a
+/// batch's messages went in as one INSERT (before `COPY`): 119,000 rows/s
+/// in batches of 1,000, 150,000 of 2,000, 166,000 of 5,000, 163,000 of
+/// 10,000, 168,000 of 20,000; with `COPY`, 189,000-197,000 at 5,000.
 pub const DEFAULT_BATCH_MAX: usize = 5_000;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -52,8 +53,8 @@ pub struct PersisterConfig {
     /// Most records per batch. Batches this large form only while the
     /// persister catches up on a backlog; there a batch's fixed statements
     /// and commit weigh less the more records share them (one persister
-    /// draining 244,000 records into PostgreSQL: 57-63k msg/s at 1,000,
-    /// 72-75k at 5,000).
+    /// draining 244,000 records into PostgreSQL, before `COPY`: 57-63k
+    /// msg/s at 1,000, 72-75k at 5,000).
     #[arg(long = "persister-batch-max", env = "SB_PERSISTER_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
     /// How long to wait for more records once a batch has started. 0 takes
@@ -67,7 +68,8 @@ pub struct PersisterConfig {
     /// Transactions a batch is split over, by room, on separate database
     /// connections at once (at most the pool's size; always 1 on SQLite).
     /// One transaction keeps at most one of PostgreSQL's cores busy
-    /// (`sbbench store`: 53,300-62,400 rows/s with 1 lane, 76,200-77,300 with 2).
+    /// (`sbbench store`, before `COPY`: 53,300-62,400 rows/s with 1 lane,
+    /// 76,200-77,300 with 2).
     #[arg(long = "persister-lanes", env = "SB_PERSISTER_LANES", default_value_t = inbound::DEFAULT_LANES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub lanes: usize,

@@ -236,6 +236,26 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     h.stop().await;
 }
 
+/// The idle timeout counts from the client's last frame: frames sent past
+/// the first deadline keep the connection open, and silence after them
+/// still closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_talking_is_not_closed_as_idle() {
+    let h = start_with(|c| {
+        c.idle_timeout = std::time::Duration::from_millis(500);
+        c.ping_interval = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let mut c = Client::connect(h.edge(0), "chatty").await;
+    for i in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        c.send_json(json!({"type": "ping", "ref": format!("p{i}")})).await;
+        assert_eq!(c.recv_type("pong").await["ref"], format!("p{i}"), "still open after {} ms", 250 * (i + 1));
+    }
+    assert_eq!(c.recv_close().await, 4001);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_finishes_its_handshake_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -156,8 +156,15 @@ impl Delivery {
         if message.seq > lowest + 1 {
             self.backfill(&message.room, lowest, message.seq - 1).await;
         }
-        let (room, seq, sent_at) = (message.room.clone(), message.seq, message.sent_at);
-        let recipients = self.hub.deliver(&room, seq, &encode(message));
+        let room = message.room.clone();
+        self.push(&room, message)
+    }
+
+    /// Queues `message` to the room's local connections that lack it and
+    /// counts it, live or filled from SQL alike; returns to how many.
+    fn push(&self, room: &str, message: MessageFrame) -> usize {
+        let (seq, sent_at) = (message.seq, message.sent_at);
+        let recipients = self.hub.deliver(room, seq, &encode(message));
         self.events.delivered(sent_at, recipients);
         recipients
     }
@@ -208,8 +215,7 @@ impl Delivery {
             tracing::debug!(room, after, upto = last, rows = rows.len(), "backfilled from SQL");
             self.events.backfilled(rows.len());
             for message in rows {
-                let (seq, sent_at) = (message.seq, message.sent_at);
-                self.events.delivered(sent_at, self.hub.deliver(room, seq, &encode(message)));
+                self.push(room, message);
             }
             after = last;
         }

@@ -77,8 +77,8 @@ pub async fn upgrade(
         .read_buffer_size(state.config.read_buffer_bytes)
         // The connection is a task of its own, not the future axum's upgrade
         // task awaits: that task would keep axum's settings, the callback
-        // and the protocol beside it for the connection's life (1,152 bytes
-        // a task instead of 896).
+        // and the protocol (about 200 bytes) beside it for the connection's
+        // life.
         .on_upgrade(move |socket| {
             tracker.spawn(session::run(state, socket, claims, slot));
             std::future::ready(())

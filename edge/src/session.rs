@@ -237,9 +237,9 @@ impl Session {
     {
         let closing = self.outbox.closing().clone();
         // One timer for both deadlines (the idle timeout and the next held
-        // read position), moved as they change: a timer is 112 bytes of
-        // every idle connection's task, and a timeout around each read made
-        // a second one.
+        // read position; see `set_timer`): a timer is 112 bytes of every
+        // idle connection's task, and a timeout around each read made a
+        // second one.
         let mut idle_at = tokio::time::Instant::now() + self.state.config.idle_timeout;
         let timer = tokio::time::sleep_until(idle_at);
         tokio::pin!(timer);
@@ -285,12 +285,15 @@ impl Session {
         }
     }
 
-    /// Moves the read loop's timer to the earlier of `idle_at` and the
-    /// next held read position. A fn of its own so that nothing of it is
-    /// kept in the loop's state across the wait.
+    /// Arms the read loop's timer for the earlier of `idle_at` and the next
+    /// held read position. A frame only moves `idle_at` later, so a timer
+    /// that has not fired is not moved for it (that would re-register it for
+    /// every frame): it fires early, finds nothing due, and is armed again
+    /// here. A fn of its own so that nothing of it is kept in the loop's
+    /// state across the wait.
     fn set_timer(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>, idle_at: tokio::time::Instant) {
         let due = self.read_flush_at.map_or(idle_at, |flush_at| flush_at.min(idle_at));
-        if timer.deadline() != due {
+        if timer.is_elapsed() || due < timer.deadline() {
             timer.reset(due);
         }
     }

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use switchboard_core::backlog::Backlog;
 use switchboard_core::kafka::KafkaConfig;
 use switchboard_core::metrics::Metrics;
@@ -19,6 +17,8 @@ use switchboard_edge::state::EdgeState;
 use switchboard_workers::notifier::{Notifier, NotifierConfig};
 use switchboard_workers::persister::{Persister, PersisterConfig};
 use switchboard_workers::router::{Router, RouterConfig};
+
+use crate::mock_brokers::{MockBrokers, QUIET_RTT};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,8 @@ pub const EDGE_LINGER: Duration = Duration::from_millis(5);
 /// to the full wait to a message's trip. At 1,000 msg/s in rooms of 10,
 /// p50/p99 went from 30.0/41.6 ms at 10 ms to 14.7/27.5 ms at 2 ms, for
 /// 0.30 -> 0.51 cores (more empty fetches); at 8,000 msg/s the cores are
-/// the same, and an idle process spends 0.11 cores, not 0.07.
+/// the same. An idle process's empty fetches are what the mock brokers'
+/// quiet spells take away (see [`crate::mock_brokers`]).
 pub const MOCK_FETCH_WAIT: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
@@ -72,6 +73,9 @@ pub struct EmbeddedConfig {
     pub backlog_limit_bytes: u64,
     /// Offline notifications to a webhook: off unless given.
     pub notifier: Option<NotifierConfig>,
+    /// How late the mock broker answers while the process writes nothing
+    /// (see [`crate::mock_brokers`]).
+    pub quiet_rtt: Duration,
 }
 
 impl EmbeddedConfig {
@@ -86,6 +90,7 @@ impl EmbeddedConfig {
             tune_edge: |_| {},
             backlog_limit_bytes: BACKLOG_LIMIT_BYTES,
             notifier: None,
+            quiet_rtt: QUIET_RTT,
         }
     }
 }
@@ -121,6 +126,9 @@ impl EmbeddedConfig {
 /// A running embedded deployment; [`Embedded::stop`] ends it in order.
 pub struct Embedded {
     pub bootstrap: String,
+    /// The Kafka settings of every component, whose writes end the mock
+    /// brokers' quiet; a test's client made from them counts as the process's.
+    pub kafka: KafkaConfig,
     pub topics: Topics,
     pub edges: Vec<SocketAddr>,
     /// Each edge's shared state (epoch, counters), in the order of [`NODES`].
@@ -129,37 +137,28 @@ pub struct Embedded {
     pub jwt_secret: String,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    /// The mock brokers: dropped by [`Embedded::stop`] once every task is
-    /// joined, and never by a plain drop (see the `Drop` impl).
-    cluster: Option<MockCluster<'static, DefaultProducerContext>>,
-}
-
-impl Drop for Embedded {
-    /// Dropped without [`Embedded::stop`] (a failed test unwinding), the
-    /// deployment leaves its mock brokers running: its tasks are only
-    /// aborted here and dropped later by the runtime, and a Kafka client
-    /// whose brokers are gone may never finish closing (a failed test's
-    /// process hung, logging "all brokers down", instead of reporting).
-    fn drop(&mut self) {
-        if let Some(cluster) = self.cluster.take() {
-            std::mem::forget(cluster);
-        }
-    }
+    /// The mock brokers: stopped by [`Embedded::stop`] once every task is
+    /// joined. Dropped without a stop (a failed test unwinding), they keep
+    /// running: the tasks are only aborted then and dropped later by the
+    /// runtime, and a Kafka client whose brokers are gone may never finish
+    /// closing (a failed test's process hung, logging "all brokers down",
+    /// instead of reporting).
+    brokers: Option<MockBrokers>,
 }
 
 impl Embedded {
     pub async fn start(config: EmbeddedConfig) -> anyhow::Result<Self> {
-        let cluster = MockCluster::new(1)?;
-        let bootstrap = cluster.bootstrap_servers();
         let topics = Topics::new("sb")?;
-        for topic in topics.shared() {
-            cluster.create_topic(&topic, config.partitions, 1)?;
-        }
-        for node in NODES {
-            cluster.create_topic(&topics.deliver(node), 1, 1)?;
-        }
-        let kafka =
-            KafkaConfig { linger: EDGE_LINGER, fetch_wait: MOCK_FETCH_WAIT, ..KafkaConfig::new(bootstrap.clone()) };
+        let created = topics.shared().into_iter().map(|topic| (topic, config.partitions));
+        let created = created.chain(NODES.iter().map(|node| (topics.deliver(node), 1))).collect();
+        let brokers = MockBrokers::start(created, config.quiet_rtt)?;
+        let bootstrap = brokers.bootstrap_servers().to_owned();
+        let kafka = KafkaConfig {
+            linger: EDGE_LINGER,
+            fetch_wait: MOCK_FETCH_WAIT,
+            write_watch: Some(brokers.write_watch()),
+            ..KafkaConfig::new(bootstrap.clone())
+        };
 
         let url = format!("sqlite://{}?mode=rwc", config.database.display());
         let store = Store::connect(&url, 4).await?;
@@ -224,7 +223,8 @@ impl Embedded {
             });
         }
         Ok(Self {
-            cluster: Some(cluster),
+            brokers: Some(brokers),
+            kafka,
             bootstrap,
             topics,
             edges,
@@ -236,9 +236,9 @@ impl Embedded {
         })
     }
 
-    /// The mock cluster, for tests that inject records or faults.
-    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
-        self.cluster.as_ref().expect("the cluster lives until stop")
+    /// The mock cluster, for tests that add topics or look at its quiet.
+    pub fn brokers(&self) -> &MockBrokers {
+        self.brokers.as_ref().expect("the brokers live until stop")
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -247,12 +247,17 @@ impl Embedded {
 
     /// Drains the edges, stops the workers, then the mock cluster.
     pub async fn stop(mut self) {
+        if let Some(brokers) = &self.brokers {
+            brokers.stay_awake();
+        }
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.store.close().await;
         // The edges' states hold their producers: gone before the brokers.
         self.edge_states.clear();
-        drop(self.cluster.take());
+        if let Some(brokers) = self.brokers.take() {
+            brokers.stop();
+        }
     }
 
     /// Waits for a shutdown signal or an external cancel, then stops.

@@ -7,3 +7,4 @@
 //! history survives restarts in SQLite.
 
 pub mod embedded;
+pub mod mock_brokers;

@@ -16,7 +16,7 @@ use support::presence::View;
 use support::webhook::{Answer, Received, Receiver, WEBHOOK_SECRET};
 use support::{Client, Harness, eventually, metric, start_configured};
 use switchboard_core::config::Secret;
-use switchboard_core::kafka::{KafkaConfig, header_str};
+use switchboard_core::kafka::header_str;
 use switchboard_edge::config::EdgeConfig;
 use switchboard_schemas::headers::{DLQ_REASON, SCHEMA};
 use switchboard_workers::notifier::NotifierConfig;
@@ -100,7 +100,7 @@ async fn members_who_are_away_are_notified_once_and_those_in_the_room_are_not() 
 async fn failures_are_retried_with_the_same_key_timed_out_or_dead_lettered() {
     let (receiver, addr) = Receiver::start().await;
     let h = start(addr).await;
-    let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let kafka = h.embedded.kafka.clone();
     let dead_letters: StreamConsumer = kafka.assigned_consumer().unwrap();
     switchboard_core::kafka::assign_all(&dead_letters, &[&h.embedded.topics.dead_letter()], rdkafka::Offset::End)
         .await

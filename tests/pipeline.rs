@@ -145,7 +145,7 @@ async fn a_gap_in_live_delivery_is_filled_from_sql_in_order() {
 
     // Take edge-2's route away behind its back (as if it had not reached
     // the routers yet), so the next messages are not delivered to it.
-    let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let kafka = h.embedded.kafka.clone();
     let producer: KafkaProducer = kafka.producer().unwrap();
     let routes = h.embedded.topics.routes();
     let key = RouteKey::new("gappy", NODES[1]).encode();
@@ -199,7 +199,7 @@ async fn messages_a_new_route_missed_come_by_the_catch_up_with_nothing_after_the
     }
     // Take edge-2's routes away behind its back (as if they had not reached
     // the routers yet): the next messages are stored but not delivered to it.
-    let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let kafka = h.embedded.kafka.clone();
     let producer: KafkaProducer = kafka.producer().unwrap();
     let routes = h.embedded.topics.routes();
     for room in rooms {
@@ -231,7 +231,7 @@ async fn messages_a_new_route_missed_come_by_the_catch_up_with_nothing_after_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
     let h = start().await;
-    let kafka = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let kafka = h.embedded.kafka.clone();
     let topics = &h.embedded.topics;
 
     let dlq: StreamConsumer = kafka.assigned_consumer().unwrap();
@@ -268,6 +268,62 @@ async fn a_garbage_inbound_record_is_dead_lettered_and_the_pipeline_goes_on() {
     assert!(reasons[0].starts_with("undecodable"), "{reasons:?}");
     assert!(reasons[1].contains("missing sb-schema"), "{reasons:?}");
     // The test's own Kafka clients go before the mock cluster does.
+    drop(dlq);
+    drop(producer);
+    h.stop().await;
+}
+
+/// While the process writes nothing, the mock broker answers everything
+/// late (an idle embedded process costs next to nothing); a client's send
+/// ends that at once. Here the delay is 2 s: a message after the wake may
+/// still wait up to one delay (a timer the mock armed during the quiet,
+/// see `switchboard::mock_brokers`), but one held by the quiet would wait at
+/// every hop (each produce's ack, each fetch): 6 s or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_a_quiet_spell_is_not_held_by_the_idle_mock() {
+    let h = start_configured(|config| config.quiet_rtt = Duration::from_secs(2)).await;
+    let mut alice = Client::in_room(h.edge(0), "alice", "hush").await;
+    let mut bob = Client::in_room(h.edge(1), "bob", "hush").await;
+    alice.say("hush", "m1", "before").await;
+    assert_eq!(seqs(&bob.messages("hush", 1).await), vec![1]);
+
+    let brokers = h.embedded.brokers();
+    eventually(Duration::from_secs(20), Duration::from_millis(50), async || {
+        if brokers.is_quiet() { Ok(()) } else { Err("the idle deployment never went quiet".to_string()) }
+    })
+    .await;
+    let trip = async {
+        alice.say("hush", "m2", "after the quiet").await;
+        bob.messages("hush", 1).await
+    };
+    let got = tokio::time::timeout(Duration::from_secs(4), trip).await.expect("not held by the quiet broker");
+    assert_eq!(seqs(&got), vec![2]);
+    assert!(!brokers.is_quiet(), "the send ended the quiet");
+    h.stop().await;
+}
+
+/// A record written from outside the process does not end the quiet, and is
+/// still read: here a garbage record, dead-lettered by the persister.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_from_outside_is_read_while_the_mock_is_quiet() {
+    let h = start().await;
+    let outside = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let topics = &h.embedded.topics;
+    let dlq: StreamConsumer = outside.assigned_consumer().unwrap();
+    assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).await.unwrap();
+    let producer: KafkaProducer = outside.producer().unwrap();
+
+    let brokers = h.embedded.brokers();
+    eventually(Duration::from_secs(20), Duration::from_millis(50), async || {
+        if brokers.is_quiet() { Ok(()) } else { Err("the idle deployment never went quiet".to_string()) }
+    })
+    .await;
+    let inbound = topics.inbound();
+    let garbage = FutureRecord::to(&inbound).key("q").payload("{not json").headers(record_headers("inbound.v1", None));
+    producer.send(garbage, Timeout::Never).await.unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(20), dlq.recv()).await.unwrap().unwrap();
+    assert_eq!(record.key(), Some(&b"q"[..]));
+    drop(record);
     drop(dlq);
     drop(producer);
     h.stop().await;

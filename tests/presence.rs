@@ -14,7 +14,7 @@ use rdkafka::util::Timeout;
 use serde_json::json;
 use support::presence::View;
 use support::{Client, start_with};
-use switchboard_core::kafka::{KafkaConfig, record_headers};
+use switchboard_core::kafka::record_headers;
 use switchboard_core::producer::KafkaProducer;
 use switchboard_edge::config::EdgeConfig;
 use switchboard_schemas::envelope::{EVENT_V1, Event, PresenceUpdate};
@@ -80,7 +80,7 @@ async fn a_user_an_edge_stops_naming_is_reported_gone() {
     // An edge that names a user and then dies (nothing more from it). Its
     // record is sent again until alice hears of it: one sent before edge
     // 0's route for the room reached the router would go nowhere.
-    let producer: KafkaProducer = KafkaConfig::new(h.embedded.bootstrap.clone()).producer().unwrap();
+    let producer: KafkaProducer = h.embedded.kafka.producer().unwrap();
     let event = Event::Presence(PresenceUpdate {
         room: "hall".into(),
         node: "dead-edge".into(),

@@ -23,7 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::headers::TraceParent;
 
 use crate::config::Secret;
-use crate::producer::KafkaProducer;
+use crate::producer::{KafkaProducer, WriteWatch};
 
 /// Timeout for metadata and watermark queries.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +125,10 @@ pub struct KafkaConfig {
     /// 10.9-13.1/15.1-20.8 ms, three runs each). The mock cluster is another
     /// matter (see `switchboard::embedded::MOCK_FETCH_WAIT`).
     pub fetch_wait: Duration,
+    /// Told of every record this process's producers enqueue: set by the
+    /// embedded default, whose mock brokers idle while nothing is written
+    /// (`switchboard::mock_brokers`).
+    pub write_watch: Option<Arc<dyn WriteWatch>>,
 }
 
 impl KafkaConfig {
@@ -135,6 +139,7 @@ impl KafkaConfig {
             options: Vec::new(),
             linger: Duration::from_millis(2),
             fetch_wait: Duration::from_millis(500),
+            write_watch: None,
         }
     }
 
@@ -218,7 +223,7 @@ impl KafkaConfig {
             // future, which the edge turns into a typed `unavailable` error.
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000");
-        KafkaProducer::new(&self.finish(config))
+        KafkaProducer::new(&self.finish(config), self.write_watch.clone())
     }
 
     /// Consumer in `group`; offsets are committed in the background but only

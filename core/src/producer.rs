@@ -18,6 +18,7 @@
 //! millisecond, as before: under load this producer costs what rdkafka's
 //! did.)
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -51,10 +52,18 @@ const POLL_ROUND: Duration = Duration::from_micros(100_050);
 /// waits here: a short pause resumes it soon after there is room.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
+/// Told of each record a producer enqueues. The embedded default's mock
+/// brokers answer slowly while its process writes nothing, and at once again
+/// from its next write (`switchboard::mock_brokers`).
+pub trait WriteWatch: Send + Sync + Debug {
+    fn enqueued(&self);
+}
+
 /// A producer; clones share it. Its polling thread stops with the last clone.
 #[derive(Clone)]
 pub struct KafkaProducer {
     inner: Arc<Inner>,
+    watch: Option<Arc<dyn WriteWatch>>,
 }
 
 struct Inner {
@@ -86,7 +95,7 @@ impl ProducerContext for Acks {
 }
 
 impl KafkaProducer {
-    pub fn new(config: &ClientConfig) -> KafkaResult<Self> {
+    pub fn new(config: &ClientConfig, watch: Option<Arc<dyn WriteWatch>>) -> KafkaResult<Self> {
         let producer = Arc::new(BaseProducer::from_config_and_context(config, Acks)?);
         let stop = Arc::new(AtomicBool::new(false));
         let poller = {
@@ -101,7 +110,15 @@ impl KafkaProducer {
                 })
                 .map_err(|e| KafkaError::ClientCreation(format!("cannot start the producer's polling thread: {e}")))?
         };
-        Ok(Self { inner: Arc::new(Inner { producer, stop, poller: Some(poller) }) })
+        Ok(Self { inner: Arc::new(Inner { producer, stop, poller: Some(poller) }), watch })
+    }
+
+    /// The same producer, whose writes do not end the embedded default's
+    /// quiet (see [`WriteWatch`]): for periodic records that nobody waits
+    /// for, such as an edge's heartbeat, which would otherwise wake an idle
+    /// process every time.
+    pub fn unwatched(&self) -> Self {
+        Self { inner: self.inner.clone(), watch: None }
     }
 
     /// Enqueues `record`, retrying while the local queue is full for up to
@@ -168,7 +185,12 @@ impl KafkaProducer {
         base.timestamp = timestamp;
         base.headers = headers;
         match self.inner.producer.send(base) {
-            Ok(()) => Ok(delivery),
+            Ok(()) => {
+                if let Some(watch) = &self.watch {
+                    watch.enqueued();
+                }
+                Ok(delivery)
+            }
             Err((e, back)) => Err((
                 e,
                 FutureRecord {

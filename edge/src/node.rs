@@ -38,7 +38,10 @@ impl NodePresence {
         self.producer.send(out, Timeout::After(Duration::from_secs(10))).await.map(drop)
     }
 
-    pub async fn run_heartbeats(self, interval: Duration, shutdown: CancellationToken) {
+    pub async fn run_heartbeats(mut self, interval: Duration, shutdown: CancellationToken) {
+        // Nobody waits for a heartbeat (the routers read them within a few
+        // intervals): it does not wake the embedded default's idle brokers.
+        self.producer = self.producer.unwatched();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

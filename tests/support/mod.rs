@@ -323,15 +323,9 @@ impl Harness {
         node: &str,
         tune: impl FnOnce(&mut EdgeConfig),
     ) -> Result<ExtraEdge, switchboard_edge::server::EdgeError> {
-        use switchboard::embedded::{EDGE_LINGER, MOCK_FETCH_WAIT};
-        use switchboard_core::kafka::KafkaConfig;
         let embedded = &self.embedded;
-        embedded.cluster().create_topic(&embedded.topics.deliver(node), 1, 1).expect("delivery topic");
-        let kafka = KafkaConfig {
-            linger: EDGE_LINGER,
-            fetch_wait: MOCK_FETCH_WAIT,
-            ..KafkaConfig::new(embedded.bootstrap.clone())
-        };
+        embedded.brokers().create_topic(&embedded.topics.deliver(node), 1).expect("delivery topic");
+        let kafka = embedded.kafka.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = EdgeConfig::for_node(node, addr, SECRET);

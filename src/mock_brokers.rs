@@ -9,11 +9,12 @@
 //! 2,500 fetches a second, and an idle process cost 0.13 cores.
 //!
 //! Once no producer of the process has enqueued a record for
-//! [`QUIET_AFTER`], the mock broker answers every request [`QUIET_RTT`]
-//! late (`rd_kafka_mock_broker_set_rtt`): a fetch then takes 52 ms, not 2.
-//! The next record enqueued sets the delay back to zero before the record's
-//! request leaves (the producer lingers first), and the mock sends the
-//! answers it was holding at once. Records nobody waits for (an edge's
+//! [`QUIET_AFTER`] (checked every half second), the mock broker answers
+//! every request [`QUIET_RTT`] late (`rd_kafka_mock_broker_set_rtt`): a
+//! fetch then takes 52 ms, not 2. The next record enqueued sets the delay
+//! back to zero, as a rule before the record's request leaves (an edge's
+//! producer lingers 5 ms first), and the mock sends every answer it was
+//! holding at once. Records nobody waits for (an edge's
 //! heartbeat) are written without ending the quiet
 //! (`KafkaProducer::unwatched`). A record written from outside the process
 //! (a test's own producer) does not end it either: it is read, within about
@@ -51,8 +52,8 @@ use switchboard_core::producer::WriteWatch;
 pub const QUIET_RTT: Duration = Duration::from_millis(50);
 
 /// How long nothing must be enqueued before a quiet spell begins. A quiet
-/// spell costs the next write nothing; what it slows is Kafka traffic with
-/// no write before it: a consumer group's join (a few seconds at the
+/// spell costs the next write at most one [`QUIET_RTT`] (see the module's
+/// doc); what it slows more is Kafka traffic with no write before it: a consumer group's join (a few seconds at the
 /// start: at half a second the persister of an embedded deployment given
 /// no writes had its partitions over 5 s after the start) and records
 /// written from outside.
@@ -152,7 +153,8 @@ impl MockBrokers {
         self.watch.clone()
     }
 
-    /// Whether the broker is answering late now, for tests.
+    /// Whether a quiet spell is on (the broker answers late, or is about to),
+    /// for tests.
     pub fn is_quiet(&self) -> bool {
         self.watch.quiet.load(Ordering::SeqCst)
     }

@@ -302,8 +302,9 @@ async fn a_message_after_a_quiet_spell_is_not_held_by_the_idle_mock() {
     h.stop().await;
 }
 
-/// A record written from outside the process does not end the quiet, and is
-/// still read: here a garbage record, dead-lettered by the persister.
+/// A record written from outside the process while the mock is quiet (its
+/// write tells the process nothing) is still read: here a garbage record,
+/// dead-lettered by the persister.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_written_from_outside_is_read_while_the_mock_is_quiet() {
     let h = start().await;

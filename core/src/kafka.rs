@@ -125,9 +125,9 @@ pub struct KafkaConfig {
     /// 10.9-13.1/15.1-20.8 ms, three runs each). The mock cluster is another
     /// matter (see `switchboard::embedded::MOCK_FETCH_WAIT`).
     pub fetch_wait: Duration,
-    /// Told of every record this process's producers enqueue: set by the
-    /// embedded default, whose mock brokers idle while nothing is written
-    /// (`switchboard::mock_brokers`).
+    /// Told of every record this process's producers enqueue (but those of
+    /// `KafkaProducer::unwatched`): set by the embedded default, whose mock
+    /// brokers idle while nothing is written (`switchboard::mock_brokers`).
     pub write_watch: Option<Arc<dyn WriteWatch>>,
 }
 

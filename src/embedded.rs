@@ -17,11 +17,11 @@ use switchboard_edge::state::EdgeState;
 use switchboard_workers::notifier::{Notifier, NotifierConfig};
 use switchboard_workers::persister::{Persister, PersisterConfig};
 use switchboard_workers::router::{Router, RouterConfig};
-
-use crate::mock_brokers::{MockBrokers, QUIET_RTT};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::mock_brokers::{MockBrokers, QUIET_RTT};
 
 /// Node ids of the two embedded edges.
 pub const NODES: [&str; 2] = ["edge-1", "edge-2"];
@@ -125,9 +125,9 @@ impl EmbeddedConfig {
 
 /// A running embedded deployment; [`Embedded::stop`] ends it in order.
 pub struct Embedded {
-    pub bootstrap: String,
-    /// The Kafka settings of every component, whose writes end the mock
-    /// brokers' quiet; a test's client made from them counts as the process's.
+    /// The Kafka settings of every component (the mock cluster's bootstrap
+    /// is `kafka.brokers`), whose writes end the mock brokers' quiet; a
+    /// test's client made from them counts as the process's.
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub edges: Vec<SocketAddr>,
@@ -152,12 +152,11 @@ impl Embedded {
         let created = topics.shared().into_iter().map(|topic| (topic, config.partitions));
         let created = created.chain(NODES.iter().map(|node| (topics.deliver(node), 1))).collect();
         let brokers = MockBrokers::start(created, config.quiet_rtt)?;
-        let bootstrap = brokers.bootstrap_servers().to_owned();
         let kafka = KafkaConfig {
             linger: EDGE_LINGER,
             fetch_wait: MOCK_FETCH_WAIT,
             write_watch: Some(brokers.write_watch()),
-            ..KafkaConfig::new(bootstrap.clone())
+            ..KafkaConfig::new(brokers.bootstrap_servers())
         };
 
         let url = format!("sqlite://{}?mode=rwc", config.database.display());
@@ -225,7 +224,6 @@ impl Embedded {
         Ok(Self {
             brokers: Some(brokers),
             kafka,
-            bootstrap,
             topics,
             edges,
             edge_states,

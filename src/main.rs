@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  any origin may connect. Never expose these ports. Give --jwt-secret (without --dev) to");
         println!("  turn both off; clients then need tokens signed with that secret.");
     }
-    println!("  mock Kafka cluster bootstrap: {} (in memory; lost on exit)", embedded.bootstrap);
+    println!("  mock Kafka cluster bootstrap: {} (in memory; lost on exit)", embedded.kafka.brokers);
     println!("  chat history: {} (SQLite; kept across restarts)", cli.db.display());
     match webhook {
         Some(url) => println!("  offline notifications: POSTed to {url}"),

@@ -14,9 +14,8 @@
 //! fetch then takes 52 ms, not 2. The next record enqueued sets the delay
 //! back to zero, as a rule before the record's request leaves (an edge's
 //! producer lingers 5 ms first), and the mock sends every answer it was
-//! holding at once. Records nobody waits for (an edge's
-//! heartbeat) are written without ending the quiet
-//! (`KafkaProducer::unwatched`). A record written from outside the process
+//! holding at once. Records nobody waits for (an edge's heartbeat) are
+//! written without ending the quiet (`KafkaProducer::unwatched`). A record written from outside the process
 //! (a test's own producer) does not end it either: it is read, within about
 //! two delays.
 //!
@@ -53,10 +52,10 @@ pub const QUIET_RTT: Duration = Duration::from_millis(50);
 
 /// How long nothing must be enqueued before a quiet spell begins. A quiet
 /// spell costs the next write at most one [`QUIET_RTT`] (see the module's
-/// doc); what it slows more is Kafka traffic with no write before it: a consumer group's join (a few seconds at the
-/// start: at half a second the persister of an embedded deployment given
-/// no writes had its partitions over 5 s after the start) and records
-/// written from outside.
+/// doc); what it slows more is Kafka traffic with no write before it: a
+/// consumer group's join (a few seconds at the start: at half a second the
+/// persister of an embedded deployment given no writes had its partitions
+/// over 5 s after the start) and records written from outside.
 pub const QUIET_AFTER: Duration = Duration::from_secs(2);
 
 /// How often the thread looks whether anything was enqueued since it last

@@ -288,10 +288,7 @@ async fn a_message_after_a_quiet_spell_is_not_held_by_the_idle_mock() {
     assert_eq!(seqs(&bob.messages("hush", 1).await), vec![1]);
 
     let brokers = h.embedded.brokers();
-    eventually(Duration::from_secs(20), Duration::from_millis(50), async || {
-        if brokers.is_quiet() { Ok(()) } else { Err("the idle deployment never went quiet".to_string()) }
-    })
-    .await;
+    until_quiet(brokers).await;
     let trip = async {
         alice.say("hush", "m2", "after the quiet").await;
         bob.messages("hush", 1).await
@@ -308,17 +305,14 @@ async fn a_message_after_a_quiet_spell_is_not_held_by_the_idle_mock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_written_from_outside_is_read_while_the_mock_is_quiet() {
     let h = start().await;
-    let outside = KafkaConfig::new(h.embedded.bootstrap.clone());
+    let outside = KafkaConfig::new(h.embedded.kafka.brokers.clone());
     let topics = &h.embedded.topics;
     let dlq: StreamConsumer = outside.assigned_consumer().unwrap();
     assign_all(&dlq, &[&topics.dead_letter()], rdkafka::Offset::Beginning).await.unwrap();
     let producer: KafkaProducer = outside.producer().unwrap();
 
     let brokers = h.embedded.brokers();
-    eventually(Duration::from_secs(20), Duration::from_millis(50), async || {
-        if brokers.is_quiet() { Ok(()) } else { Err("the idle deployment never went quiet".to_string()) }
-    })
-    .await;
+    until_quiet(brokers).await;
     let inbound = topics.inbound();
     let garbage = FutureRecord::to(&inbound).key("q").payload("{not json").headers(record_headers("inbound.v1", None));
     producer.send(garbage, Timeout::Never).await.unwrap();
@@ -328,6 +322,14 @@ async fn a_record_written_from_outside_is_read_while_the_mock_is_quiet() {
     drop(dlq);
     drop(producer);
     h.stop().await;
+}
+
+/// Waits for the idle deployment's mock broker to begin a quiet spell.
+async fn until_quiet(brokers: &switchboard::mock_brokers::MockBrokers) {
+    eventually(Duration::from_secs(20), Duration::from_millis(50), async || {
+        if brokers.is_quiet() { Ok(()) } else { Err("the idle deployment never went quiet".to_string()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

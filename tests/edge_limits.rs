@@ -256,6 +256,24 @@ async fn a_client_that_keeps_talking_is_not_closed_as_idle() {
     h.stop().await;
 }
 
+/// The server pings each interval, and a client that does nothing but
+/// answer them (its library does, as it reads) stays open well past the
+/// idle timeout. (A client that stops answering is the silent one above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_answers_pings_stays_open() {
+    let h = start_with(|c| {
+        c.idle_timeout = std::time::Duration::from_millis(600);
+        c.ping_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let mut c = Client::connect(h.edge(0), "ponging").await;
+    let pings = c.pings_for(std::time::Duration::from_millis(1_500)).await;
+    assert!((5..=8).contains(&pings), "{pings} pings in 1.5 s, one every 200 ms expected");
+    c.send_json(json!({"type": "ping", "ref": "still-open"})).await;
+    assert_eq!(c.recv_type("pong").await["ref"], "still-open");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_finishes_its_handshake_is_dropped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

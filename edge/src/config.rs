@@ -174,6 +174,9 @@ impl EdgeConfig {
                 return Err("queue sizes and connection caps must be positive".into());
             }
         }
+        if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
+            return Err("--ping-interval and --idle-timeout must be positive".into());
+        }
         if self.presence_interval.is_zero() || self.presence_refresh < self.presence_interval {
             return Err("--presence-interval must be positive and at most --presence-refresh".into());
         }
@@ -304,5 +307,13 @@ mod tests {
         refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwt-issuer", ""], "may not be empty");
         refused(&["--jwks-url", "https://idp.example.com/jwks", "--jwks-refresh-min-interval", "0s"], "positive");
         refused(&["--jwks-url", "https://idp.example.com/jwks"], "--jwks-url needs --jwt-audience");
+    }
+
+    #[test]
+    fn a_zero_ping_interval_or_idle_timeout_is_refused() {
+        for flag in ["--ping-interval", "--idle-timeout"] {
+            let error = parse(&["--jwt-secret", SECRET, flag, "0s"]).unwrap_err();
+            assert!(error.contains("--ping-interval and --idle-timeout must be positive"), "{flag}: {error}");
+        }
     }
 }

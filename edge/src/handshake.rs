@@ -103,7 +103,7 @@ async fn admit(
     let claims = state.auth.verify(token).await?;
     let slot = state
         .hub
-        .reserve_user(&claims.sub, state.config.max_connections_per_user)
+        .reserve_user(&Arc::from(claims.sub.as_str()), state.config.max_connections_per_user)
         .ok_or(HandshakeError::TooManyConnections)?;
     Ok((claims, slot))
 }

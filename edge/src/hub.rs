@@ -26,7 +26,7 @@ pub enum RouteChange {
 
 struct Member {
     outbox: Outbox,
-    user: String,
+    user: Arc<str>,
     /// Highest seq this connection has been sent (or told about in `joined`).
     last_seq: u64,
     /// The room's epoch this connection knows (from `joined` or a `reset`).
@@ -41,14 +41,14 @@ struct Members {
     conns: HashMap<u64, Member>,
     /// Connections per user in the room, so presence hears of a user's
     /// first and last one without a walk over the room.
-    users: HashMap<String, usize>,
+    users: HashMap<Arc<str>, usize>,
 }
 
 #[derive(Default)]
 struct State {
     rooms: HashMap<String, Members>,
     conns: HashMap<u64, Outbox>,
-    users: HashMap<String, usize>,
+    users: HashMap<Arc<str>, usize>,
 }
 
 pub struct Hub {
@@ -60,16 +60,25 @@ pub struct Hub {
 /// Holds one of a user's connection slots; frees it when dropped.
 pub struct UserSlot {
     hub: Arc<Hub>,
-    user: String,
+    user: Arc<str>,
+}
+
+impl UserSlot {
+    /// The user, shared: the session, the slot and the hub's entries for
+    /// the connection (its rooms' members, the counts) all hold this one
+    /// copy of the name rather than a string each.
+    pub fn user(&self) -> &Arc<str> {
+        &self.user
+    }
 }
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
-        if let Some(count) = state.users.get_mut(&self.user) {
+        if let Some(count) = state.users.get_mut(&*self.user) {
             *count -= 1;
             if *count == 0 {
-                state.users.remove(&self.user);
+                state.users.remove(&*self.user);
             }
         }
     }
@@ -106,14 +115,14 @@ impl Hub {
     }
 
     /// Takes a connection slot for `user`, or `None` at the cap.
-    pub fn reserve_user(self: &Arc<Self>, user: &str, cap: usize) -> Option<UserSlot> {
+    pub fn reserve_user(self: &Arc<Self>, user: &Arc<str>, cap: usize) -> Option<UserSlot> {
         let mut state = self.lock();
-        let count = state.users.entry(user.to_owned()).or_default();
+        let count = state.users.entry(user.clone()).or_default();
         if *count >= cap {
             return None;
         }
         *count += 1;
-        Some(UserSlot { hub: self.clone(), user: user.to_owned() })
+        Some(UserSlot { hub: self.clone(), user: user.clone() })
     }
 
     pub fn register(&self, conn: u64, outbox: Outbox) {
@@ -135,17 +144,17 @@ impl Hub {
     /// Adds `conn` to `room`'s live stream; it has been sent every message
     /// up to `last_seq` (the session queued its `joined` reply and replay
     /// before this, so no live message overtakes them).
-    pub fn join(&self, room: &str, conn: u64, user: &str, outbox: &Outbox, last_seq: u64, epoch: u64) {
+    pub fn join(&self, room: &str, conn: u64, user: &Arc<str>, outbox: &Outbox, last_seq: u64, epoch: u64) {
         let mut state = self.lock();
         let members = state.rooms.entry(room.to_owned()).or_default();
         if members.conns.is_empty() {
             let _ = self.routes.send(RouteChange::Add(room.to_owned()));
         }
-        let member = Member { outbox: outbox.clone(), user: user.to_owned(), last_seq, epoch, presence: false };
+        let member = Member { outbox: outbox.clone(), user: user.clone(), last_seq, epoch, presence: false };
         if members.conns.insert(conn, member).is_some() {
             return; // joined already: counted already
         }
-        let count = members.users.entry(user.to_owned()).or_default();
+        let count = members.users.entry(user.clone()).or_default();
         *count += 1;
         if *count == 1 {
             self.presence.local_joined(room, user);
@@ -176,7 +185,7 @@ impl Hub {
         let mut state = self.lock();
         let Some(members) = state.rooms.get(room) else { return 0 };
         let mut conns = Vec::new();
-        for (conn, member) in members.conns.iter().filter(|(_, m)| m.user == user) {
+        for (conn, member) in members.conns.iter().filter(|(_, m)| *m.user == *user) {
             member.outbox.push(frame.clone());
             conns.push(*conn);
         }
@@ -236,7 +245,7 @@ impl Hub {
     /// every member of `room`, except `except_user`'s own connections if
     /// given. Returns how many connections it was queued for.
     pub fn deliver_ephemeral(&self, room: &str, except_user: Option<&str>, frame: &Utf8Bytes) -> usize {
-        self.push_to(room, frame, |m| except_user != Some(m.user.as_str()))
+        self.push_to(room, frame, |m| except_user != Some(&*m.user))
     }
 
     /// Queues `frame` to the members of `room` that `pick` takes; returns how many.
@@ -265,6 +274,21 @@ impl Hub {
         self.lock().conns.values().cloned().collect()
     }
 
+    /// Calls `visit` with the outboxes of up to `count` connections, from
+    /// the `from`th on (in the registry's order, which a connection coming
+    /// or going between two calls may change: one may be seen twice or not
+    /// at all in a walk), under the hub's lock; `visit` must be quick and
+    /// must not call back into the hub. Returns how many it visited.
+    pub fn visit_outboxes(&self, from: usize, count: usize, mut visit: impl FnMut(&Outbox)) -> usize {
+        let state = self.lock();
+        let mut visited = 0;
+        for outbox in state.conns.values().skip(from).take(count) {
+            visit(outbox);
+            visited += 1;
+        }
+        visited
+    }
+
     pub fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }
@@ -281,8 +305,8 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("r", 1, "alice", &a, 0, 1);
-        hub.join("r", 2, "bob", &b, 0, 1);
+        hub.join("r", 1, &"alice".into(), &a, 0, 1);
+        hub.join("r", 2, &"bob".into(), &b, 0, 1);
         assert_eq!(routes.recv().await, Some(RouteChange::Add("r".into())));
         assert!(hub.leave("r", 1));
         assert!(routes.try_recv().is_err(), "bob is still there");
@@ -296,17 +320,17 @@ mod tests {
         let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a, mut ra) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a, 3, 1);
-        hub.join("r", 2, "bob", &b, 5, 1);
+        hub.join("r", 1, &"alice".into(), &a, 3, 1);
+        hub.join("r", 2, &"bob".into(), &b, 5, 1);
         assert_eq!(hub.lowest_seq("r"), Some(3));
         assert_eq!(hub.deliver("r", 4, &"m4".into()), 1);
         assert_eq!(hub.deliver("r", 5, &"m5".into()), 1);
         assert_eq!(hub.deliver("r", 6, &"m6".into()), 2);
         assert_eq!(hub.deliver("r", 6, &"m6".into()), 0, "duplicates are dropped");
-        assert_eq!(ra.recv().await.as_deref(), Some("m4"));
-        assert_eq!(ra.recv().await.as_deref(), Some("m5"));
-        assert_eq!(ra.recv().await.as_deref(), Some("m6"));
-        assert_eq!(rb.recv().await.as_deref(), Some("m6"));
+        assert_eq!(ra.recv_text().await.as_deref(), Some("m4"));
+        assert_eq!(ra.recv_text().await.as_deref(), Some("m5"));
+        assert_eq!(ra.recv_text().await.as_deref(), Some("m6"));
+        assert_eq!(rb.recv_text().await.as_deref(), Some("m6"));
     }
 
     #[tokio::test]
@@ -316,10 +340,10 @@ mod tests {
         let (b, _rb) = Outbox::new(8, 1 << 16);
         hub.register(1, a.clone());
         hub.register(2, b.clone());
-        hub.join("alone", 1, "alice", &a, 0, 1);
-        hub.join("shared", 1, "alice", &a, 0, 1);
-        hub.join("shared", 2, "bob", &b, 0, 1);
-        hub.join("left", 1, "alice", &a, 0, 1);
+        hub.join("alone", 1, &"alice".into(), &a, 0, 1);
+        hub.join("shared", 1, &"alice".into(), &a, 0, 1);
+        hub.join("shared", 2, &"bob".into(), &b, 0, 1);
+        hub.join("left", 1, &"alice".into(), &a, 0, 1);
         assert!(hub.leave("left", 1));
         let added: Vec<_> = (0..3).map(|_| routes.try_recv().unwrap()).collect();
         assert_eq!(added, ["alone", "shared", "left"].map(|r| RouteChange::Add(r.into())));
@@ -343,22 +367,23 @@ mod tests {
         let (a1, mut ra1) = Outbox::new(8, 1 << 16);
         let (a2, mut ra2) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a1, 4, 1);
-        hub.join("r", 2, "alice", &a2, 4, 1);
-        hub.join("r", 3, "bob", &b, 4, 1);
+        hub.join("r", 1, &"alice".into(), &a1, 4, 1);
+        hub.join("r", 2, &"alice".into(), &a2, 4, 1);
+        hub.join("r", 3, &"bob".into(), &b, 4, 1);
         assert_eq!(routes.try_recv().unwrap(), RouteChange::Add("r".into()));
         assert!(hub.has_user("r", "alice"));
         assert_eq!(hub.remove_user("r", "alice", &"removed".into()), 2);
         assert!(!hub.has_user("r", "alice") && !hub.is_member("r", 1) && !hub.is_member("r", 2));
-        assert_eq!(ra1.recv().await.as_deref(), Some("removed"));
-        assert_eq!(ra2.recv().await.as_deref(), Some("removed"));
+        assert_eq!(ra1.recv_text().await.as_deref(), Some("removed"));
+        assert_eq!(ra2.recv_text().await.as_deref(), Some("removed"));
         assert_eq!(hub.deliver("r", 5, &"m5".into()), 1, "only bob is left");
         assert!(routes.try_recv().is_err(), "bob keeps the route");
 
         assert_eq!(hub.reset("r", 2, &"reset".into()), 1);
         assert_eq!(hub.reset("r", 2, &"reset".into()), 0, "told once");
         assert_eq!(hub.deliver("r", 1, &"new1".into()), 1, "the new epoch starts at seq 1");
-        let got: Vec<_> = [rb.recv().await, rb.recv().await, rb.recv().await].into_iter().flatten().collect();
+        let got: Vec<_> =
+            [rb.recv_text().await, rb.recv_text().await, rb.recv_text().await].into_iter().flatten().collect();
         assert_eq!(got, ["m5", "reset", "new1"]);
         assert_eq!(hub.remove_user("r", "bob", &"removed".into()), 1);
         assert_eq!(routes.try_recv().unwrap(), RouteChange::Remove("r".into()));
@@ -371,9 +396,9 @@ mod tests {
         let (a1, _r1) = Outbox::new(8, 1 << 16);
         let (a2, _r2) = Outbox::new(8, 1 << 16);
         let (b, _rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a1, 0, 1);
-        hub.join("r", 2, "alice", &a2, 0, 1);
-        hub.join("r", 3, "bob", &b, 0, 1);
+        hub.join("r", 1, &"alice".into(), &a1, 0, 1);
+        hub.join("r", 2, &"alice".into(), &a2, 0, 1);
+        hub.join("r", 3, &"bob".into(), &b, 0, 1);
         assert_eq!(presence.present("r"), ["alice", "bob"]);
         assert!(hub.leave("r", 1));
         assert_eq!(presence.present("r"), ["alice", "bob"], "alice's second tab is still in");
@@ -388,22 +413,22 @@ mod tests {
         let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
         let (a, mut ra) = Outbox::new(8, 1 << 16);
         let (b, mut rb) = Outbox::new(8, 1 << 16);
-        hub.join("r", 1, "alice", &a, 0, 1);
-        hub.join("r", 2, "bob", &b, 0, 1);
+        hub.join("r", 1, &"alice".into(), &a, 0, 1);
+        hub.join("r", 2, &"bob".into(), &b, 0, 1);
         hub.watch_presence("r", 2);
         assert_eq!(hub.deliver_presence("r", &"p".into()), 1);
         assert_eq!(hub.deliver_ephemeral("r", None, &"t".into()), 2);
-        assert_eq!(rb.recv().await.as_deref(), Some("p"));
-        assert_eq!(ra.recv().await.as_deref(), Some("t"), "alice never got the presence frame");
+        assert_eq!(rb.recv_text().await.as_deref(), Some("p"));
+        assert_eq!(ra.recv_text().await.as_deref(), Some("t"), "alice never got the presence frame");
     }
 
     #[test]
     fn user_slots_are_capped_and_released() {
         let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
-        let first = hub.reserve_user("u", 2).unwrap();
-        let _second = hub.reserve_user("u", 2).unwrap();
-        assert!(hub.reserve_user("u", 2).is_none());
+        let first = hub.reserve_user(&"u".into(), 2).unwrap();
+        let _second = hub.reserve_user(&"u".into(), 2).unwrap();
+        assert!(hub.reserve_user(&"u".into(), 2).is_none());
         drop(first);
-        assert!(hub.reserve_user("u", 2).is_some());
+        assert!(hub.reserve_user(&"u".into(), 2).is_some());
     }
 }

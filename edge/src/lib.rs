@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod joined;
 pub mod jwks;
+pub mod keepalive;
 pub mod node;
 pub mod outbox;
 pub mod presence;

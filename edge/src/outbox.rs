@@ -9,14 +9,16 @@
 //! burst gives its memory back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::future::Either;
 use switchboard_schemas::protocol::{ServerFrame, close};
 use tokio::sync::Notify;
+
+use crate::keepalive::Liveness;
 
 /// An emptied queue keeps room for this many frames; a bigger one (after a
 /// burst, a join's replay) is freed.
@@ -60,6 +62,10 @@ struct Queue {
     /// `notify_waiters` locks a mutex, too much for every frame written.
     pacers: AtomicUsize,
     drained: Notify,
+    /// The node's keepalive asks for a ping ([`Outbox::ping`]); the writer
+    /// sends it before the frames queued.
+    ping: AtomicBool,
+    liveness: Liveness,
 }
 
 /// Counts a paced push as waiting while it lives.
@@ -135,17 +141,33 @@ pub struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
-    /// The next frame, waiting for one; `None` once discarded.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+    /// The next message to write, waiting for one: a ping asked for, or
+    /// else the next frame; `None` once discarded.
+    pub async fn recv(&mut self) -> Option<Message> {
         loop {
+            // First, so that a stream of frames does not hold a ping back.
+            // (A ping asked for is rare: the lock on its path costs nothing.)
+            if self.queue.ping.swap(false, Ordering::Relaxed) && !self.queue.lock().closed {
+                return Some(Message::Ping(Default::default()));
+            }
             if let Some(frame) = self.try_recv() {
-                return Some(frame);
+                return Some(Message::Text(frame));
             }
             if self.queue.lock().closed {
                 return None;
             }
-            // A push since the check above left its wake-up stored.
+            // A push (or a ping asked for) since the checks above left its
+            // wake-up stored.
             self.queue.ready.notified().await;
+        }
+    }
+
+    /// The next frame's text (tests: a ping here is a mistake).
+    #[cfg(test)]
+    pub async fn recv_text(&mut self) -> Option<String> {
+        match self.recv().await? {
+            Message::Text(text) => Some(text.to_string()),
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 
@@ -277,6 +299,17 @@ impl Outbox {
         self.push(Utf8Bytes::from(frame.to_json()))
     }
 
+    /// Asks the writer to send a ping (see `crate::keepalive`).
+    pub fn ping(&self) {
+        self.queue.ping.store(true, Ordering::Relaxed);
+        self.queue.ready.notify_one();
+    }
+
+    /// When the client was last heard from and last pinged.
+    pub fn liveness(&self) -> &Liveness {
+        &self.queue.liveness
+    }
+
     pub fn closing(&self) -> &Arc<Closing> {
         &self.closing
     }
@@ -297,7 +330,7 @@ mod tests {
         assert!(outbox.push("b".into()));
         assert!(!outbox.push("c".into()));
         assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert_eq!(rx.recv_text().await.as_deref(), Some("a"));
         assert!(!outbox.push("d".into()), "a closed outbox takes nothing");
     }
 
@@ -307,7 +340,7 @@ mod tests {
         assert!(outbox.push("12345".into()));
         assert!(outbox.push("12345".into()));
         // Reading frees room.
-        assert_eq!(rx.recv().await.as_deref(), Some("12345"));
+        assert_eq!(rx.recv_text().await.as_deref(), Some("12345"));
         assert!(outbox.push("123".into()));
         assert!(!outbox.push("12345".into()));
         assert_eq!(outbox.closing().reason(), Some(CloseReason::SLOW_CONSUMER));
@@ -321,9 +354,9 @@ mod tests {
         let paced = tokio::spawn(async move { pusher.push_paced("123".into(), Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!paced.is_finished(), "waits while the queue is half full");
-        assert_eq!(rx.recv().await.as_deref(), Some("12345"));
+        assert_eq!(rx.recv_text().await.as_deref(), Some("12345"));
         assert!(paced.await.unwrap(), "queued once the writer took a frame");
-        assert_eq!(rx.recv().await.as_deref(), Some("123"));
+        assert_eq!(rx.recv_text().await.as_deref(), Some("123"));
         assert_eq!(outbox.closing().reason(), None, "never closed");
     }
 
@@ -331,7 +364,7 @@ mod tests {
     async fn an_emptied_queue_gives_back_a_bursts_memory_and_a_discarded_one_takes_nothing() {
         let (outbox, mut rx) = Outbox::new(1_000, 1 << 20);
         let waiting = tokio::spawn(async move {
-            let first = rx.recv().await;
+            let first = rx.recv_text().await;
             (rx, first)
         });
         assert!(outbox.push("woken".into()));
@@ -342,7 +375,7 @@ mod tests {
         }
         assert!(outbox.queue.lock().queued.capacity() >= 500);
         for i in 0..500 {
-            assert_eq!(rx.recv().await.as_deref(), Some(i.to_string().as_str()), "in order");
+            assert_eq!(rx.recv_text().await.as_deref(), Some(i.to_string().as_str()), "in order");
         }
         assert_eq!(outbox.queue.lock().queued.capacity(), 0, "freed once empty");
         assert_eq!(outbox.queue.bytes.load(Ordering::Relaxed), 0);
@@ -350,8 +383,27 @@ mod tests {
         assert!(outbox.push("a".into()) && outbox.push("b".into()));
         assert_eq!(rx.discard(), 2);
         assert!(!outbox.push("c".into()), "a discarded queue takes nothing");
-        assert_eq!(rx.recv().await, None);
+        assert!(rx.recv().await.is_none());
         assert_eq!(outbox.closing().reason(), None, "discarding is not closing for a reason");
+    }
+
+    #[tokio::test]
+    async fn a_ping_asked_for_wakes_the_writer_and_goes_before_the_frames_queued() {
+        let (outbox, mut rx) = Outbox::new(8, 1 << 16);
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (rx, first)
+        });
+        tokio::task::yield_now().await;
+        outbox.ping();
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        let (mut rx, first) = woken.expect("the ping wakes the waiting writer").unwrap();
+        assert!(matches!(first, Some(Message::Ping(_))), "{first:?}");
+        assert!(outbox.push("a".into()));
+        outbox.ping();
+        let next = rx.recv().await;
+        assert!(matches!(next, Some(Message::Ping(_))), "the ping first: {next:?}");
+        assert_eq!(rx.recv_text().await.as_deref(), Some("a"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
 //! The edge as a whole: starts its Kafka clients, announces the node, serves
-//! HTTP (`/ws`, health), runs delivery, heartbeats and route writing, and
-//! drains on shutdown.
+//! HTTP (`/ws`, health), runs delivery, heartbeats, keepalive and route
+//! writing, and drains on shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +29,7 @@ use crate::delivery::Delivery;
 use crate::events::EdgeEvents;
 use crate::hub::{Hub, RouteChange};
 use crate::jwks::JwksError;
+use crate::keepalive::Keepalive;
 use crate::node::{CatchUps, NodePresence};
 use crate::outbox::CloseReason;
 use crate::presence::{Presence, PresenceTask};
@@ -95,6 +96,7 @@ impl Edge {
         };
         let state = Arc::new(EdgeState {
             auth,
+            keepalive: Keepalive::new(config.ping_interval, config.idle_timeout),
             config,
             node,
             epoch,
@@ -156,6 +158,7 @@ impl Edge {
             interval: state.config.presence_interval,
             refresh: state.config.presence_refresh,
         };
+        let keepalive_task = tokio::spawn(state.keepalive.run(state.hub.clone(), background.clone()));
         let presence_done = CancellationToken::new();
         let presence_task = tokio::spawn(presence_task.run(presence_done.clone()));
         let routes_done = CancellationToken::new();
@@ -196,6 +199,7 @@ impl Edge {
         let _ = routes_task.await;
         background.cancel();
         let _ = delivery_task.await;
+        let _ = keepalive_task.await;
         let producer = state.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), server).await;

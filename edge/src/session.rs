@@ -1,8 +1,9 @@
 //! One client connection: a reader task that validates and handles frames,
-//! and a writer task that drains the connection's outbox and pings. Either
-//! ending ends the other.
+//! and a writer task that drains the connection's outbox (frames, and the
+//! pings the node's keepalive asks for). Either ending ends the other.
 
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -17,6 +18,7 @@ use switchboard_schemas::ids::{message_id, validate_id};
 use switchboard_schemas::protocol::{AckStatus, ClientFrame, ErrorCode, MAX_HISTORY_BYTES, ServerFrame};
 use switchboard_schemas::read_marker::ReadMarker;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::auth::Claims;
@@ -58,6 +60,7 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
     let (sink, stream) = socket.split();
     let config = &state.config;
     let (outbox, receiver) = Outbox::new(config.send_queue_frames, config.send_queue_bytes);
+    outbox.liveness().open(state.keepalive.now());
     state.hub.register(conn, outbox.clone());
     state.events.connected();
     tracing::debug!("connected");
@@ -69,9 +72,8 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
         limits: config.limits(),
     });
 
-    let writer =
-        tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.ping_interval, config.close_timeout));
-    let mut session = Session::new(state, conn, claims, outbox);
+    let writer = tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.close_timeout));
+    let mut session = Session::new(state, conn, slot.user().clone(), claims.name, outbox);
     drop(_entered);
     // A block, not an async fn: an async fn's state holds its arguments and
     // its locals made from them, twice the session in every task.
@@ -93,8 +95,8 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
     .instrument(span)
 }
 
-/// Sends queued frames and pings; on close, sends the close frame with the
-/// recorded reason.
+/// Sends queued frames and the pings the node's keepalive asks for; on
+/// close, sends the close frame with the recorded reason.
 ///
 /// Returns how many queued frames were dropped unsent.
 ///
@@ -108,28 +110,25 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
 /// A fn returning a block, not an async fn: an async fn's state keeps its
 /// arguments beside the locals moved out of them (the sink twice, 104 bytes
 /// of every connection's writer task).
+#[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice (above)")]
 pub fn write_loop<S>(
     mut sink: S,
     mut outbox: OutboxReceiver,
     closing: Arc<Closing>,
-    ping_every: std::time::Duration,
     close_timeout: std::time::Duration,
 ) -> impl Future<Output = usize>
 where
     S: Sink<Message> + Unpin,
 {
-    // Made here, not in the block: the block would keep `ping_every` too.
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     async move {
         loop {
             let message = tokio::select! {
                 biased;
                 _ = closing.closed() => break,
-                frame = outbox.recv() => match frame {
-                    Some(frame) => Message::Text(frame),
+                message = outbox.recv() => match message {
+                    Some(message) => message,
                     None => break,
                 },
-                _ = ping.tick() => Message::Ping(Default::default()),
             };
             // A client that stops reading blocks this send; closing must still win.
             let sent = tokio::select! {
@@ -180,12 +179,33 @@ where
     sink.flush().await
 }
 
+/// Keeps `timer` at `due`: made when a position is first held, moved when
+/// the earliest one changes, dropped when none is held.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, due: Option<tokio::time::Instant>) {
+    match (timer.as_mut(), due) {
+        (_, None) => *timer = None,
+        (Some(armed), Some(due)) if armed.deadline() != due => armed.as_mut().reset(due),
+        (Some(_), Some(_)) => {}
+        (None, Some(due)) => *timer = Some(Box::pin(tokio::time::sleep_until(due))),
+    }
+}
+
+/// Waits for `timer`, or forever when there is none.
+async fn fired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Session {
     state: Arc<EdgeState>,
     conn: u64,
-    /// The token's user and display name, boxed: an idle connection keeps
-    /// them, and the token's other claims are spent at the handshake.
-    user: Box<str>,
+    /// The token's user (the one copy its connection slot and the hub
+    /// share, see `UserSlot::user`) and display name, boxed: an idle
+    /// connection keeps them, and the token's other claims are spent at
+    /// the handshake.
+    user: Arc<str>,
     name: Option<Box<str>>,
     outbox: Outbox,
     /// Rooms this connection is in, each with the read position told in it
@@ -196,7 +216,8 @@ struct Session {
     rooms: Joined<ReadState>,
     limiter: DefaultDirectRateLimiter,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
-    in_flight: Arc<Semaphore>,
+    /// Made at the connection's first send: many connections only read.
+    in_flight: Option<Arc<Semaphore>>,
     /// When the earliest held read position is due: kept as positions are
     /// held and published, so reading a frame scans nothing.
     read_flush_at: Option<tokio::time::Instant>,
@@ -213,19 +234,18 @@ struct ReadState {
 }
 
 impl Session {
-    fn new(state: Arc<EdgeState>, conn: u64, claims: Claims, outbox: Outbox) -> Self {
+    fn new(state: Arc<EdgeState>, conn: u64, user: Arc<str>, name: Option<String>, outbox: Outbox) -> Self {
         let config = &state.config;
         let quota = Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
-        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         Self {
             conn,
-            user: claims.sub.into_boxed_str(),
-            name: claims.name.map(String::into_boxed_str),
+            user,
+            name: name.map(String::into_boxed_str),
             outbox,
             rooms: Joined::default(),
             limiter: RateLimiter::direct(quota),
-            in_flight,
+            in_flight: None,
             state,
             read_flush_at: None,
         }
@@ -236,30 +256,25 @@ impl Session {
         S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
         let closing = self.outbox.closing().clone();
-        // One timer for both deadlines (the idle timeout and the next held
-        // read position; see `set_timer`): a timer is 112 bytes of every
-        // idle connection's task, and a timeout around each read made a
-        // second one.
-        let mut idle_at = tokio::time::Instant::now() + self.state.config.idle_timeout;
-        let timer = tokio::time::sleep_until(idle_at);
-        tokio::pin!(timer);
+        // The timer of the next held read position, there only while one is
+        // held (a timer is 112 bytes): the idle timeout is the node's
+        // keepalive's, so an idle connection keeps no timer.
+        let mut flush_timer = None;
         loop {
-            self.set_timer(timer.as_mut(), idle_at);
+            arm(&mut flush_timer, self.read_flush_at);
             let next = tokio::select! {
                 _ = closing.closed() => return,
-                () = &mut timer => {
-                    let now = tokio::time::Instant::now();
-                    if now >= idle_at {
-                        return self.outbox.close(CloseReason::IDLE);
-                    }
-                    if self.read_flush_at.is_some_and(|flush_at| now >= flush_at) {
+                () = fired(&mut flush_timer) => {
+                    if self.read_flush_at.is_some_and(|flush_at| tokio::time::Instant::now() >= flush_at) {
                         Box::pin(self.flush_reads(false)).await;
                     }
                     continue;
                 }
                 next = stream.next() => next,
             };
-            idle_at = tokio::time::Instant::now() + self.state.config.idle_timeout;
+            // Any frame counts as activity; one being handled keeps the
+            // connection from idling out however long that takes.
+            self.outbox.liveness().handling();
             match next {
                 None | Some(Ok(Message::Close(_))) => return,
                 Some(Err(e)) => {
@@ -279,22 +294,10 @@ impl Session {
                     };
                     self.reply(ServerFrame::error(None, code, message));
                 }
-                // Pings are answered by the WebSocket layer; any frame counts as activity.
+                // Pings are answered by the WebSocket layer.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             }
-        }
-    }
-
-    /// Arms the read loop's timer for the earlier of `idle_at` and the next
-    /// held read position. A frame only moves `idle_at` later, so a timer
-    /// that has not fired is not moved for it (that would re-register it for
-    /// every frame): it fires early, finds nothing due, and is armed again
-    /// here. A fn of its own so that nothing of it is kept in the loop's
-    /// state across the wait.
-    fn set_timer(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>, idle_at: tokio::time::Instant) {
-        let due = self.read_flush_at.map_or(idle_at, |flush_at| flush_at.min(idle_at));
-        if timer.is_elapsed() || due < timer.deadline() {
-            timer.reset(due);
+            self.outbox.liveness().heard(self.state.keepalive.now());
         }
     }
 
@@ -557,7 +560,9 @@ impl Session {
             );
         }
         // Waiting here pauses reading this connection: backpressure, not buffering.
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+        let max_in_flight = self.state.config.max_in_flight;
+        let in_flight = self.in_flight.get_or_insert_with(|| Arc::new(Semaphore::new(max_in_flight)));
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let id = message_id(&room, &self.user, &client_id).to_string();
         let envelope = InboundSend {
             room,
@@ -725,8 +730,7 @@ mod tests {
         }
         let mut sink = Recorder::default();
         let closing = outbox.closing().clone();
-        let writer =
-            write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(3600), Duration::from_secs(1));
+        let writer = write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(1));
         let stop = async {
             tokio::task::yield_now().await;
             closing.close(None);

@@ -15,6 +15,7 @@ use crate::auth::Authenticator;
 use crate::config::EdgeConfig;
 use crate::events::EdgeEvents;
 use crate::hub::Hub;
+use crate::keepalive::Keepalive;
 use crate::presence::Presence;
 
 /// State shared by every request and connection of this node.
@@ -26,6 +27,8 @@ pub struct EdgeState {
     /// Counted events; their metrics are served at `/metrics`.
     pub events: Arc<EdgeEvents>,
     pub(crate) hub: Arc<Hub>,
+    /// Pings and idle timeouts of the node's connections (its clock, too).
+    pub(crate) keepalive: Keepalive,
     pub(crate) presence: Arc<Presence>,
     pub(crate) producer: KafkaProducer,
     pub(crate) topics: Topics,

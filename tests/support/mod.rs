@@ -153,6 +153,20 @@ impl Client {
         }
     }
 
+    /// Reads for `period` and returns how many pings came (the library
+    /// answers each as it reads on); anything else fails the test.
+    pub async fn pings_for(&mut self, period: Duration) -> usize {
+        let until = tokio::time::Instant::now() + period;
+        let mut pings = 0;
+        while let Ok(message) = tokio::time::timeout_at(until, self.ws.next()).await {
+            match message {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("expected only pings, got {other:?}"),
+            }
+        }
+        pings
+    }
+
     /// Waits for the close frame; returns its code.
     pub async fn recv_close(&mut self) -> u16 {
         loop {

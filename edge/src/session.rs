@@ -179,17 +179,6 @@ where
     sink.flush().await
 }
 
-/// Keeps `timer` at `due`: made when a position is first held, moved when
-/// the earliest one changes, dropped when none is held.
-fn arm(timer: &mut Option<Pin<Box<Sleep>>>, due: Option<tokio::time::Instant>) {
-    match (timer.as_mut(), due) {
-        (_, None) => *timer = None,
-        (Some(armed), Some(due)) if armed.deadline() != due => armed.as_mut().reset(due),
-        (Some(_), Some(_)) => {}
-        (None, Some(due)) => *timer = Some(Box::pin(tokio::time::sleep_until(due))),
-    }
-}
-
 /// Waits for `timer`, or forever when there is none.
 async fn fired(timer: &mut Option<Pin<Box<Sleep>>>) {
     match timer {
@@ -218,9 +207,11 @@ struct Session {
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
     /// Made at the connection's first send: many connections only read.
     in_flight: Option<Arc<Semaphore>>,
-    /// When the earliest held read position is due: kept as positions are
-    /// held and published, so reading a frame scans nothing.
-    read_flush_at: Option<tokio::time::Instant>,
+    /// Fires when the earliest held read position is due: kept as positions
+    /// are held and published, so reading a frame scans nothing. There only
+    /// while a position is held (a timer is 112 bytes): the idle timeout is
+    /// the node's keepalive's, so an idle connection keeps no timer.
+    read_flush: Option<Pin<Box<Sleep>>>,
 }
 
 /// A room's read position as this connection told it: the last published,
@@ -247,7 +238,7 @@ impl Session {
             limiter: RateLimiter::direct(quota),
             in_flight: None,
             state,
-            read_flush_at: None,
+            read_flush: None,
         }
     }
 
@@ -256,18 +247,11 @@ impl Session {
         S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
         let closing = self.outbox.closing().clone();
-        // The timer of the next held read position, there only while one is
-        // held (a timer is 112 bytes): the idle timeout is the node's
-        // keepalive's, so an idle connection keeps no timer.
-        let mut flush_timer = None;
         loop {
-            arm(&mut flush_timer, self.read_flush_at);
             let next = tokio::select! {
                 _ = closing.closed() => return,
-                () = fired(&mut flush_timer) => {
-                    if self.read_flush_at.is_some_and(|flush_at| tokio::time::Instant::now() >= flush_at) {
-                        Box::pin(self.flush_reads(false)).await;
-                    }
+                () = fired(&mut self.read_flush) => {
+                    Box::pin(self.flush_reads(false)).await;
                     continue;
                 }
                 next = stream.next() => next,
@@ -624,7 +608,10 @@ impl Session {
         }
         state.pending = Some((seq, reference));
         match state.window_ends {
-            Some(end) if end > now => self.read_flush_at = Some(self.read_flush_at.map_or(end, |at| at.min(end))),
+            Some(end) if end > now => {
+                let due = self.read_flush.as_ref().map_or(end, |timer| timer.deadline().min(end));
+                self.flush_reads_at(Some(due));
+            }
             _ => self.flush_room_read(&room).await,
         }
     }
@@ -643,7 +630,17 @@ impl Session {
             self.flush_room_read(&room).await;
         }
         let held = self.rooms.values().filter(|r| r.pending.is_some());
-        self.read_flush_at = held.filter_map(|r| r.window_ends).min();
+        self.flush_reads_at(held.filter_map(|r| r.window_ends).min());
+    }
+
+    /// Sets the read positions' timer to `due`: made when a position is
+    /// first held, moved when the earliest one changes, dropped when none is.
+    fn flush_reads_at(&mut self, due: Option<tokio::time::Instant>) {
+        match (self.read_flush.as_mut(), due) {
+            (_, None) => self.read_flush = None,
+            (Some(timer), Some(due)) => timer.as_mut().reset(due),
+            (None, Some(due)) => self.read_flush = Some(Box::pin(tokio::time::sleep_until(due))),
+        }
     }
 
     /// Publishes `room`'s held read position, if any, and starts a window.

@@ -57,7 +57,8 @@ pub struct EmbeddedConfig {
     pub database: PathBuf,
     /// Addresses of the two edges (port 0 picks a free port).
     pub listen: [SocketAddr; 2],
-    /// Partitions of each shared topic.
+    /// Partitions of the busy shared topics, inbound and events (the
+    /// others have one; see [`Embedded::start`]).
     pub partitions: i32,
     /// Secret signing client tokens; random unless the operator or a test gives one.
     pub jwt_secret: String,
@@ -149,7 +150,16 @@ pub struct Embedded {
 impl Embedded {
     pub async fn start(config: EmbeddedConfig) -> anyhow::Result<Self> {
         let topics = Topics::new("sb")?;
-        let created = topics.shared().into_iter().map(|topic| (topic, config.partitions));
+        // The mock cluster has no retention: it keeps the last 5 MiB of
+        // every partition, so each partition written to for long enough is
+        // 5 MiB of this process's memory. Only the busy topics (client sends
+        // and the events made of them) are spread; the rest (presence and
+        // typing, routes, nodes, dead letters) have one partition each.
+        let busy = [topics.inbound(), topics.events()];
+        let created = topics.shared().into_iter().map(|topic| {
+            let partitions = if busy.contains(&topic) { config.partitions } else { 1 };
+            (topic, partitions)
+        });
         let created = created.chain(NODES.iter().map(|node| (topics.deliver(node), 1))).collect();
         let brokers = MockBrokers::start(created, config.quiet_rtt)?;
         let kafka = KafkaConfig {

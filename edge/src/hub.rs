@@ -318,8 +318,8 @@ mod tests {
     #[tokio::test]
     async fn delivery_skips_what_a_member_already_has() {
         let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
-        let (a, mut ra) = Outbox::new(8, 1 << 16);
-        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        let (a, ra) = Outbox::new(8, 1 << 16);
+        let (b, rb) = Outbox::new(8, 1 << 16);
         hub.join("r", 1, &"alice".into(), &a, 3, 1);
         hub.join("r", 2, &"bob".into(), &b, 5, 1);
         assert_eq!(hub.lowest_seq("r"), Some(3));
@@ -364,9 +364,9 @@ mod tests {
     #[tokio::test]
     async fn a_removed_user_leaves_with_every_connection_and_a_reset_is_told_once() {
         let (hub, mut routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
-        let (a1, mut ra1) = Outbox::new(8, 1 << 16);
-        let (a2, mut ra2) = Outbox::new(8, 1 << 16);
-        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        let (a1, ra1) = Outbox::new(8, 1 << 16);
+        let (a2, ra2) = Outbox::new(8, 1 << 16);
+        let (b, rb) = Outbox::new(8, 1 << 16);
         hub.join("r", 1, &"alice".into(), &a1, 4, 1);
         hub.join("r", 2, &"alice".into(), &a2, 4, 1);
         hub.join("r", 3, &"bob".into(), &b, 4, 1);
@@ -411,8 +411,8 @@ mod tests {
     #[tokio::test]
     async fn presence_frames_go_to_the_members_that_asked() {
         let (hub, _routes) = Hub::new(Presence::new("n", std::time::Duration::from_secs(10)));
-        let (a, mut ra) = Outbox::new(8, 1 << 16);
-        let (b, mut rb) = Outbox::new(8, 1 << 16);
+        let (a, ra) = Outbox::new(8, 1 << 16);
+        let (b, rb) = Outbox::new(8, 1 << 16);
         hub.join("r", 1, &"alice".into(), &a, 0, 1);
         hub.join("r", 2, &"bob".into(), &b, 0, 1);
         hub.watch_presence("r", 2);

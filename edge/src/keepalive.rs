@@ -137,7 +137,7 @@ impl Keepalive {
                 Due::Ping => outbox.ping(),
                 // The reader ends on the close and the writer sends the
                 // code; a second close of a closing connection does nothing.
-                Due::Close => outbox.close(CloseReason::IDLE),
+                Due::Close => outbox.close(&CloseReason::IDLE),
             });
             if visited < SWEEP_CHUNK {
                 return;
@@ -217,7 +217,7 @@ mod tests {
             .collect();
         tokio::time::advance(Duration::from_secs(2)).await;
         keepalive.sweep(&hub).await;
-        for mut writer in writers {
+        for writer in writers {
             assert!(matches!(writer.recv().now_or_never(), Some(Some(Message::Ping(_)))));
         }
     }

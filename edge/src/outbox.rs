@@ -44,10 +44,10 @@ impl CloseReason {
 #[derive(Clone)]
 pub struct Outbox {
     queue: Arc<Queue>,
-    closing: Arc<Closing>,
 }
 
-/// What the pushing and the writing sides share.
+/// What the pushing and the writing sides share: one allocation per
+/// connection, its close state included.
 #[derive(Default)]
 struct Queue {
     frames: Mutex<Frames>,
@@ -66,6 +66,7 @@ struct Queue {
     /// sends it before the frames queued.
     ping: AtomicBool,
     liveness: Liveness,
+    closing: Closing,
 }
 
 /// Counts a paced push as waiting while it lives.
@@ -86,16 +87,17 @@ impl Drop for Pacing<'_> {
 
 /// Set once: the first reason to close wins. A `Notify` and the reason,
 /// not a `CancellationToken`, which allocates a tree node of its own (112
-/// bytes more for every connection, idle or not).
+/// bytes more for every connection, idle or not). The reason is one of the
+/// constants, by reference: 8 bytes, where a copy would be 24.
 #[derive(Default)]
 pub struct Closing {
-    reason: OnceLock<Option<CloseReason>>,
+    reason: OnceLock<Option<&'static CloseReason>>,
     closed: Notify,
 }
 
 impl Closing {
     /// Ends the connection; `None` means the peer is gone (nothing to send).
-    pub fn close(&self, reason: Option<CloseReason>) {
+    pub fn close(&self, reason: Option<&'static CloseReason>) {
         let _ = self.reason.set(reason);
         self.closed.notify_waiters();
     }
@@ -117,7 +119,7 @@ impl Closing {
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied().flatten()
+        self.reason.get().copied().flatten().copied()
     }
 }
 
@@ -141,9 +143,13 @@ pub struct OutboxReceiver {
 }
 
 impl OutboxReceiver {
+    pub fn closing(&self) -> &Closing {
+        &self.queue.closing
+    }
+
     /// The next message to write, waiting for one: a ping asked for, or
     /// else the next frame; `None` once discarded.
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&self) -> Option<Message> {
         loop {
             // First, so that a stream of frames does not hold a ping back.
             // (A ping asked for is rare: the lock on its path costs nothing.)
@@ -164,7 +170,7 @@ impl OutboxReceiver {
 
     /// The next frame's text (tests: a ping here is a mistake).
     #[cfg(test)]
-    pub async fn recv_text(&mut self) -> Option<String> {
+    pub async fn recv_text(&self) -> Option<String> {
         match self.recv().await? {
             Message::Text(text) => Some(text.to_string()),
             other => panic!("expected a text frame, got {other:?}"),
@@ -172,7 +178,7 @@ impl OutboxReceiver {
     }
 
     /// A frame already queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+    pub fn try_recv(&self) -> Option<Utf8Bytes> {
         let frame = {
             let mut frames = self.queue.lock();
             let frame = frames.queued.pop_front()?;
@@ -215,7 +221,7 @@ impl OutboxReceiver {
 impl Outbox {
     pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxReceiver) {
         let queue = Arc::new(Queue { max_frames, max_bytes, ..Queue::default() });
-        let outbox = Self { queue: queue.clone(), closing: Arc::default() };
+        let outbox = Self { queue: queue.clone() };
         (outbox, OutboxReceiver { queue })
     }
 
@@ -223,7 +229,7 @@ impl Outbox {
     /// room). Returns false if the connection is closing or was just closed
     /// for being too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        if self.closing.is_closed() {
+        if self.closing().is_closed() {
             return false;
         }
         let len = frame.len();
@@ -237,7 +243,7 @@ impl Outbox {
             // away, so the count cannot grow between this check and the add.
             if frames.queued.len() >= queue.max_frames || queue.bytes.load(Ordering::Relaxed) + len > queue.max_bytes {
                 drop(frames);
-                self.closing.close(Some(CloseReason::SLOW_CONSUMER));
+                self.closing().close(Some(&CloseReason::SLOW_CONSUMER));
                 return false;
             }
             queue.bytes.fetch_add(len, Ordering::Relaxed);
@@ -256,7 +262,7 @@ impl Outbox {
     pub async fn push_paced(&self, frame: Utf8Bytes, patience: Duration) -> bool {
         // The common case, a queue with room: no waiter to register, so the
         // writer is not made to wake anyone for the frames it takes.
-        if self.closing.is_closed() {
+        if self.closing().is_closed() {
             return false;
         }
         if self.has_room_for(frame.len()) {
@@ -271,7 +277,7 @@ impl Outbox {
             // between still wakes us (see `OutboxReceiver::taken`).
             drained.as_mut().enable();
             fence(Ordering::SeqCst);
-            if self.closing.is_closed() {
+            if self.closing().is_closed() {
                 return false;
             }
             if self.has_room_for(frame.len()) {
@@ -279,9 +285,9 @@ impl Outbox {
             }
             tokio::select! {
                 _ = &mut drained => {}
-                _ = self.closing.closed() => return false,
+                _ = self.closing().closed() => return false,
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.closing.close(Some(CloseReason::SLOW_CONSUMER));
+                    self.closing().close(Some(&CloseReason::SLOW_CONSUMER));
                     return false;
                 }
             }
@@ -310,12 +316,12 @@ impl Outbox {
         &self.queue.liveness
     }
 
-    pub fn closing(&self) -> &Arc<Closing> {
-        &self.closing
+    pub fn closing(&self) -> &Closing {
+        &self.queue.closing
     }
 
-    pub fn close(&self, reason: CloseReason) {
-        self.closing.close(Some(reason));
+    pub fn close(&self, reason: &'static CloseReason) {
+        self.closing().close(Some(reason));
     }
 }
 
@@ -325,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_frames_closes_as_slow_consumer() {
-        let (outbox, mut rx) = Outbox::new(2, 1 << 20);
+        let (outbox, rx) = Outbox::new(2, 1 << 20);
         assert!(outbox.push("a".into()));
         assert!(outbox.push("b".into()));
         assert!(!outbox.push("c".into()));
@@ -336,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_in_bytes_closes_as_slow_consumer() {
-        let (outbox, mut rx) = Outbox::new(100, 10);
+        let (outbox, rx) = Outbox::new(100, 10);
         assert!(outbox.push("12345".into()));
         assert!(outbox.push("12345".into()));
         // Reading frees room.
@@ -348,7 +354,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_paced_push_waits_for_the_writer_instead_of_overflowing() {
-        let (outbox, mut rx) = Outbox::new(100, 10);
+        let (outbox, rx) = Outbox::new(100, 10);
         assert!(outbox.push("12345".into()), "half the bytes");
         let pusher = outbox.clone();
         let paced = tokio::spawn(async move { pusher.push_paced("123".into(), Duration::from_secs(5)).await });
@@ -362,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_emptied_queue_gives_back_a_bursts_memory_and_a_discarded_one_takes_nothing() {
-        let (outbox, mut rx) = Outbox::new(1_000, 1 << 20);
+        let (outbox, rx) = Outbox::new(1_000, 1 << 20);
         let waiting = tokio::spawn(async move {
             let first = rx.recv_text().await;
             (rx, first)
@@ -389,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ping_asked_for_wakes_the_writer_and_goes_before_the_frames_queued() {
-        let (outbox, mut rx) = Outbox::new(8, 1 << 16);
+        let (outbox, rx) = Outbox::new(8, 1 << 16);
         let waiting = tokio::spawn(async move {
             let first = rx.recv().await;
             (rx, first)
@@ -397,7 +403,7 @@ mod tests {
         tokio::task::yield_now().await;
         outbox.ping();
         let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
-        let (mut rx, first) = woken.expect("the ping wakes the waiting writer").unwrap();
+        let (rx, first) = woken.expect("the ping wakes the waiting writer").unwrap();
         assert!(matches!(first, Some(Message::Ping(_))), "{first:?}");
         assert!(outbox.push("a".into()));
         outbox.ping();

@@ -62,7 +62,7 @@ pub struct Presence {
 #[derive(Default)]
 struct Room {
     /// Users with a connection in the room on this node.
-    local: HashSet<String>,
+    local: HashSet<Arc<str>>,
     /// Users other edges named.
     remote: Roster,
     /// Users whose presence may have changed since the members were last
@@ -115,7 +115,7 @@ impl Room {
     fn take_records(&mut self, room: &str, node: &str) -> Vec<PresenceUpdate> {
         let came = std::mem::take(&mut self.out_here);
         let here: Vec<String> = if std::mem::take(&mut self.out_all) {
-            let mut all: Vec<String> = self.local.iter().cloned().collect();
+            let mut all: Vec<String> = self.local.iter().map(|user| user.to_string()).collect();
             all.sort_unstable();
             all
         } else {
@@ -162,13 +162,14 @@ impl Presence {
     }
 
     /// `user`'s first connection on this node joined `room` (the hub calls it).
-    pub fn local_joined(&self, room: &str, user: &str) {
+    /// The room keeps the hub's copy of the name, not one of its own.
+    pub fn local_joined(&self, room: &str, user: &Arc<str>) {
         let mut rooms = self.lock();
         let room = rooms.entry(room.to_owned()).or_insert_with(|| Room { out_sync: true, ..Room::default() });
         room.touch(user);
-        room.local.insert(user.to_owned());
-        room.out_left.remove(user);
-        room.out_here.insert(user.to_owned());
+        room.local.insert(user.clone());
+        room.out_left.remove(&**user);
+        room.out_here.insert(user.to_string());
     }
 
     /// `user`'s last connection on this node left `room` (the hub calls it).
@@ -208,8 +209,9 @@ impl Presence {
     pub fn present(&self, room: &str) -> Vec<String> {
         let rooms = self.lock();
         let Some(room) = rooms.get(room) else { return Vec::new() };
-        let users: BTreeSet<&String> = room.local.iter().chain(room.remote.users()).collect();
-        users.into_iter().cloned().collect()
+        let local = room.local.iter().map(|user| &**user);
+        let users: BTreeSet<&str> = local.chain(room.remote.users().map(String::as_str)).collect();
+        users.into_iter().map(str::to_owned).collect()
     }
 
     /// Names every local user again at the next flush.
@@ -324,9 +326,9 @@ mod tests {
     #[test]
     fn an_interval_goes_out_as_one_record_and_one_frame() {
         let presence = Presence::new("a", Duration::from_secs(10));
-        presence.local_joined("r", "alice");
-        presence.local_joined("r", "bob");
-        presence.local_joined("r", "carol");
+        presence.local_joined("r", &"alice".into());
+        presence.local_joined("r", &"bob".into());
+        presence.local_joined("r", &"carol".into());
         presence.local_left("r", "carol");
         let flushed = presence.flush();
         assert_eq!(flushed.records, vec![update("a", &["alice", "bob"], &["carol"], true)]);
@@ -349,7 +351,7 @@ mod tests {
     fn a_sync_is_answered_with_everyone_and_own_records_are_skipped() {
         let presence = Presence::new("a", Duration::from_secs(10));
         for user in ["u1", "u2", "u3"] {
-            presence.local_joined("r", user);
+            presence.local_joined("r", &user.into());
         }
         presence.flush();
         presence.apply(&update("a", &["ghost"], &[], true), 0);
@@ -365,7 +367,7 @@ mod tests {
     fn a_refresh_of_a_big_room_goes_in_parts() {
         let presence = Presence::new("a", Duration::from_secs(10));
         for i in 0..2_500 {
-            presence.local_joined("r", &format!("u{i:04}"));
+            presence.local_joined("r", &format!("u{i:04}").into());
         }
         presence.flush();
         presence.refresh();
@@ -376,7 +378,7 @@ mod tests {
     #[test]
     fn users_no_edge_names_again_expire_and_the_last_local_leave_forgets_the_room() {
         let presence = Presence::new("a", Duration::from_secs(10));
-        presence.local_joined("r", "alice");
+        presence.local_joined("r", &"alice".into());
         presence.apply(&update("b", &["bob", "carol"], &[], false), 0);
         presence.flush();
         presence.apply(&update("b", &["bob"], &[], false), 20_000);
@@ -391,14 +393,14 @@ mod tests {
         assert_eq!(flushed.records, vec![update("a", &[], &["alice"], false)]);
         assert!(flushed.frames.is_empty(), "no member left to tell");
         assert!(presence.present("r").is_empty(), "forgotten");
-        presence.local_joined("r", "alice");
+        presence.local_joined("r", &"alice".into());
         assert!(presence.flush().records[0].sync, "a new first member asks again");
     }
 
     #[test]
     fn an_edge_cut_off_from_the_stream_drops_nobody_and_gives_the_others_a_full_ttl() {
         let presence = Presence::new("a", Duration::from_secs(10));
-        presence.local_joined("r", "alice");
+        presence.local_joined("r", &"alice".into());
         presence.apply(&update("b", &["bob"], &[], false), 1_000);
         presence.apply(&update("a", &["alice"], &[], false), 2_000);
         presence.flush();

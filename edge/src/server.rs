@@ -221,7 +221,7 @@ async fn close_with_jitter(state: &EdgeState, window: Duration) {
     let start = tokio::time::Instant::now();
     for (at, outbox) in outboxes {
         tokio::time::sleep_until(start + at).await;
-        outbox.close(CloseReason::RESTART);
+        outbox.close(&CloseReason::RESTART);
     }
 }
 

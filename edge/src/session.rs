@@ -5,10 +5,14 @@
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use switchboard_core::clock::now_ms;
 use switchboard_core::store::Access;
 use switchboard_schemas::PROTOCOL_VERSION;
@@ -25,7 +29,7 @@ use crate::auth::Claims;
 use crate::history;
 use crate::hub::UserSlot;
 use crate::joined::Joined;
-use crate::outbox::{CloseReason, Closing, Outbox, OutboxReceiver};
+use crate::outbox::{CloseReason, Outbox, OutboxReceiver};
 use crate::publish;
 use crate::state::EdgeState;
 
@@ -72,8 +76,8 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
         limits: config.limits(),
     });
 
-    let writer = tokio::spawn(write_loop(sink, receiver, outbox.closing().clone(), config.close_timeout));
-    let mut session = Session::new(state, conn, slot.user().clone(), claims.name, outbox);
+    let writer = tokio::spawn(write_loop(sink, receiver, config.close_timeout));
+    let mut session = Session::new(state, conn, slot, claims.name, outbox);
     drop(_entered);
     // A block, not an async fn: an async fn's state holds its arguments and
     // its locals made from them, twice the session in every task.
@@ -89,8 +93,9 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
             state.events.frames_dropped(dropped);
         }
         state.hub.unregister(session.conn, session.rooms.rooms());
-        drop(slot);
         tracing::debug!(reason = ?outbox.closing().reason(), "disconnected");
+        // The session's user slot goes last, with it: the user's count of
+        // connections drops only once the hub has forgotten this one.
     }
     .instrument(span)
 }
@@ -114,7 +119,6 @@ pub fn run(state: Arc<EdgeState>, socket: WebSocket, claims: Claims, slot: UserS
 pub fn write_loop<S>(
     mut sink: S,
     mut outbox: OutboxReceiver,
-    closing: Arc<Closing>,
     close_timeout: std::time::Duration,
 ) -> impl Future<Output = usize>
 where
@@ -124,7 +128,7 @@ where
         loop {
             let message = tokio::select! {
                 biased;
-                _ = closing.closed() => break,
+                _ = outbox.closing().closed() => break,
                 message = outbox.recv() => match message {
                     Some(message) => message,
                     None => break,
@@ -132,32 +136,39 @@ where
             };
             // A client that stops reading blocks this send; closing must still win.
             let sent = tokio::select! {
-                _ = closing.closed() => break,
-                sent = send_queued(&mut sink, message, &mut outbox) => sent,
+                _ = outbox.closing().closed() => break,
+                sent = send_queued(&mut sink, message, &outbox) => sent,
             };
             if sent.is_err() {
-                closing.close(None);
+                outbox.closing().close(None);
                 return outbox.discard();
             }
         }
         let dropped = outbox.discard();
-        let Some(reason) = closing.reason() else {
-            // The peer is gone: nothing to tell it.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
-            return dropped;
-        };
-        let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
-        let close = async {
-            sink.send(Message::Close(Some(frame))).await?;
-            sink.close().await
-        };
-        if tokio::time::timeout(close_timeout, close).await.is_err() {
-            tracing::debug!(
-                code = reason.code,
-                "close frame not read within the close timeout; dropping the connection"
-            );
-        }
+        // Boxed: a connection closes once, and inline the close's timeout
+        // would size every connection's writer task for it while it idles.
+        Box::pin(close(sink, outbox.closing().reason(), close_timeout)).await;
         dropped
+    }
+}
+
+/// Sends the close frame for `reason` and closes the sink, within
+/// `close_timeout`; with no reason (the peer is gone) only closes it.
+async fn close<S>(mut sink: S, reason: Option<CloseReason>, close_timeout: std::time::Duration)
+where
+    S: Sink<Message> + Unpin,
+{
+    let Some(reason) = reason else {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+        return;
+    };
+    let frame = CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) };
+    let close = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        sink.close().await
+    };
+    if tokio::time::timeout(close_timeout, close).await.is_err() {
+        tracing::debug!(code = reason.code, "close frame not read within the close timeout; dropping the connection");
     }
 }
 
@@ -167,16 +178,31 @@ const FRAMES_PER_FLUSH: usize = 64;
 /// Writes `first` and the frames already queued behind it (up to
 /// [`FRAMES_PER_FLUSH`]), then flushes once: a burst of deliveries costs one
 /// socket write instead of one per frame.
-async fn send_queued<S>(sink: &mut S, first: Message, outbox: &mut OutboxReceiver) -> Result<(), S::Error>
+///
+/// Polled by hand, not an async fn: that kept `first` beside the `feed`
+/// holding it, 88 bytes more in every connection's writer task, which is
+/// sized for this future (it is awaited beside the wait for a close).
+fn send_queued<'a, S>(
+    sink: &'a mut S,
+    first: Message,
+    outbox: &'a OutboxReceiver,
+) -> impl Future<Output = Result<(), S::Error>> + 'a
 where
     S: Sink<Message> + Unpin,
 {
-    sink.feed(first).await?;
-    for _ in 1..FRAMES_PER_FLUSH {
-        let Some(frame) = outbox.try_recv() else { break };
-        sink.feed(Message::Text(frame)).await?;
-    }
-    sink.flush().await
+    let mut next = Some(first);
+    let mut fed = 0;
+    std::future::poll_fn(move |cx| {
+        while next.is_some() {
+            std::task::ready!(sink.poll_ready_unpin(cx))?;
+            sink.start_send_unpin(next.take().expect("checked by the loop"))?;
+            fed += 1;
+            if fed < FRAMES_PER_FLUSH {
+                next = outbox.try_recv().map(Message::Text);
+            }
+        }
+        sink.poll_flush_unpin(cx)
+    })
 }
 
 /// Waits for `timer`, or forever when there is none.
@@ -190,11 +216,11 @@ async fn fired(timer: &mut Option<Pin<Box<Sleep>>>) {
 struct Session {
     state: Arc<EdgeState>,
     conn: u64,
-    /// The token's user (the one copy its connection slot and the hub
-    /// share, see `UserSlot::user`) and display name, boxed: an idle
-    /// connection keeps them, and the token's other claims are spent at
-    /// the handshake.
-    user: Arc<str>,
+    /// The token's user, counted in the hub while the session lives (its
+    /// name is the one copy the hub's entries share, see `UserSlot::user`),
+    /// and its display name, boxed: an idle connection keeps them, and the
+    /// token's other claims are spent at the handshake.
+    slot: UserSlot,
     name: Option<Box<str>>,
     outbox: Outbox,
     /// Rooms this connection is in, each with the read position told in it
@@ -203,7 +229,9 @@ struct Session {
     /// room of every connection, idle or not, would have its name twice),
     /// and not a hash map (see `joined.rs`).
     rooms: Joined<ReadState>,
-    limiter: DefaultDirectRateLimiter,
+    /// On the std clock, not governor's default: the default carries a
+    /// calibrated clock of its own, 32 bytes more in every connection.
+    limiter: RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
     /// Made at the connection's first send: many connections only read.
     in_flight: Option<Arc<Semaphore>>,
@@ -215,73 +243,100 @@ struct Session {
 }
 
 /// A room's read position as this connection told it: the last published,
-/// and a higher one held back until the window ends.
+/// and, once the client has marked the room read, its window (boxed: an
+/// idle connection keeps this for every room it is in, 16 bytes instead of
+/// 56).
 #[derive(Debug, Default)]
 struct ReadState {
     published: u64,
+    window: Option<Box<ReadWindow>>,
+}
+
+/// A higher position held back until the window of the last published one ends.
+#[derive(Debug, Default)]
+struct ReadWindow {
     /// (seq, the request `ref` that set it)
     pending: Option<(u64, String)>,
-    window_ends: Option<tokio::time::Instant>,
+    ends: Option<tokio::time::Instant>,
+}
+
+impl ReadState {
+    fn pending(&self) -> Option<&(u64, String)> {
+        self.window.as_ref()?.pending.as_ref()
+    }
+
+    fn window_ends(&self) -> Option<tokio::time::Instant> {
+        self.window.as_ref()?.ends
+    }
 }
 
 impl Session {
-    fn new(state: Arc<EdgeState>, conn: u64, user: Arc<str>, name: Option<String>, outbox: Outbox) -> Self {
+    fn new(state: Arc<EdgeState>, conn: u64, slot: UserSlot, name: Option<String>, outbox: Outbox) -> Self {
         let config = &state.config;
         let quota = Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
         Self {
             conn,
-            user,
+            slot,
             name: name.map(String::into_boxed_str),
             outbox,
             rooms: Joined::default(),
-            limiter: RateLimiter::direct(quota),
+            limiter: RateLimiter::direct_with_clock(quota, MonotonicClock),
             in_flight: None,
             state,
             read_flush: None,
         }
     }
 
-    async fn read_loop<S>(&mut self, mut stream: S)
+    fn user(&self) -> &Arc<str> {
+        self.slot.user()
+    }
+
+    /// A fn returning a block, not an async fn: an async fn's state keeps
+    /// its arguments beside the locals moved out of them (16 bytes of every
+    /// connection's task).
+    #[allow(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice (above)")]
+    fn read_loop<S>(&mut self, mut stream: S) -> impl Future<Output = ()>
     where
         S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
-        let closing = self.outbox.closing().clone();
-        loop {
-            let next = tokio::select! {
-                _ = closing.closed() => return,
-                () = fired(&mut self.read_flush) => {
-                    Box::pin(self.flush_reads(false)).await;
-                    continue;
-                }
-                next = stream.next() => next,
-            };
-            // Any frame counts as activity; one being handled keeps the
-            // connection from idling out however long that takes.
-            self.outbox.liveness().handling();
-            match next {
-                None | Some(Ok(Message::Close(_))) => return,
-                Some(Err(e)) => {
-                    if let Some(reason) = close_reason_for(e) {
-                        self.outbox.close(reason);
+        async move {
+            loop {
+                let next = tokio::select! {
+                    _ = self.outbox.closing().closed() => return,
+                    () = fired(&mut self.read_flush) => {
+                        Box::pin(self.flush_reads(false)).await;
+                        continue;
                     }
-                    return;
+                    next = stream.next() => next,
+                };
+                // Any frame counts as activity; one being handled keeps the
+                // connection from idling out however long that takes.
+                self.outbox.liveness().handling();
+                match next {
+                    None | Some(Ok(Message::Close(_))) => return,
+                    Some(Err(e)) => {
+                        if let Some(reason) = close_reason_for(e) {
+                            self.outbox.close(reason);
+                        }
+                        return;
+                    }
+                    // Boxed: handling a frame awaits Kafka and SQL, whose futures
+                    // are large; inline, every connection's task would be sized
+                    // for them while it idles here (3.8 -> 1.x KiB a connection).
+                    Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        let (code, message) = match self.limiter.check() {
+                            Ok(()) => (ErrorCode::BinaryFrame, "protocol v1 uses text frames only"),
+                            Err(_) => (ErrorCode::RateLimited, "rate limit exceeded; frame dropped"),
+                        };
+                        self.reply(ServerFrame::error(None, code, message));
+                    }
+                    // Pings are answered by the WebSocket layer.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }
-                // Boxed: handling a frame awaits Kafka and SQL, whose futures
-                // are large; inline, every connection's task would be sized
-                // for them while it idles here (3.8 -> 1.x KiB a connection).
-                Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
-                Some(Ok(Message::Binary(_))) => {
-                    let (code, message) = match self.limiter.check() {
-                        Ok(()) => (ErrorCode::BinaryFrame, "protocol v1 uses text frames only"),
-                        Err(_) => (ErrorCode::RateLimited, "rate limit exceeded; frame dropped"),
-                    };
-                    self.reply(ServerFrame::error(None, code, message));
-                }
-                // Pings are answered by the WebSocket layer.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                self.outbox.liveness().heard(self.state.keepalive.now());
             }
-            self.outbox.liveness().heard(self.state.keepalive.now());
         }
     }
 
@@ -348,7 +403,7 @@ impl Session {
     /// asked back to back, or a busy room's live traffic, never overflow it.
     async fn history(&mut self, reference: String, room: String, before: Option<u64>, limit: Option<u32>) {
         let max_bytes = MAX_HISTORY_BYTES.min(self.state.config.send_queue_bytes / 2);
-        match history::page(&self.state.store, &self.user, &room, before, limit, max_bytes).await {
+        match history::page(&self.state.store, self.user(), &room, before, limit, max_bytes).await {
             Ok(page) => {
                 let frame = ServerFrame::History {
                     reference,
@@ -379,13 +434,13 @@ impl Session {
             );
         }
         let store = &self.state.store;
-        let room_state = match store.access(&room, &self.user).await {
+        let room_state = match store.access(&room, self.user()).await {
             Ok(Access::Granted(s)) => s,
             Ok(Access::Forbidden) => {
                 return self.fail(&reference, ErrorCode::Forbidden, format!("you may not join room {room:?}"));
             }
             Err(e) => {
-                tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: database unavailable");
+                tracing::warn!(conn = self.conn, user = %self.user(), error = %e, "join: database unavailable");
                 return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
             }
         };
@@ -410,17 +465,17 @@ impl Session {
             match store.messages_between(&room, replay_after, last, REPLAY_CHUNK).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: replay read failed");
+                    tracing::warn!(conn = self.conn, user = %self.user(), error = %e, "join: replay read failed");
                     return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
                 }
             }
         } else {
             Vec::new()
         };
-        let read_seq = match store.read_position(&room, &self.user).await {
+        let read_seq = match store.read_position(&room, self.user()).await {
             Ok(seq) => seq.min(last),
             Err(e) => {
-                tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: read position unavailable");
+                tracing::warn!(conn = self.conn, user = %self.user(), error = %e, "join: read position unavailable");
                 return self.fail(&reference, ErrorCode::Unavailable, "history unavailable; retry the join");
             }
         };
@@ -429,8 +484,8 @@ impl Session {
         // next `presence` frame's `joined`: harmless to a set.
         let present = presence.then(|| {
             let mut users = self.state.presence.present(&room);
-            if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(&self.user)) {
-                users.insert(at, String::from(&*self.user));
+            if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(self.user())) {
+                users.insert(at, String::from(&**self.user()));
             }
             users
         });
@@ -464,7 +519,7 @@ impl Session {
             }
             if sent >= upto {
                 rounds += 1;
-                match store.access(&room, &self.user).await {
+                match store.access(&room, self.user()).await {
                     Ok(Access::Granted(now)) if now.last_seq > upto && rounds <= REPLAY_CATCH_UP_ROUNDS => {
                         upto = now.last_seq;
                     }
@@ -475,12 +530,12 @@ impl Session {
                 Ok(rows) => rows,
                 Err(e) => {
                     // The live stream's gap fill reads the rest at the room's next message.
-                    tracing::warn!(conn = self.conn, user = %self.user, error = %e, "join: replay read failed midway");
+                    tracing::warn!(conn = self.conn, user = %self.user(), error = %e, "join: replay read failed midway");
                     Vec::new()
                 }
             };
         }
-        self.state.hub.join(&room, self.conn, &self.user, &self.outbox, sent, room_state.epoch);
+        self.state.hub.join(&room, self.conn, self.user(), &self.outbox, sent, room_state.epoch);
         if let Some(told) = present_told {
             self.state.hub.watch_presence(&room, self.conn);
             // Presence frames sent while the replay ran did not come here:
@@ -494,12 +549,12 @@ impl Session {
         }
         // A removal applied while this join read the store found no local
         // connection to take out; this one looks again, now that it is in.
-        if room_state.private && !matches!(store.access(&room, &self.user).await, Ok(Access::Granted(_))) {
+        if room_state.private && !matches!(store.access(&room, self.user()).await, Ok(Access::Granted(_))) {
             self.state.hub.leave(&room, self.conn);
             self.outbox.push_frame(&ServerFrame::Removed { room });
             return;
         }
-        self.rooms.insert(room, ReadState { published: read_seq, ..ReadState::default() });
+        self.rooms.insert(room, ReadState { published: read_seq, window: None });
     }
 
     /// Whether this connection is in `room`. The hub has the last word: the
@@ -547,10 +602,10 @@ impl Session {
         let max_in_flight = self.state.config.max_in_flight;
         let in_flight = self.in_flight.get_or_insert_with(|| Arc::new(Semaphore::new(max_in_flight)));
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let id = message_id(&room, &self.user, &client_id).to_string();
+        let id = message_id(&room, self.user(), &client_id).to_string();
         let envelope = InboundSend {
             room,
-            sender: String::from(&*self.user),
+            sender: String::from(&**self.user()),
             sender_name: self.name.as_deref().map(str::to_owned),
             client_id,
             body,
@@ -602,12 +657,13 @@ impl Session {
         }
         let now = tokio::time::Instant::now();
         let Some(state) = self.rooms.get_mut(&room) else { return };
-        let told = state.pending.as_ref().map_or(state.published, |(p, _)| (*p).max(state.published));
+        let told = state.pending().map_or(state.published, |(p, _)| (*p).max(state.published));
         if seq <= told {
             return;
         }
-        state.pending = Some((seq, reference));
-        match state.window_ends {
+        let window = state.window.get_or_insert_default();
+        window.pending = Some((seq, reference));
+        match window.ends {
             Some(end) if end > now => {
                 let due = self.read_flush.as_ref().map_or(end, |timer| timer.deadline().min(end));
                 self.flush_reads_at(Some(due));
@@ -623,14 +679,14 @@ impl Session {
         let due: Vec<String> = self
             .rooms
             .iter()
-            .filter(|(_, r)| r.pending.is_some() && (all || r.window_ends.is_none_or(|end| end <= now)))
+            .filter(|(_, r)| r.pending().is_some() && (all || r.window_ends().is_none_or(|end| end <= now)))
             .map(|(room, _)| room.clone())
             .collect();
         for room in due {
             self.flush_room_read(&room).await;
         }
-        let held = self.rooms.values().filter(|r| r.pending.is_some());
-        self.flush_reads_at(held.filter_map(|r| r.window_ends).min());
+        let held = self.rooms.values().filter(|r| r.pending().is_some());
+        self.flush_reads_at(held.filter_map(ReadState::window_ends).min());
     }
 
     /// Sets the read positions' timer to `due`: made when a position is
@@ -646,17 +702,18 @@ impl Session {
     /// Publishes `room`'s held read position, if any, and starts a window.
     async fn flush_room_read(&mut self, room: &str) {
         let Some(state) = self.rooms.get_mut(room) else { return };
-        let Some((seq, reference)) = state.pending.take() else { return };
+        let Some(window) = state.window.as_mut() else { return };
+        let Some((seq, reference)) = window.pending.take() else { return };
+        window.ends = Some(tokio::time::Instant::now() + READ_WINDOW);
         state.published = seq;
-        state.window_ends = Some(tokio::time::Instant::now() + READ_WINDOW);
         let marker = ReadMarker {
             room: room.to_owned(),
-            user: String::from(&*self.user),
+            user: String::from(&**self.user()),
             seq,
             origin: Origin { node: self.state.node.clone(), conn: self.conn, reference: reference.clone() },
         };
         if let Err(e) = publish::read_marker(&self.state, &marker).await {
-            tracing::warn!(conn = self.conn, user = %self.user, error = %e, "read marker not published");
+            tracing::warn!(conn = self.conn, user = %self.user(), error = %e, "read marker not published");
             self.fail(&reference, ErrorCode::Unavailable, "kafka is unavailable; send the read position again");
         }
     }
@@ -665,19 +722,19 @@ impl Session {
         if !self.in_room(&room) {
             return self.fail(&reference, ErrorCode::NotJoined, format!("not in room {room:?}"));
         }
-        publish::typing(&self.state, Event::Typing { room, user: String::from(&*self.user) });
+        publish::typing(&self.state, Event::Typing { room, user: String::from(&**self.user()) });
     }
 }
 
 /// The close code owed to a client whose frame the WebSocket layer refused;
 /// `None` when the connection itself failed (nobody to tell).
-fn close_reason_for(error: axum::Error) -> Option<CloseReason> {
+fn close_reason_for(error: axum::Error) -> Option<&'static CloseReason> {
     use tungstenite::error::{Error, ProtocolError};
     match error.into_inner().downcast_ref::<Error>()? {
-        Error::Capacity(_) => Some(CloseReason::TOO_BIG),
-        Error::Utf8(_) => Some(CloseReason::INVALID_UTF8),
+        Error::Capacity(_) => Some(&CloseReason::TOO_BIG),
+        Error::Utf8(_) => Some(&CloseReason::INVALID_UTF8),
         Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        Error::Protocol(_) => Some(CloseReason::PROTOCOL_ERROR),
+        Error::Protocol(_) => Some(&CloseReason::PROTOCOL_ERROR),
         _ => None,
     }
 }
@@ -726,8 +783,8 @@ mod tests {
             assert!(outbox.push(Utf8Bytes::from(i.to_string())));
         }
         let mut sink = Recorder::default();
-        let closing = outbox.closing().clone();
-        let writer = write_loop(&mut sink, receiver, closing.clone(), Duration::from_secs(1));
+        let closing = outbox.closing();
+        let writer = write_loop(&mut sink, receiver, Duration::from_secs(1));
         let stop = async {
             tokio::task::yield_now().await;
             closing.close(None);

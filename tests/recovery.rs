@@ -201,9 +201,13 @@ async fn the_store_is_rebuilt_row_for_row_after_total_and_partial_loss() {
 
 /// How many records sb.events has received (the sum of its partitions' ends).
 fn events_end(cluster: &Cluster) -> i64 {
+    topic_ends(cluster, &format!("{}.events", cluster.prefix), 4).iter().sum()
+}
+
+/// The end (high watermark) of each partition of `topic`.
+fn topic_ends(cluster: &Cluster, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: ToolConsumer = KafkaConfig::new(cluster.env.kafka.clone()).tool_consumer("sbctl-test").unwrap();
-    let topic = format!("{}.events", cluster.prefix);
-    (0..4).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1).sum()
+    (0..partitions).map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1).collect()
 }
 
 /// Waits until the broker has let a killed (static) member go: its
@@ -259,6 +263,17 @@ async fn a_group_reset_is_a_dry_run_unless_executed_and_refuses_a_live_group() {
     assert_eq!(live.status.code(), Some(1), "{}", output_text(&live));
     assert!(output_text(&live).contains("live member"), "{}", output_text(&live));
 
+    // The persister commits its positions once a second: killed before its
+    // next commit, it would leave the late records uncommitted, and a reset
+    // to the middle would have nothing to move back.
+    let ends = topic_ends(&cluster, &inbound, 4);
+    eventually(Duration::from_secs(30), Duration::from_millis(200), async || {
+        let now = committed(&cluster, &group, &inbound, 4);
+        // An empty partition has nothing to commit (-1).
+        let all = now.iter().zip(&ends).all(|(at, end)| at == end || (*end == 0 && *at < 0));
+        if all { Ok(()) } else { Err(format!("committed {now:?}, the partitions end at {ends:?}")) }
+    })
+    .await;
     cluster.persister.kill();
     wait_until_no_members(&cluster, &group).await;
     let before = committed(&cluster, &group, &inbound, 4);

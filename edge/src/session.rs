@@ -5,7 +5,6 @@
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -47,6 +46,11 @@ const REPLAY_CATCH_UP_ROUNDS: u32 = 3;
 /// marks every message read as it scrolls costs one record (and one `read`
 /// frame to each member) a second, not one per message.
 const READ_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection's rate limiter, on the std clock, not governor's default:
+/// the default carries a calibrated clock of its own, 32 bytes more in
+/// every connection. (The session's other times are tokio's.)
+type Limiter = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
 
 /// Runs a connection until either side ends it.
 ///
@@ -229,9 +233,7 @@ struct Session {
     /// room of every connection, idle or not, would have its name twice),
     /// and not a hash map (see `joined.rs`).
     rooms: Joined<ReadState>,
-    /// On the std clock, not governor's default: the default carries a
-    /// calibrated clock of its own, 32 bytes more in every connection.
-    limiter: RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>,
+    limiter: Limiter,
     /// Sends awaiting Kafka's ack; when all permits are out, reading pauses.
     /// Made at the connection's first send: many connections only read.
     in_flight: Option<Arc<Semaphore>>,
